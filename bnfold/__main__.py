@@ -1,0 +1,5 @@
+"""``python -m bnfold`` == ``bnfold``."""
+
+from .cli import main
+
+main()

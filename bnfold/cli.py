@@ -1,0 +1,76 @@
+"""The ``bnfold`` command line: parse, call the library, render, map errors to exit codes.
+
+No command holds logic of its own; each lives in ``bnfold/commands/<name>.py`` and calls the
+library. Every failure reaches the user as one ``error:`` line and a documented exit code
+(see ``bnfold.errors.EXIT_CODES``); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import EXIT_CODES, BnfoldError, Interrupted
+
+INTERNAL_ERROR_EXIT = 70
+
+
+class BnfoldGroup(click.Group):
+    """A click group that turns every exception into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = "--debug" in sys.argv[1:] or bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except BnfoldError as err:
+            if debug:
+                traceback.print_exc()
+            _print_error(str(err))
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            _print_error("interrupted; nothing was written")
+            ctx.exit(Interrupted.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+            if debug:
+                traceback.print_exc()
+            _print_error(
+                f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                " (a bug in bnfold: rerun with --debug and report it)"
+            )
+            ctx.exit(INTERNAL_ERROR_EXIT)
+
+
+def _print_error(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def _exit_code_epilog() -> str:
+    return "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+
+
+@click.group(
+    cls=BnfoldGroup,
+    epilog=_exit_code_epilog(),
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, prog_name="bnfold")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def main(debug: bool) -> None:
+    """Fold BatchNormalization into neighbouring layers of ONNX models, prove the result
+    equivalent under onnxruntime, and measure the latency gained."""
+
+
+def _commands() -> None:
+    from .commands import bench, check, optimize, verify
+
+    for module in (optimize, verify, check, bench):
+        main.add_command(module.command)
+
+
+_commands()

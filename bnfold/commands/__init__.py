@@ -1,0 +1,1 @@
+"""One file per CLI command; each only parses options, calls the library and renders."""

@@ -1,0 +1,124 @@
+"""``bnfold optimize MODEL``: fold, optionally verify and bench, then write atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..api import optimize
+from ..errors import VerificationFailed
+from ..modelio import check_output_path, default_output_path
+from ..patterns import PATTERN_NAMES
+from .common import append_github_summary, existing_model, stdout_console, write_text
+
+
+@click.command(name="optimize")
+@click.argument("model", type=existing_model)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output path [default: MODEL.folded.onnx].",
+)
+@click.option("--in-place", is_flag=True, help="Replace the input file (atomically).")
+@click.option("--dry-run", is_flag=True, help="Report what would be folded; write nothing.")
+@click.option(
+    "--report", "report_path", type=click.Path(path_type=Path), help="Write the report as JSON."
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(path_type=Path),
+    help="Write the report as Markdown.",
+)
+@click.option(
+    "--disable",
+    multiple=True,
+    type=click.Choice(PATTERN_NAMES),
+    help="Do not apply this pattern (repeatable).",
+)
+@click.option(
+    "--verify",
+    "run_verify",
+    is_flag=True,
+    help="Verify with onnxruntime before writing; write nothing on failure.",
+)
+@click.option(
+    "--force", is_flag=True, help="With --verify: write the output even when verification fails."
+)
+@click.option(
+    "--bench", "run_bench", is_flag=True, help="Benchmark original against folded after writing."
+)
+@click.option(
+    "--external-data/--no-external-data",
+    default=None,
+    help="Store large tensors beside the output [default: as the input does].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def command(
+    model: Path,
+    output: Path | None,
+    in_place: bool,
+    dry_run: bool,
+    report_path: Path | None,
+    markdown_path: Path | None,
+    disable: tuple[str, ...],
+    run_verify: bool,
+    force: bool,
+    run_bench: bool,
+    external_data: bool | None,
+    quiet: bool,
+) -> None:
+    """Fold every BatchNormalization in MODEL that can be folded exactly.
+
+    Writes MODEL.folded.onnx (or -o PATH) and reports each fold and each refusal with its
+    reason code.
+    """
+    target = model if in_place else (output or default_output_path(model))
+    if not dry_run:
+        check_output_path(target, model, in_place=in_place)
+    console = stdout_console(quiet)
+    result = optimize(model, disable=disable)
+    report = result.report
+    if not dry_run:
+        report.output = str(target)
+    report.render(console)
+
+    verification_failed = False
+    if run_verify:
+        from ..verify import verify
+
+        verify_report = verify(model, result.model)
+        verify_report.render(console)
+        verification_failed = not verify_report.passed
+        if verification_failed and not force:
+            _write_reports(report, report_path, markdown_path)
+            raise VerificationFailed(
+                "the folded model does not match the original; nothing was written",
+                hint="rerun `bnfold verify` for details, or pass --force to write it anyway",
+            )
+
+    if dry_run:
+        console.print("dry run: nothing written")
+    else:
+        result.save(target, external_data=external_data)
+        console.print(f"wrote {target}")
+    _write_reports(report, report_path, markdown_path)
+
+    if run_bench and not dry_run:
+        from ..bench import bench
+
+        bench_report = bench(model, target)
+        bench_report.render(console)
+    if verification_failed:
+        raise VerificationFailed("written with --force, but verification failed")
+
+
+def _write_reports(report, report_path: Path | None, markdown_path: Path | None) -> None:  # type: ignore[no-untyped-def]
+    if report_path is not None:
+        report.write_json(report_path)
+    markdown = report.to_markdown()
+    if markdown_path is not None:
+        write_text(markdown_path, markdown)
+    append_github_summary(markdown)

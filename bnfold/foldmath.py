@@ -1,0 +1,99 @@
+"""The arithmetic of folding, in pure numpy, computed in float64 and rounded once.
+
+Notation, per channel ``c``: BatchNormalization with scale γ, bias β, running mean μ,
+running variance σ² and epsilon ε computes
+
+    BN(x) = γ · (x − μ) / sqrt(σ² + ε) + β = s · x + t,
+    s = γ / sqrt(σ² + ε),   t = β − μ · s.
+
+Every per-channel affine (BN, or Mul/Add/Sub/Div by per-channel constants) is kept as such an
+``(s, t)`` pair. A linear layer ``y = W x + b`` followed by the affine becomes
+
+    s · (W x + b) + t = (s ⊙ W) x + (s · b + t)          (fold into the producer)
+
+where ``s ⊙ W`` scales the output-channel slices of W.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``y = scale · x + shift`` per channel, both float64 vectors of one length."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return int(self.scale.shape[0])
+
+    def then(self, later: Affine) -> Affine:
+        """The affine ``later ∘ self``: ``l.s · (s · x + t) + l.t``."""
+        return Affine(later.scale * self.scale, later.scale * self.shift + later.shift)
+
+    @staticmethod
+    def identity(channels: int) -> Affine:
+        return Affine(np.ones(channels), np.zeros(channels))
+
+
+def bn_to_affine(
+    gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float
+) -> Affine:
+    """``s = γ / sqrt(σ² + ε)``, ``t = β − μ · s``, in float64."""
+    gamma64, beta64, mean64, var64 = (
+        np.asarray(a, dtype=np.float64).reshape(-1) for a in (gamma, beta, mean, var)
+    )
+    # ε is a float attribute (float32 in the proto); use the value the runtime uses.
+    eps = float(np.float32(epsilon))
+    scale = gamma64 / np.sqrt(var64 + eps)
+    return Affine(scale, beta64 - mean64 * scale)
+
+
+def scale_along(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    """Multiply the slices of ``weight`` along ``axis`` by ``scale`` (float64 result)."""
+    shape = [1] * weight.ndim
+    shape[axis] = scale.shape[0]
+    return np.asarray(weight, dtype=np.float64) * scale.reshape(shape)
+
+
+def conv_transpose_output_scale(scale: np.ndarray, in_channels: int, group: int) -> np.ndarray:
+    """Per-element factors ``[C_in, C_out/group]`` for a ConvTranspose weight.
+
+    ConvTranspose weights are ``[C_in, C_out/group, k...]``: input channel ``i`` belongs to
+    group ``g = i // (C_in/group)`` and its slice ``j`` produces output channel
+    ``g · (C_out/group) + j``.
+    """
+    out_per_group = scale.shape[0] // group
+    in_per_group = in_channels // group
+    group_of_input = np.arange(in_channels) // in_per_group
+    index = group_of_input[:, None] * out_per_group + np.arange(out_per_group)[None, :]
+    return scale[index]
+
+
+@dataclass(frozen=True)
+class Rounded:
+    """A float64 result rounded once to the target dtype, with the error that cost."""
+
+    value: np.ndarray
+    max_abs_error: float
+    max_rel_error: float
+
+
+def round_to(exact: np.ndarray, dtype: np.dtype) -> Rounded:
+    """Cast ``exact`` (float64) to ``dtype`` once and measure the rounding error.
+
+    ``max_rel_error`` is relative to the largest magnitude in the tensor, which is what the
+    rounding can cost the layer's output in the worst case.
+    """
+    value = np.asarray(exact, dtype=np.float64).astype(dtype)
+    if exact.size == 0:
+        return Rounded(value, 0.0, 0.0)
+    error = np.abs(value.astype(np.float64) - exact)
+    peak = float(np.max(np.abs(exact)))
+    max_abs = float(np.max(error))
+    return Rounded(value, max_abs, max_abs / peak if peak > 0 else 0.0)

@@ -1,0 +1,54 @@
+"""Follow one axis backwards through layout ops, or fail when it cannot be proven.
+
+- ``Transpose``: output axis ``b`` is input axis ``perm[b]``.
+- Reshape-like ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``): output axis ``b``
+  is input axis ``a`` when ``in[a] == out[b]`` and the elements after them match,
+  ``prod(in[a+1:]) == prod(out[b+1:])``, all static. Then the element strides agree, so
+  channel ``c`` of the output is exactly channel ``c`` of the input. A reshape that only
+  happens to give equal dimensions (the square case) fails the stride test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx
+
+from .graph import attribute
+
+Shape = tuple[int | str | None, ...]
+
+
+def trace_axis_back(node: onnx.NodeProto, out_axis: int, shapes: dict[str, Shape]) -> int | None:
+    """The input axis of ``node`` that becomes ``out_axis`` of its output, if provable."""
+    in_shape = shapes.get(node.input[0])
+    out_shape = shapes.get(node.output[0])
+    if node.op_type == "Transpose":
+        rank = (
+            len(in_shape)
+            if in_shape is not None
+            else (len(out_shape) if out_shape is not None else None)
+        )
+        perm = attribute(node, "perm")
+        if perm is None:
+            if rank is None:
+                return None
+            perm = list(range(rank - 1, -1, -1))
+        perm = list(perm)  # type: ignore[call-overload]
+        return int(perm[out_axis]) if 0 <= out_axis < len(perm) else None
+    if in_shape is None or out_shape is None or not 0 <= out_axis < len(out_shape):
+        return None
+    target = out_shape[out_axis]
+    out_tail = _static_product(out_shape[out_axis + 1 :])
+    if not isinstance(target, int) or out_tail is None:
+        return None
+    for in_axis, dim in enumerate(in_shape):
+        if dim == target and _static_product(in_shape[in_axis + 1 :]) == out_tail:
+            return in_axis
+    return None
+
+
+def _static_product(dims: Shape) -> int | None:
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return math.prod(dims)  # type: ignore[arg-type]

@@ -1,0 +1,32 @@
+"""The two outcomes a fold attempt reports: a ``Fold`` done, or a ``Skip`` with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A refusal: ``reason`` is a stable code (listed in README), ``detail`` one line."""
+
+    reason: str
+    detail: str
+
+
+@dataclass
+class Fold:
+    """One fold as the report shows it.
+
+    ``direction`` is ``producer`` (into the layer that computes the BN input) or ``consumer``;
+    ``through`` lists the op types between BN and that layer; ``rounding_error`` is the
+    largest error rounding the float64 result to ``dtype`` introduced, relative to the
+    largest magnitude of the rewritten tensor.
+    """
+
+    bn: str
+    into: str
+    pattern: str
+    direction: str
+    through: list[str] = field(default_factory=list)
+    dtype: str = "float32"
+    rounding_error: float = 0.0

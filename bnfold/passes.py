@@ -1,0 +1,150 @@
+"""The driver: run the patterns over every graph to a fixed point, clean up once, count.
+
+Each round indexes the graph once, then tries every BatchNormalization in graph order. Folds
+whose nodes do not overlap are written in the same round; an overlapping one waits for the
+next round, which sees the graph as it now is. The round that folds nothing is the last, and
+its refusals are the report's. Subgraphs (If/Loop/Scan bodies) are folded after their parent,
+with the parent's constants visible to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import onnx
+
+from .batchnorm import batchnorm_affine, is_batchnorm
+from .editor import GraphEditor, NameAllocator
+from .graph import ConstantCache, GraphView, opset_version, subgraphs, tensor_shapes
+from .outcomes import Fold, Skip
+from .patterns import default_patterns
+from .patterns.base import FoldContext, Pattern, Plan, node_label
+
+MAX_ROUNDS = 64
+
+
+@dataclass(frozen=True)
+class FoldOptions:
+    """``disabled``: pattern names not to apply (see ``bnfold.patterns.PATTERN_NAMES``)."""
+
+    disabled: frozenset[str] = frozenset()
+
+
+@dataclass
+class SkippedBatchNorm:
+    bn: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class FoldOutcome:
+    folds: list[Fold] = field(default_factory=list)
+    skipped: list[SkippedBatchNorm] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def fold_model(
+    model: onnx.ModelProto,
+    options: FoldOptions = FoldOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> FoldOutcome:
+    """Fold ``model`` in place; return what was folded and what was refused, and why."""
+    patterns = [p for p in default_patterns() if p.name not in options.disabled]
+    outcome = FoldOutcome()
+    outcome.counts.update(batchnorm_before=count_batchnorms(model), nodes_before=count_nodes(model))
+    state = _ModelState(model)
+    _fold_graph(state, model.graph, None, patterns, outcome, progress)
+    outcome.counts.update(batchnorm_after=count_batchnorms(model), nodes_after=count_nodes(model))
+    return outcome
+
+
+class _ModelState:
+    """What all graphs of one model share: opset, names, cached constants, shapes (lazy)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.opset = opset_version(model)
+        self.names = NameAllocator(model)
+        self.cache = ConstantCache()
+        self._shapes: dict[str, tuple[int | str | None, ...]] | None = None
+
+    def shapes(self) -> dict[str, tuple[int | str | None, ...]]:
+        # Inferred once on the model as loaded: folding keeps every kept tensor's shape.
+        if self._shapes is None:
+            self._shapes = tensor_shapes(self.model)
+        return self._shapes
+
+
+def _fold_graph(
+    state: _ModelState,
+    graph: onnx.GraphProto,
+    outer: GraphView | None,
+    patterns: list[Pattern],
+    outcome: FoldOutcome,
+    progress: Callable[[int], None] | None,
+) -> None:
+    skipped: dict[str, SkippedBatchNorm] = {}
+    view = GraphView(graph, ir_version=state.model.ir_version, cache=state.cache, outer=outer)
+    for _ in range(MAX_ROUNDS):
+        editor = GraphEditor(view, state.names, state.cache)
+        ctx = FoldContext(view, state.opset, state.shapes)
+        touched: set[int] = set()
+        folded_any = deferred = False
+        skipped.clear()
+        for bn in [node for node in graph.node if is_batchnorm(node)]:
+            result = _try_fold(ctx, bn, patterns)
+            if isinstance(result, Skip):
+                skipped[node_label(bn)] = SkippedBatchNorm(
+                    node_label(bn), result.reason, result.detail
+                )
+                continue
+            if any(id(node) in touched for node in result.nodes):
+                deferred = True
+                continue
+            result.write(editor)
+            touched.update(id(node) for node in result.nodes)
+            outcome.folds.append(result.fold)
+            folded_any = True
+            if progress is not None:
+                progress(1)
+        editor.cleanup()
+        view = GraphView(graph, ir_version=state.model.ir_version, cache=state.cache, outer=outer)
+        if not (folded_any or deferred):
+            break
+    outcome.skipped.extend(skipped.values())
+    for node in list(graph.node):
+        for sub in subgraphs(node):
+            _fold_graph(state, sub, view, patterns, outcome, progress)
+
+
+def _try_fold(ctx: FoldContext, bn: onnx.NodeProto, patterns: Iterable[Pattern]) -> Plan | Skip:
+    affine = batchnorm_affine(ctx.view, bn, ctx.opset)
+    if isinstance(affine, Skip):
+        return affine
+    first_skip: Skip | None = None
+    for pattern in patterns:
+        result = pattern.match(ctx, bn, affine)
+        if isinstance(result, Plan):
+            return result
+        if isinstance(result, Skip) and first_skip is None:
+            first_skip = result
+    return first_skip or Skip("no-pattern", "no enabled pattern folds this BatchNormalization")
+
+
+def _walk(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for sub in subgraphs(node):
+            yield from _walk(sub)
+
+
+def count_nodes(model: onnx.ModelProto) -> int:
+    """Nodes in the model, subgraphs included."""
+    return sum(1 for _ in _walk(model.graph))
+
+
+def count_batchnorms(model: onnx.ModelProto) -> int:
+    """BatchNormalization nodes in the model, subgraphs included."""
+    return sum(1 for node in _walk(model.graph) if is_batchnorm(node))

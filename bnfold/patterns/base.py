@@ -1,0 +1,51 @@
+"""What every pattern shares: Skip (a refusal with a stable reason code), Fold, the context.
+
+A pattern is *match, check, then fold*: ``match`` never mutates the model and returns a
+``Plan`` (everything computed, ready to write), a ``Skip`` (this pattern applies but a
+precondition fails) or ``None`` (this pattern does not apply here). ``apply`` only writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import onnx
+
+from ..editor import GraphEditor
+from ..foldmath import Affine
+from ..graph import GraphView
+from ..outcomes import Fold, Skip
+
+
+@dataclass
+class Plan:
+    """A checked fold: ``write`` performs the edit; ``nodes`` are the nodes it reads or rewrites."""
+
+    fold: Fold
+    nodes: list[onnx.NodeProto]
+    write: Callable[[GraphEditor], None]
+
+
+@dataclass
+class FoldContext:
+    """What a pattern may look at: the graph index, the opset, shapes (lazy), and options."""
+
+    view: GraphView
+    opset: int
+    shapes: Callable[[], dict[str, tuple[int | str | None, ...]]]
+
+
+class Pattern(Protocol):
+    name: str
+
+    def match(self, ctx: FoldContext, bn: onnx.NodeProto, affine: Affine) -> Plan | Skip | None: ...
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    """A node's name, or ``<OpType:first-output>`` for unnamed nodes."""
+    return node.name or f"<{node.op_type}:{node.output[0] if node.output else ''}>"
+
+
+__all__ = ["Fold", "FoldContext", "Pattern", "Plan", "Skip", "node_label"]

@@ -1,0 +1,72 @@
+"""Gemm → BN: ``Y = α·A'·B' + β·C`` with ``A' = transA ? Aᵀ : A``, ``B' = transB ? Bᵀ : B``.
+
+BN over ``Y``'s axis 1 (the N columns) gives
+
+    s·Y + t = α·A'·(B' ⊙ s) + (s·β·C + t)
+
+so the columns of ``B'`` (axis 1 of B, or axis 0 when ``transB=1``) are scaled, and the new
+``C' = s·β·C + t`` is written with ``β = 1``. ``C`` may be absent, a scalar, ``[N]``,
+``[1, N]``, ``[M, 1]`` or ``[M, N]``; ``C'`` has the broadcast shape of ``C`` and ``[N]``.
+Spec: https://onnx.ai/onnx/operators/onnx__Gemm.html
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..editor import GraphEditor
+from ..foldmath import Affine, scale_along
+from ..graph import attribute
+from ..outcomes import Skip
+from .base import FoldContext, node_label
+from .layer_checks import constant_weight, optional_bias
+from .producer import Layer, ProducerFold
+
+
+class GemmBatchNorm(ProducerFold):
+    name = "gemm-bn"
+    op_type = "Gemm"
+
+    def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
+        if ctx.opset < 7:
+            return Skip("unsupported-opset", f"Gemm-{ctx.opset} broadcasting rules are not handled")
+        weight = constant_weight(ctx.view, node, 1, "B")
+        if isinstance(weight, Skip):
+            return weight
+        if weight.ndim != 2:
+            return Skip("param-shape-mismatch", f"{node_label(node)} B has rank {weight.ndim}")
+        bias = optional_bias(ctx.view, node, 2)
+        if isinstance(bias, Skip):
+            return bias
+        channels = int(weight.shape[0] if attribute(node, "transB", 0) else weight.shape[1])
+        return Layer(node, weight, bias, channels, output_rank=2, channel_axis=1)
+
+    def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+        axis = 0 if attribute(layer.node, "transB", 0) else 1
+        return scale_along(layer.weight, scale, axis)
+
+    def new_bias(self, layer: Layer, affine: Affine) -> np.ndarray:
+        """``C' = s·β·C + t``; numpy broadcasting of C against ``[N]`` gives its shape."""
+        if layer.bias is None:
+            return affine.shift
+        beta = float(attribute(layer.node, "beta", 1.0))  # type: ignore[arg-type]
+        bias = np.asarray(layer.bias, dtype=np.float64)
+        if bias.ndim > 2:
+            raise ValueError(f"C has rank {bias.ndim}")
+        return affine.scale * beta * bias + affine.shift
+
+    def write_bias(
+        self, editor: GraphEditor, layer: Layer, bias: np.ndarray, bn: onnx.NodeProto
+    ) -> onnx.NodeProto:
+        node = super().write_bias(editor, layer, bias, bn)
+        _set_float_attribute(node, "beta", 1.0)
+        return node
+
+
+def _set_float_attribute(node: onnx.NodeProto, name: str, value: float) -> None:
+    for attr in node.attribute:
+        if attr.name == name:
+            attr.f = value
+            return
+    node.attribute.append(onnx.helper.make_attribute(name, value))

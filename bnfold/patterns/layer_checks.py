@@ -1,0 +1,44 @@
+"""Checks every producer/consumer pattern runs on a layer's weight and bias inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..graph import GraphView
+from ..outcomes import Skip
+from .base import node_label
+
+
+def constant_weight(
+    view: GraphView, node: onnx.NodeProto, index: int, role: str
+) -> np.ndarray | Skip:
+    """The constant float tensor at ``node.input[index]``, or why it cannot be rewritten."""
+    name = node.input[index] if index < len(node.input) else ""
+    if not name:
+        return Skip("weight-not-constant", f"{node_label(node)} has no {role}")
+    if view.is_overridable(name):
+        return Skip(
+            "param-is-graph-input", f"{role} {name!r} of {node_label(node)} is a graph input"
+        )
+    value = view.constant_value(name)
+    if value is None:
+        return Skip(
+            "weight-not-constant", f"{role} {name!r} of {node_label(node)} is computed at run time"
+        )
+    if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
+        return Skip(
+            "unsupported-dtype", f"{role} {name!r} of {node_label(node)} has dtype {value.dtype}"
+        )
+    if not np.all(np.isfinite(value.astype(np.float64))):
+        return Skip(
+            "param-not-finite", f"{role} {name!r} of {node_label(node)} contains NaN or Inf"
+        )
+    return value
+
+
+def optional_bias(view: GraphView, node: onnx.NodeProto, index: int) -> np.ndarray | None | Skip:
+    """The constant bias at ``node.input[index]``; None when the layer has none."""
+    if index >= len(node.input) or not node.input[index]:
+        return None
+    return constant_weight(view, node, index, "bias")
