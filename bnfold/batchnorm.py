@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from .foldmath import Affine, bn_to_affine
-from .graph import GraphView, attribute
+from .graph import GraphView, attribute, float_attribute
 from .outcomes import Skip
 
 DEFAULT_EPSILON = 1e-5
@@ -60,10 +60,11 @@ def batchnorm_affine(view: GraphView, node: onnx.NodeProto, opset: int) -> Affin
     for role, value in zip(PARAM_NAMES, as64, strict=True):
         if not np.all(np.isfinite(value)):
             return Skip("param-not-finite", f"{role} contains NaN or Inf")
-    epsilon = float(attribute(node, "epsilon", DEFAULT_EPSILON))  # type: ignore[arg-type]
+    epsilon = float_attribute(node, "epsilon", DEFAULT_EPSILON)
     if np.any(as64[3] + np.float32(epsilon) <= 0):
         return Skip("nonpositive-variance", "var + epsilon <= 0 for some channel")
-    affine = bn_to_affine(*as64, epsilon=epsilon)
+    gamma, beta, mean, var = as64
+    affine = bn_to_affine(gamma, beta, mean, var, epsilon)
     if not (np.all(np.isfinite(affine.scale)) and np.all(np.isfinite(affine.shift))):
         return Skip("param-not-finite", "scale / sqrt(var + epsilon) overflows")
     return affine

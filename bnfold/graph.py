@@ -60,6 +60,16 @@ def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object
     return default
 
 
+def int_attribute(node: onnx.NodeProto, name: str, default: int) -> int:
+    value = attribute(node, name, default)
+    return int(value) if isinstance(value, (int, float)) else default
+
+
+def float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
+    value = attribute(node, name, default)
+    return float(value) if isinstance(value, (int, float)) else default
+
+
 def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
     """Every graph attribute of ``node`` (If branches, Loop/Scan bodies)."""
     for attr in node.attribute:
@@ -201,7 +211,7 @@ class GraphView:
             return None
         if node.op_type == "Constant":
             return _constant_node_value(node)
-        inputs = []
+        inputs: list[np.ndarray | None] = []
         for input_name in node.input:
             if not input_name:
                 inputs.append(None)

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from ..foldmath import conv_transpose_output_scale, scale_along
-from ..graph import attribute
+from ..graph import int_attribute
 from ..outcomes import Skip
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight, optional_bias
@@ -54,7 +54,7 @@ class ConvTransposeBatchNorm(ProducerFold):
         weight = constant_weight(ctx.view, node, 1, "weight")
         if isinstance(weight, Skip):
             return weight
-        group = int(attribute(node, "group", 1))  # type: ignore[arg-type]
+        group = int_attribute(node, "group", 1)
         if weight.ndim < 3 or group < 1 or weight.shape[0] % group:
             return Skip(
                 "param-shape-mismatch",
@@ -72,7 +72,7 @@ class ConvTransposeBatchNorm(ProducerFold):
         return Layer(node, weight, bias, channels, output_rank=weight.ndim, channel_axis=1)
 
     def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
-        group = int(attribute(layer.node, "group", 1))  # type: ignore[arg-type]
+        group = int_attribute(layer.node, "group", 1)
         factors = conv_transpose_output_scale(scale, layer.weight.shape[0], group)
         factors = factors.reshape(factors.shape + (1,) * (layer.weight.ndim - 2))
         return np.asarray(layer.weight, dtype=np.float64) * factors

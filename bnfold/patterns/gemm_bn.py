@@ -17,7 +17,7 @@ import onnx
 
 from ..editor import GraphEditor
 from ..foldmath import Affine, scale_along
-from ..graph import attribute
+from ..graph import attribute, float_attribute
 from ..outcomes import Skip
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight, optional_bias
@@ -50,7 +50,7 @@ class GemmBatchNorm(ProducerFold):
         """``C' = s·β·C + t``; numpy broadcasting of C against ``[N]`` gives its shape."""
         if layer.bias is None:
             return affine.shift
-        beta = float(attribute(layer.node, "beta", 1.0))  # type: ignore[arg-type]
+        beta = float_attribute(layer.node, "beta", 1.0)
         bias = np.asarray(layer.bias, dtype=np.float64)
         if bias.ndim > 2:
             raise ValueError(f"C has rank {bias.ndim}")
