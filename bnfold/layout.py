@@ -1,4 +1,7 @@
-"""Follow one axis backwards through layout ops, or fail when it cannot be proven.
+"""Follow one axis through layout and channel-preserving ops, or fail when it cannot be proven.
+
+- Element-wise and pooling ops keep every axis where it is (pooling: only the channel axis 1
+  is a per-channel axis for them).
 
 - ``Transpose``: output axis ``b`` is input axis ``perm[b]``.
 - Reshape-like ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``): output axis ``b``
@@ -19,8 +22,16 @@ from .graph import attribute
 Shape = tuple[int | str | None, ...]
 
 
+AXIS_PRESERVING = frozenset({"Identity", "Dropout", "Relu", "LeakyRelu"})
+POOLING = frozenset({"GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool"})
+
+
 def trace_axis_back(node: onnx.NodeProto, out_axis: int, shapes: dict[str, Shape]) -> int | None:
     """The input axis of ``node`` that becomes ``out_axis`` of its output, if provable."""
+    if node.op_type in AXIS_PRESERVING:
+        return out_axis
+    if node.op_type in POOLING:
+        return out_axis if out_axis == 1 else None
     in_shape = shapes.get(node.input[0])
     out_shape = shapes.get(node.output[0])
     if node.op_type == "Transpose":
@@ -52,3 +63,42 @@ def _static_product(dims: Shape) -> int | None:
     if not all(isinstance(d, int) for d in dims):
         return None
     return math.prod(dims)  # type: ignore[arg-type]
+
+
+def trace_axis_forward(
+    node: onnx.NodeProto, in_axis: int, shapes: dict[str, Shape]
+) -> tuple[int, int] | None:
+    """``(out_axis, repeat)``: channel ``c`` of input axis ``in_axis`` becomes the ``repeat``
+    consecutive positions ``c·repeat … c·repeat + repeat − 1`` of output axis ``out_axis``.
+
+    ``repeat`` is 1 except where a reshape merges the channel axis with the static axes after
+    it (``Flatten`` of ``[N, C, H, W]`` into ``[N, C·H·W]``: ``repeat = H·W``).
+    """
+    if node.op_type in AXIS_PRESERVING:
+        return in_axis, 1
+    if node.op_type in POOLING:
+        return (in_axis, 1) if in_axis == 1 else None
+    if node.op_type == "Transpose":
+        perm = attribute(node, "perm")
+        in_shape = shapes.get(node.input[0])
+        if perm is None:
+            if in_shape is None:
+                return None
+            perm = list(range(len(in_shape) - 1, -1, -1))
+        perm = list(perm)  # type: ignore[call-overload]
+        return (perm.index(in_axis), 1) if in_axis in perm else None
+    in_shape = shapes.get(node.input[0])
+    out_shape = shapes.get(node.output[0])
+    if in_shape is None or out_shape is None or not 0 <= in_axis < len(in_shape):
+        return None
+    channels = in_shape[in_axis]
+    inner = _static_product(in_shape[in_axis + 1 :])
+    if not isinstance(channels, int) or inner is None:
+        return None
+    for out_axis, dim in enumerate(out_shape):
+        out_inner = _static_product(out_shape[out_axis + 1 :])
+        if dim == channels and out_inner == inner:
+            return out_axis, 1
+        if dim == channels * inner and out_inner == 1 and inner > 1:
+            return out_axis, inner
+    return None

@@ -17,6 +17,7 @@ class Skip:
 class Fold:
     """One fold as the report shows it.
 
+    ``kind`` is ``BatchNormalization`` or the ops of an elementwise affine (``Mul+Add``).
     ``direction`` is ``producer`` (into the layer that computes the BN input) or ``consumer``;
     ``through`` lists the op types between BN and that layer; ``rounding_error`` is the
     largest error rounding the float64 result to ``dtype`` introduced, relative to the
@@ -30,3 +31,4 @@ class Fold:
     through: list[str] = field(default_factory=list)
     dtype: str = "float32"
     rounding_error: float = 0.0
+    kind: str = "BatchNormalization"

@@ -1,6 +1,7 @@
 """The driver: run the patterns over every graph to a fixed point, clean up once, count.
 
-Each round indexes the graph once, then tries every BatchNormalization in graph order. Folds
+Each round indexes the graph once, finds its affine sites (BatchNormalization nodes, and
+per-channel Mul/Add chains; see ``sites``) and tries the patterns on each in graph order. Folds
 whose nodes do not overlap are written in the same round; an overlapping one waits for the
 next round, which sees the graph as it now is. The round that folds nothing is the last, and
 its refusals are the report's. Subgraphs (If/Loop/Scan bodies) are folded after their parent,
@@ -14,12 +15,13 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .batchnorm import batchnorm_affine, is_batchnorm
+from .batchnorm import is_batchnorm
 from .editor import GraphEditor, NameAllocator
 from .graph import ConstantCache, GraphView, opset_version, subgraphs, tensor_shapes
 from .outcomes import Fold, Skip
 from .patterns import default_patterns
 from .patterns.base import FoldContext, Pattern, Plan, node_label
+from .sites import AffineSite, all_sites
 
 MAX_ROUNDS = 64
 
@@ -92,13 +94,15 @@ def _fold_graph(
         ctx = FoldContext(view, state.opset, state.shapes)
         touched: set[int] = set()
         folded_any = deferred = False
+        sites, refused = all_sites(view, state.opset, state.shapes)
         skipped.clear()
-        for bn in [node for node in graph.node if is_batchnorm(node)]:
-            result = _try_fold(ctx, bn, patterns)
+        for node, skip in refused.values():
+            skipped[node_label(node)] = SkippedBatchNorm(node_label(node), skip.reason, skip.detail)
+        for site in sites:
+            result = _try_fold(ctx, site, patterns)
             if isinstance(result, Skip):
-                skipped[node_label(bn)] = SkippedBatchNorm(
-                    node_label(bn), result.reason, result.detail
-                )
+                if site.is_batchnorm:
+                    skipped[site.label] = SkippedBatchNorm(site.label, result.reason, result.detail)
                 continue
             if any(id(node) in touched for node in result.nodes):
                 deferred = True
@@ -119,18 +123,26 @@ def _fold_graph(
             _fold_graph(state, sub, view, patterns, outcome, progress)
 
 
-def _try_fold(ctx: FoldContext, bn: onnx.NodeProto, patterns: Iterable[Pattern]) -> Plan | Skip:
-    affine = batchnorm_affine(ctx.view, bn, ctx.opset)
-    if isinstance(affine, Skip):
-        return affine
-    first_skip: Skip | None = None
+# Refusals that only say "nothing to fold into on this side"; any other is more telling.
+GENERIC_REASONS = frozenset(
+    {"no-linear-producer", "no-linear-consumer", "consumer-input-is-graph-output"}
+)
+
+
+def _try_fold(ctx: FoldContext, site: AffineSite, patterns: Iterable[Pattern]) -> Plan | Skip:
+    """The first pattern's plan; else the most telling refusal, with the other sides' details."""
+    skips: list[Skip] = []
     for pattern in patterns:
-        result = pattern.match(ctx, bn, affine)
+        result = pattern.match(ctx, site)
         if isinstance(result, Plan):
             return result
-        if isinstance(result, Skip) and first_skip is None:
-            first_skip = result
-    return first_skip or Skip("no-pattern", "no enabled pattern folds this BatchNormalization")
+        if isinstance(result, Skip) and result not in skips:
+            skips.append(result)
+    if not skips:
+        return Skip("no-pattern", "no enabled pattern folds this BatchNormalization")
+    main = next((skip for skip in skips if skip.reason not in GENERIC_REASONS), skips[0])
+    others = [skip.detail for skip in skips if skip is not main and skip.reason in GENERIC_REASONS]
+    return Skip(main.reason, "; ".join([main.detail, *others]))
 
 
 def _walk(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import onnx
 
 from ..editor import GraphEditor
-from ..foldmath import Affine
 from ..graph import GraphView
 from ..outcomes import Fold, Skip
+
+if TYPE_CHECKING:
+    from ..sites import AffineSite
 
 
 @dataclass
@@ -40,7 +42,7 @@ class FoldContext:
 class Pattern(Protocol):
     name: str
 
-    def match(self, ctx: FoldContext, bn: onnx.NodeProto, affine: Affine) -> Plan | Skip | None: ...
+    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None: ...
 
 
 def node_label(node: onnx.NodeProto) -> str:

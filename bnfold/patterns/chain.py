@@ -1,9 +1,17 @@
-"""Walk back from a BatchNormalization to the linear layer that computes its input.
+"""Walk back from an affine site to the linear layer that computes its input.
 
-Between the two there may be per-channel constant ops (``Add``/``Sub``/``Mul``/``Div``; an
-exporter's bias add or a Mul+Add form of a BN) and, after them, layout ops
-(``Transpose``/``Reshape``/``Flatten``/``Squeeze``/``Unsqueeze``). Every tensor on the way
-must be read by the next node alone and must not be a graph output: folding removes it.
+Between the two there may be, in data order:
+
+1. per-channel constant ops (``Add``/``Sub``/``Mul``/``Div``; an exporter's bias add),
+2. ops the affine passes through unchanged: layout ops (``Transpose``, ``Reshape``,
+   ``Flatten``, ``Squeeze``, ``Unsqueeze``; the axis is traced), channel-preserving linear
+   ops (``GlobalAveragePool``, ``AveragePool``, ``Identity``, ``Dropout``), ops that commute
+   with a non-negative scale and any shift (``MaxPool``, ``GlobalMaxPool``), and, when the
+   caller allows it, positive-homogeneous activations (``Relu``, ``LeakyRelu``) that commute
+   with the non-negative scale only.
+
+Every tensor on the way must be read by the next node alone and not be a graph output:
+folding removes or rewires it.
 """
 
 from __future__ import annotations
@@ -15,38 +23,54 @@ import onnx
 from ..elementwise import constant_operand
 from ..graph import GraphView
 from ..outcomes import Skip
+from ..sites import AffineSite
 from .base import node_label
 
 LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+# f(s·x + t) = s·f(x) + t for every s (linear, channel-preserving).
+LINEAR_CARRIERS = frozenset({"GlobalAveragePool", "AveragePool", "Identity", "Dropout"})
+# f(s·x + t) = s·f(x) + t for s >= 0 (max commutes with increasing maps).
+MAX_CARRIERS = frozenset({"MaxPool", "GlobalMaxPool"})
+# f(s·x) = s·f(x) for s >= 0, but f(x + t) != f(x) + t.
+ACTIVATIONS = frozenset({"Relu", "LeakyRelu"})
+PASS_THROUGH = LAYOUT_OPS | LINEAR_CARRIERS | MAX_CARRIERS
 
 
 @dataclass
 class Chain:
-    """``linear → elementwise… → layout… → BN``, each list in data-flow order."""
+    """``linear → elementwise… → passes… → site``, each list in data-flow order."""
 
     linear: onnx.NodeProto
     elementwise: list[onnx.NodeProto] = field(default_factory=list)
-    layout: list[onnx.NodeProto] = field(default_factory=list)
+    passes: list[onnx.NodeProto] = field(default_factory=list)
 
     @property
     def through(self) -> list[str]:
-        return [node.op_type for node in [*self.elementwise, *self.layout]]
+        return [node.op_type for node in [*self.elementwise, *self.passes]]
+
+    @property
+    def activations(self) -> list[onnx.NodeProto]:
+        return [node for node in self.passes if node.op_type in ACTIVATIONS]
 
 
-def walk_to_linear(view: GraphView, bn: onnx.NodeProto) -> Chain | Skip:
-    """The chain from the linear producer of ``bn.input[0]`` to ``bn``, or why there is none."""
-    name, reader = bn.input[0], bn
+def walk_to_linear(
+    view: GraphView, site: AffineSite, *, through_activations: bool = False
+) -> Chain | Skip:
+    """The chain from the linear producer of ``site.input`` to the site, or why there is none."""
+    name, reader = site.input, site.nodes[0]
     elementwise: list[onnx.NodeProto] = []
-    layout: list[onnx.NodeProto] = []
+    passes: list[onnx.NodeProto] = []
+    allowed = PASS_THROUGH | ACTIVATIONS if through_activations else PASS_THROUGH
     while True:
         if view.is_graph_output(name):
             return Skip(
                 "producer-output-is-graph-output", f"{name!r} is a graph output and must stay"
             )
-        readers = view.consumer_count(name)
         if view.only_consumer(name) is not reader:
-            return Skip("producer-output-shared", f"{name!r} is read by {readers} nodes")
+            return Skip(
+                "producer-output-shared", f"{name!r} is read by {view.consumer_count(name)} nodes"
+            )
         node = view.producer.get(name)
         if node is None:
             where = "a graph input" if name in view.graph_inputs else "a constant"
@@ -56,18 +80,18 @@ def walk_to_linear(view: GraphView, bn: onnx.NodeProto) -> Chain | Skip:
                 "no-linear-producer", f"input comes from custom op {node.domain}.{node.op_type}"
             )
         if node.op_type in LINEAR_OPS:
-            return Chain(node, elementwise, layout)
+            return Chain(node, elementwise, passes)
         operand = constant_operand(view, node)
         if operand is not None:
             elementwise.insert(0, node)
             name = node.input[1 - operand[0]]
-        elif node.op_type in LAYOUT_OPS:
+        elif node.op_type in allowed:
             if elementwise:
-                # A constant after a layout op broadcasts in the new layout: not traced.
+                # A constant after such an op broadcasts in another layout: not traced.
                 return Skip(
                     "unsupported-chain", f"constant {elementwise[0].op_type} follows {node.op_type}"
                 )
-            layout.insert(0, node)
+            passes.insert(0, node)
             name = node.input[0]
         else:
             return Skip("no-linear-producer", f"input comes from {node.op_type} {node_label(node)}")

@@ -60,11 +60,11 @@ class GemmBatchNorm(ProducerFold):
         self, editor: GraphEditor, layer: Layer, bias: np.ndarray, bn: onnx.NodeProto
     ) -> onnx.NodeProto:
         node = super().write_bias(editor, layer, bias, bn)
-        _set_float_attribute(node, "beta", 1.0)
+        set_float_attribute(node, "beta", 1.0)
         return node
 
 
-def _set_float_attribute(node: onnx.NodeProto, name: str, value: float) -> None:
+def set_float_attribute(node: onnx.NodeProto, name: str, value: float) -> None:
     for attr in node.attribute:
         if attr.name == name:
             attr.f = value

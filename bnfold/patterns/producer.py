@@ -17,15 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ..carriers import carrier_skip
 from ..editor import GraphEditor
 from ..elementwise import elementwise_affine
 from ..foldmath import Affine, round_to
 from ..layout import trace_axis_back
 from ..outcomes import Fold, Skip
+from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
 from .chain import Chain, walk_to_linear
-
-BN_CHANNEL_AXIS = 1
 
 
 @dataclass
@@ -70,29 +70,55 @@ class ProducerFold:
         return layer.node
 
     # ---- the shared checklist ----------------------------------------------------------
-    def match(self, ctx: FoldContext, bn: onnx.NodeProto, affine: Affine) -> Plan | Skip | None:
-        chain = walk_to_linear(ctx.view, bn)
+    def __init__(self, *, through_activations: bool = False) -> None:
+        # With activations between layer and site, only the non-negative scale moves into
+        # the layer; the shift stays behind as one Add ("split").
+        self.through_activations = through_activations
+        if through_activations:
+            self.name = f"{self.name}-split"
+
+    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
+        chain = walk_to_linear(ctx.view, site, through_activations=self.through_activations)
         if isinstance(chain, Skip):
             return chain
-        if chain.linear.op_type != self.op_type:
+        if (
+            chain.linear.op_type != self.op_type
+            or bool(chain.activations) != self.through_activations
+        ):
             return None
         layer = self.inspect(ctx, chain.linear)
         if isinstance(layer, Skip):
             return layer
+        affine = site.affine
         if layer.channels != affine.channels:
             return Skip(
                 "channel-mismatch",
-                f"{node_label(layer.node)} has {layer.channels} output channels, the BN {affine.channels}",
+                f"{node_label(layer.node)} has {layer.channels} output channels, the site {affine.channels}",
             )
-        axis = _trace_channel_axis(ctx, chain)
+        axis = _trace_channel_axis(ctx, chain, site.axis)
         if isinstance(axis, Skip):
             return axis
         if axis != layer.channel_axis:
             return Skip(
                 "channel-axis-mismatch",
-                f"BN normalises axis {axis} of {node_label(layer.node)}'s output, its channels are on axis "
+                f"the affine acts on axis {axis} of {node_label(layer.node)}'s output, its channels are on axis "
                 f"{layer.channel_axis}",
             )
+        moving = affine
+        staying_shift: np.ndarray | None = None
+        if self.through_activations:
+            if not site.has_scale:
+                return None  # nothing would move
+            moving = Affine(affine.scale, np.zeros(affine.channels))
+            staying_shift = affine.shift if site.has_shift else None
+            if staying_shift is not None and site.rank is None:
+                return Skip("axis-not-proven", f"rank of {site.input!r} is unknown")
+        elif not site.is_batchnorm and self.bias_index is None and not site.has_scale:
+            return None  # a shift alone into a layer without bias input gains nothing
+        for node in chain.passes:
+            refusal = carrier_skip(ctx.view, node, moving, ctx.opset)
+            if refusal is not None:
+                return refusal
         total = Affine.identity(layer.channels)
         for node in chain.elementwise:
             if layer.output_rank is None:
@@ -111,11 +137,15 @@ class ProducerFold:
                     "not-per-channel", f"{node_label(node)} is not a per-channel constant op"
                 )
             total = total.then(step)
-        total = total.then(affine)
-        return self._plan(ctx, bn, chain, layer, total)
+        return self._plan(site, chain, layer, total.then(moving), staying_shift)
 
     def _plan(
-        self, ctx: FoldContext, bn: onnx.NodeProto, chain: Chain, layer: Layer, total: Affine
+        self,
+        site: AffineSite,
+        chain: Chain,
+        layer: Layer,
+        total: Affine,
+        staying_shift: np.ndarray | None,
     ) -> Plan | Skip:
         dtype = layer.weight.dtype
         weight = round_to(self.scaled_weight(layer, total.scale), dtype)
@@ -126,36 +156,42 @@ class ProducerFold:
                 "param-shape-mismatch",
                 f"bias of {node_label(layer.node)} does not broadcast: {exc}",
             )
-        for rounded, what in ((weight, "weight"), (bias, "bias")):
-            if not np.all(np.isfinite(rounded.value.astype(np.float64))):
+        shift = None
+        if staying_shift is not None:
+            assert site.rank is not None
+            shape = (len(staying_shift),) + (1,) * (site.rank - site.axis - 1)
+            shift = round_to(staying_shift.reshape(shape), dtype)
+        for rounded, what in ((weight, "weight"), (bias, "bias"), (shift, "shift")):
+            if rounded is not None and not np.all(np.isfinite(rounded.value.astype(np.float64))):
                 return Skip("overflow", f"folded {what} overflows {dtype}")
         fold = Fold(
-            bn=node_label(bn),
+            bn=site.label,
             into=node_label(layer.node),
             pattern=self.name,
-            direction="producer",
+            direction="producer" if shift is None else "producer (scale), shift kept as Add",
             through=chain.through,
             dtype=str(dtype),
             rounding_error=max(weight.max_rel_error, bias.max_rel_error),
+            kind=site.kind,
         )
 
         def write(editor: GraphEditor) -> None:
             editor.set_constant(
                 layer.node, self.weight_index, weight.value, tensor_base(layer.node, "weight")
             )
-            affine_end = self.write_bias(editor, layer, bias.value, bn)
-            _splice_out(editor, chain, bn, affine_end)
+            affine_end = self.write_bias(editor, layer, bias.value, site.nodes[-1])
+            _splice_out(editor, chain, site, affine_end, None if shift is None else shift.value)
 
-        return Plan(fold, [bn, *chain.elementwise, *chain.layout, layer.node], write)
+        return Plan(fold, [*site.nodes, *chain.elementwise, *chain.passes, layer.node], write)
 
 
-def _trace_channel_axis(ctx: FoldContext, chain: Chain) -> int | Skip:
-    """BN's channel axis, followed back through the layout ops to the layer's output."""
-    axis = BN_CHANNEL_AXIS
-    if not chain.layout:
+def _trace_channel_axis(ctx: FoldContext, chain: Chain, site_axis: int) -> int | Skip:
+    """The site's channel axis, followed back through the passes to the layer's output."""
+    axis = site_axis
+    if not chain.passes:
         return axis
     shapes = ctx.shapes()
-    for node in reversed(chain.layout):
+    for node in reversed(chain.passes):
         traced = trace_axis_back(node, axis, shapes)
         if traced is None:
             return Skip(
@@ -166,21 +202,36 @@ def _trace_channel_axis(ctx: FoldContext, chain: Chain) -> int | Skip:
 
 
 def _splice_out(
-    editor: GraphEditor, chain: Chain, bn: onnx.NodeProto, affine_end: onnx.NodeProto
+    editor: GraphEditor,
+    chain: Chain,
+    site: AffineSite,
+    affine_end: onnx.NodeProto,
+    shift: np.ndarray | None,
 ) -> None:
-    """Remove the constant ops and the BN; the last kept node now produces BN's output.
+    """Remove the folded constant ops and the site; rewire so the site's output name stays.
 
-    ``affine_end`` is the node whose output carries the folded affine (the layer, or the
-    bias ``Add`` a MatMul needed); the layout ops, if any, read it again.
+    ``affine_end`` is the node whose output now carries the folded affine (the layer, or the
+    bias ``Add`` a MatMul needed); the passes, if any, read it again. A shift that could not
+    move stays as one ``Add`` in the site's place, named after the site.
     """
-    bn_output = bn.output[0]
-    editor.remove([*chain.elementwise, bn], keep_value_info={bn_output})
+    editor.remove([*chain.elementwise, *site.nodes], keep_value_info={site.output})
     last = affine_end
-    if chain.layout:
-        chain.layout[0].input[0] = affine_end.output[0]
-        last = chain.layout[-1]
-    if last.output[0] != bn_output:
-        editor.rename_output(last, last.output[0], bn_output)
+    if chain.passes:
+        chain.passes[0].input[0] = affine_end.output[0]
+        last = chain.passes[-1]
+    if shift is not None:
+        shift_name = editor.names.new(f"{site.nodes[-1].name or site.output}_shift")
+        editor.add_constant(shift_name, shift, before=last)
+        add = onnx.helper.make_node(
+            "Add",
+            [last.output[0], shift_name],
+            [site.output],
+            name=editor.names.new(site.nodes[-1].name or "shift"),
+        )
+        editor.insert_after(last, add)
+        return
+    if last.output[0] != site.output:
+        editor.rename_output(last, last.output[0], site.output)
 
 
 def tensor_base(node: onnx.NodeProto, what: str) -> str:

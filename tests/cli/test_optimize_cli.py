@@ -50,6 +50,7 @@ def test_optimize_writes_default_output_beside_input_and_json_report(
             "through": [],
             "dtype": "float32",
             "rounding_error": data["folds"][0]["rounding_error"],
+            "kind": "BatchNormalization",
         }
     ]
     assert data["skipped"] == []

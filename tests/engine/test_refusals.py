@@ -181,6 +181,33 @@ def _runtime_reshape_model() -> onnx.ModelProto:
     )
 
 
+def _bn_on_input_then(
+    *after: onnx.NodeProto,
+    out: str,
+    channels: int = 4,
+    extra: dict[str, np.ndarray] | None = None,
+    outputs: tuple[str, ...] = (),
+) -> onnx.ModelProto:
+    """x -> BN -> ``after`` (a BN with no producer: only a consumer fold could apply)."""
+    inits = dict(zip(BN_NAMES, _bn_params(channels), strict=True))
+    inits.update(extra or {})
+    nodes = [helper.make_node("BatchNormalization", ["x", *BN_NAMES], ["z"], name="bn"), *after]
+    return make_model(
+        nodes,
+        [tensor("x", [1, channels, 6, 6])],
+        [tensor(name, None) for name in (out, *outputs)],
+        list(inits.values()),
+        names=list(inits),
+    )
+
+
+def _negative_gamma_params() -> list[np.ndarray]:
+    params = _bn_params(4)
+    params[0][:] = np.abs(params[0])
+    params[0][2] = -0.5
+    return params
+
+
 CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
     # name: (reason, model factory, can onnxruntime run it)
     "conv output read twice": (
@@ -232,9 +259,9 @@ CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
         lambda: conv_then(params=_negative_var_params()),
         True,
     ),
-    "BN after Relu (no linear producer)": (
+    "BN after Sigmoid (no linear producer)": (
         "no-linear-producer",
-        lambda: conv_then(helper.make_node("Relu", ["y"], ["r"]), bn_input="r"),
+        lambda: conv_then(helper.make_node("Sigmoid", ["y"], ["r"]), bn_input="r"),
         True,
     ),
     "BN on a graph input": (
@@ -323,6 +350,61 @@ CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
     "folded fp16 weight overflows": ("overflow", _fp16_overflow_model, True),
     "Gemm-6 broadcasting": ("unsupported-opset", lambda: _gemm_model(6), False),
     "MatMul with a 3-D weight": ("unsupported-weight-rank", _matmul_weight_rank3_model, True),
+    "BN read by two layers": (
+        "consumer-input-shared",
+        lambda: _bn_on_input_then(
+            helper.make_node("Conv", ["z", "Wa"], ["a"]),
+            helper.make_node("Conv", ["z", "Wb"], ["b"]),
+            out="a",
+            outputs=("b",),
+            extra={
+                "Wa": np.ones([2, 4, 1, 1], np.float32),
+                "Wb": np.ones([2, 4, 1, 1], np.float32),
+            },
+        ),
+        True,
+    ),
+    "shifting BN before a padded Conv": (
+        "padded-consumer",
+        lambda: _bn_on_input_then(
+            helper.make_node("Conv", ["z", "Wc"], ["c"], pads=[1, 1, 1, 1]),
+            out="c",
+            extra={"Wc": np.ones([2, 4, 3, 3], np.float32)},
+        ),
+        True,
+    ),
+    "negative scale through Relu": (
+        "negative-scale",
+        lambda: conv_then(
+            helper.make_node("Relu", ["y"], ["r"]), bn_input="r", params=_negative_gamma_params()
+        ),
+        True,
+    ),
+    "shift through a padded AveragePool counting pads": (
+        "padded-average",
+        lambda: conv_then(
+            helper.make_node(
+                "AveragePool",
+                ["y"],
+                ["p"],
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+                count_include_pad=1,
+            ),
+            bn_input="p",
+        ),
+        True,
+    ),
+    "MaxPool whose indices are read": (
+        "unsupported-attribute",
+        lambda: conv_then(
+            helper.make_node("MaxPool", ["y"], ["p", "idx"], kernel_shape=[2, 2]),
+            bn_input="p",
+            outputs=("z", "idx"),
+            params=[np.abs(p) for p in _bn_params(4)],
+        ),
+        False,
+    ),
 }
 
 
@@ -344,9 +426,23 @@ def test_refusal_keeps_the_model_unchanged_and_says_why(case: str) -> None:
             np.testing.assert_array_equal(run_unoptimized(result.model, feeds)[name], value)
 
 
-def test_disabling_the_only_pattern_that_applies_is_reported() -> None:
-    result = fold(conv_then(), disable=["conv-bn"])
+def test_disabling_every_pattern_is_reported() -> None:
+    from bnfold.patterns import PATTERN_NAMES
+
+    result = fold(conv_then(), disable=PATTERN_NAMES)
     assert [s.reason for s in result.report.skipped] == ["no-pattern"]
+
+
+def test_a_disabled_pattern_does_not_fold() -> None:
+    result = fold(conv_then(), disable=["conv-bn"])
+    assert not result.report.folds and len(result.report.skipped) == 1
+
+
+def test_no_linear_layer_on_either_side_names_both() -> None:
+    model = _bn_on_input_then(helper.make_node("Sigmoid", ["z"], ["s"]), out="s")
+    skipped = fold(model).report.skipped
+    assert [s.reason for s in skipped] == ["no-linear-producer"]
+    assert "graph input" in skipped[0].detail and "read by Sigmoid" in skipped[0].detail
 
 
 def test_integer_weights_are_refused_as_unsupported_dtype() -> None:
@@ -372,6 +468,12 @@ def test_every_reason_code_has_a_test() -> None:
         p.read_text() for p in Path(__file__).parents[2].joinpath("bnfold").rglob("*.py")
     )
     codes = set(re.findall(r'Skip\(\s*"([a-z0-9-]+)"', source))
-    tested = {reason for reason, _, _ in CASES.values()} | {"no-pattern", "unsupported-dtype"}
+    tested = {reason for reason, _, _ in CASES.values()}
+    tested |= {
+        "no-pattern",
+        "unsupported-dtype",
+        "no-linear-consumer",
+        "consumer-input-is-graph-output",
+    }
     untested = codes - tested - {"param-missing"}  # BN with < 5 inputs is rejected by the checker
     assert not untested, f"reason codes without a negative test: {sorted(untested)}"

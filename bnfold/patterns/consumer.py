@@ -1,0 +1,328 @@
+"""Fold a per-channel affine into the linear layer that reads it (BN *before* a layer).
+
+For ``z = W·(s ⊙ x + t) + b`` with the affine on W's input axis K:
+
+    W' = W with its input-channel slices scaled by s,     b' = b + W·t
+
+- MatMul ``x[…, K] · W[K, N]``: ``W'[k, n] = s[k]·W[k, n]``, ``b' = b + t·W`` (the bias is the
+  constant ``Add`` after the MatMul, or a new one).
+- Gemm ``α·A'·B' + β·C``: the affine acts on A's K axis; B's K axis is scaled and
+  ``C' = β·C + α·(t·B')``, written with ``β = 1``.
+- Conv: ``W'[o, j] = s[g(o)·C/g + j]·W[o, j]``, ``b'[o] = b[o] + Σ W[o, j, k…]·t[g(o)·C/g + j]``.
+  Exact only when no input position is padding: padding happens *after* the affine in the
+  original, so a padded border sees 0 where the fold would see ``t``. With padding the fold
+  is done only when ``t = 0``; otherwise it is refused (``padded-consumer``).
+
+On the way the affine may pass ops it commutes with (``carriers``), and reshapes that merge
+the channel axis with static axes after it; then each channel's (s, t) repeats over the
+features it became (``Flatten`` of ``[N, C, H, W]``: ``H·W`` features per channel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..carriers import carrier_skip, has_padding
+from ..editor import GraphEditor
+from ..elementwise import elementwise_affine
+from ..foldmath import Affine, Rounded, round_to, scale_along
+from ..graph import float_attribute, int_attribute
+from ..layout import trace_axis_forward
+from ..outcomes import Fold, Skip
+from ..sites import AffineSite
+from .base import FoldContext, Plan, node_label
+from .chain import PASS_THROUGH
+from .gemm_bn import set_float_attribute
+from .layer_checks import constant_weight, optional_bias
+from .producer import tensor_base
+
+
+class ConsumerFold:
+    """Base of the consumer patterns: the forward walk, the gain rule and the rewiring."""
+
+    name = "consumer"
+    op_type = ""
+
+    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
+        walked = _walk_to_consumer(ctx, site)
+        if isinstance(walked, Skip):
+            return walked
+        consumer, passes, axis, affine = walked
+        if consumer.op_type != self.op_type:
+            return None
+        return self.plan(ctx, site, consumer, passes, axis, affine)
+
+    def plan(
+        self,
+        ctx: FoldContext,
+        site: AffineSite,
+        consumer: onnx.NodeProto,
+        passes: list[onnx.NodeProto],
+        axis: int,
+        affine: Affine,
+    ) -> Plan | Skip | None:
+        raise NotImplementedError
+
+    def finish(
+        self,
+        site: AffineSite,
+        consumer: onnx.NodeProto,
+        passes: list[onnx.NodeProto],
+        weight: Rounded,
+        bias: Rounded | None,
+        write_bias: object,
+        adds_node: bool,
+    ) -> Plan | Skip | None:
+        """Check the rounded tensors and the gain; build the plan."""
+        if not site.is_batchnorm and adds_node and len(site.nodes) <= 1:
+            return None  # moving one constant op to a new one gains nothing
+        for rounded in (weight, bias):
+            if rounded is not None and not np.all(np.isfinite(rounded.value.astype(np.float64))):
+                return Skip(
+                    "overflow",
+                    f"folded weights of {node_label(consumer)} overflow {weight.value.dtype}",
+                )
+        fold = Fold(
+            bn=site.label,
+            into=node_label(consumer),
+            pattern=self.name,
+            direction="consumer",
+            through=[node.op_type for node in passes],
+            dtype=str(weight.value.dtype),
+            rounding_error=max(weight.max_rel_error, bias.max_rel_error if bias else 0.0),
+            kind=site.kind,
+        )
+
+        def write(editor: GraphEditor) -> None:
+            editor.set_constant(consumer, 1, weight.value, tensor_base(consumer, "weight"))
+            write_bias(editor)  # type: ignore[operator]
+            reader = passes[0] if passes else consumer
+            for index, name in enumerate(reader.input):
+                if name == site.output:
+                    reader.input[index] = site.input
+            editor.remove(site.nodes)
+
+        return Plan(fold, [*site.nodes, *passes, consumer], write)
+
+
+def _walk_to_consumer(
+    ctx: FoldContext, site: AffineSite
+) -> tuple[onnx.NodeProto, list[onnx.NodeProto], int, Affine] | Skip:
+    """Follow the site's output to the linear layer reading it; the affine per feature there."""
+    view = ctx.view
+    name, axis, affine = site.output, site.axis, site.affine
+    passes: list[onnx.NodeProto] = []
+    while True:
+        if view.is_graph_output(name):
+            return Skip(
+                "consumer-input-is-graph-output", f"{name!r} is a graph output and must stay"
+            )
+        reader = view.only_consumer(name)
+        if reader is None:
+            return Skip(
+                "consumer-input-shared", f"{name!r} is read by {view.consumer_count(name)} nodes"
+            )
+        if reader.domain not in ("", "ai.onnx"):
+            return Skip(
+                "no-linear-consumer",
+                f"{name!r} is read by custom op {reader.domain}.{reader.op_type}",
+            )
+        if reader.op_type in CONSUMER_OPS and reader.input[0] == name:
+            return reader, passes, axis, affine
+        if reader.op_type not in PASS_THROUGH or reader.input[0] != name:
+            return Skip(
+                "no-linear-consumer", f"{name!r} is read by {reader.op_type} {node_label(reader)}"
+            )
+        refusal = carrier_skip(view, reader, affine, ctx.opset)
+        if refusal is not None:
+            return refusal
+        traced = trace_axis_forward(reader, axis, ctx.shapes())
+        if traced is None:
+            return Skip(
+                "axis-not-proven", f"cannot prove where {node_label(reader)} moves the channel axis"
+            )
+        axis, repeat = traced
+        if repeat > 1:
+            affine = Affine(np.repeat(affine.scale, repeat), np.repeat(affine.shift, repeat))
+        passes.append(reader)
+        name = reader.output[0]
+
+
+class MatMulConsumer(ConsumerFold):
+    name = "bn-matmul"
+    op_type = "MatMul"
+
+    def plan(self, ctx, site, consumer, passes, axis, affine):  # type: ignore[no-untyped-def]
+        view = ctx.view
+        weight = constant_weight(view, consumer, 1, "weight")
+        if isinstance(weight, Skip):
+            return weight
+        if weight.ndim != 2:
+            return Skip(
+                "unsupported-weight-rank",
+                f"{node_label(consumer)} weight has rank {weight.ndim}, not 2",
+            )
+        shape = ctx.shapes().get(consumer.input[0])
+        if shape is None:
+            return Skip("axis-not-proven", f"rank of {node_label(consumer)}'s input is unknown")
+        if axis != len(shape) - 1:
+            return Skip(
+                "channel-axis-mismatch",
+                f"the affine acts on axis {axis}, {node_label(consumer)} reduces the last",
+            )
+        if weight.shape[0] != affine.channels:
+            return Skip(
+                "channel-mismatch",
+                f"{node_label(consumer)} reads {weight.shape[0]} features, the affine has {affine.channels}",
+            )
+        dtype = weight.dtype
+        new_weight = round_to(scale_along(weight, affine.scale, 0), dtype)
+        delta = affine.shift @ np.asarray(weight, dtype=np.float64)
+        bias_add = _bias_add_after(ctx, consumer, rank=max(len(shape), 2), channels=weight.shape[1])
+        if bias_add is not None:
+            add, index, old = bias_add
+            bias = round_to(np.asarray(old, np.float64).reshape(-1) + delta, dtype)
+
+            def write_bias(editor: GraphEditor) -> None:
+                editor.set_constant(add, index, bias.value, tensor_base(add, "bias"))
+
+            return self.finish(
+                site, consumer, passes, new_weight, bias, write_bias, adds_node=False
+            )
+        if not np.any(delta):
+            return self.finish(
+                site, consumer, passes, new_weight, None, lambda editor: None, adds_node=False
+            )
+        bias = round_to(delta, dtype)
+
+        def insert_bias(editor: GraphEditor) -> None:
+            output = consumer.output[0]
+            inner = editor.names.new(f"{output}_unbiased")
+            consumer.output[0] = inner
+            bias_name = editor.names.new(tensor_base(consumer, "bias"))
+            editor.add_constant(bias_name, bias.value, before=consumer)
+            add = onnx.helper.make_node(
+                "Add", [inner, bias_name], [output], name=editor.names.new(f"{site.label}_bias")
+            )
+            editor.insert_after(consumer, add)
+
+        return self.finish(site, consumer, passes, new_weight, bias, insert_bias, adds_node=True)
+
+
+def _bias_add_after(
+    ctx: FoldContext, node: onnx.NodeProto, *, rank: int, channels: int
+) -> tuple[onnx.NodeProto, int, np.ndarray] | None:
+    """The constant bias ``Add`` that alone reads ``node``'s output, with its bias operand."""
+    view = ctx.view
+    output = node.output[0]
+    add = view.only_consumer(output)
+    if add is None or add.op_type != "Add" or view.is_graph_output(output):
+        return None
+    step = elementwise_affine(view, add, rank=rank, axis=rank - 1, channels=channels)
+    if step is None or isinstance(step, Skip):
+        return None
+    index = 1 if add.input[0] == output else 0
+    value = view.constant_value(add.input[index])
+    return (add, index, value) if value is not None else None
+
+
+class GemmConsumer(ConsumerFold):
+    name = "bn-gemm"
+    op_type = "Gemm"
+
+    def plan(self, ctx, site, consumer, passes, axis, affine):  # type: ignore[no-untyped-def]
+        if ctx.opset < 7:
+            return Skip("unsupported-opset", f"Gemm-{ctx.opset} broadcasting rules are not handled")
+        weight = constant_weight(ctx.view, consumer, 1, "B")
+        if isinstance(weight, Skip):
+            return weight
+        bias = optional_bias(ctx.view, consumer, 2)
+        if isinstance(bias, Skip):
+            return bias
+        k_axis_a = 0 if int_attribute(consumer, "transA", 0) else 1
+        if axis != k_axis_a:
+            return Skip(
+                "channel-axis-mismatch",
+                f"the affine acts on axis {axis} of A, Gemm reduces axis {k_axis_a}",
+            )
+        trans_b = int_attribute(consumer, "transB", 0)
+        k_axis_b = 1 if trans_b else 0
+        if weight.ndim != 2 or weight.shape[k_axis_b] != affine.channels:
+            return Skip(
+                "channel-mismatch",
+                f"{node_label(consumer)} B {list(weight.shape)} vs {affine.channels} channels",
+            )
+        dtype = weight.dtype
+        new_weight = round_to(scale_along(weight, affine.scale, k_axis_b), dtype)
+        b_kn = np.asarray(weight, np.float64).T if trans_b else np.asarray(weight, np.float64)
+        alpha = float_attribute(consumer, "alpha", 1.0)
+        beta = float_attribute(consumer, "beta", 1.0)
+        delta = alpha * (affine.shift @ b_kn)
+        old = np.zeros(1) if bias is None else beta * np.asarray(bias, np.float64)
+        new_bias = round_to(old + delta, dtype)
+
+        def write_bias(editor: GraphEditor) -> None:
+            editor.set_constant(consumer, 2, new_bias.value, tensor_base(consumer, "bias"))
+            set_float_attribute(consumer, "beta", 1.0)
+
+        return self.finish(
+            site, consumer, passes, new_weight, new_bias, write_bias, adds_node=False
+        )
+
+
+class ConvConsumer(ConsumerFold):
+    name = "bn-conv"
+    op_type = "Conv"
+
+    def plan(self, ctx, site, consumer, passes, axis, affine):  # type: ignore[no-untyped-def]
+        weight = constant_weight(ctx.view, consumer, 1, "weight")
+        if isinstance(weight, Skip):
+            return weight
+        bias = optional_bias(ctx.view, consumer, 2)
+        if isinstance(bias, Skip):
+            return bias
+        if axis != 1:
+            return Skip(
+                "channel-axis-mismatch",
+                f"the affine acts on axis {axis}, Conv's channels are axis 1",
+            )
+        group = int_attribute(consumer, "group", 1)
+        in_per_group = weight.shape[1]
+        if in_per_group * group != affine.channels or weight.shape[0] % group:
+            return Skip(
+                "channel-mismatch",
+                f"{node_label(consumer)} reads {in_per_group * group} channels, the affine has {affine.channels}",
+            )
+        if np.any(affine.shift) and has_padding(consumer):
+            return Skip(
+                "padded-consumer",
+                f"{node_label(consumer)} pads its input: the border would see the shift",
+            )
+        out_per_group = weight.shape[0] // group
+        # input channel read by weight slice [o, j]: g(o)·(C/g) + j
+        index = (np.arange(weight.shape[0]) // out_per_group)[:, None] * in_per_group + np.arange(
+            in_per_group
+        )[None, :]
+        spatial = (1,) * (weight.ndim - 2)
+        w64 = np.asarray(weight, np.float64)
+        dtype = weight.dtype
+        new_weight = round_to(w64 * affine.scale[index].reshape(index.shape + spatial), dtype)
+        delta = np.sum(
+            w64 * affine.shift[index].reshape(index.shape + spatial),
+            axis=tuple(range(1, weight.ndim)),
+        )
+        old = (
+            np.zeros(weight.shape[0]) if bias is None else np.asarray(bias, np.float64).reshape(-1)
+        )
+        new_bias = round_to(old + delta, dtype)
+
+        def write_bias(editor: GraphEditor) -> None:
+            editor.set_constant(consumer, 2, new_bias.value, tensor_base(consumer, "bias"))
+
+        return self.finish(
+            site, consumer, passes, new_weight, new_bias, write_bias, adds_node=False
+        )
+
+
+CONSUMER_OPS = frozenset({"MatMul", "Gemm", "Conv"})

@@ -1,0 +1,178 @@
+"""Affine sites: the places a per-channel ``s·x + t`` sits in a graph, whatever wrote it.
+
+A site is a BatchNormalization node, or a chain of ``Mul``/``Add``/``Sub``/``Div`` by
+constants that provably act per channel over one axis (tf2onnx writes Keras' BN this way:
+``Mul`` then ``Add`` with constant vectors). Every fold works on sites, so the patterns do
+not care which form the affine had.
+
+Which elementwise chains count as sites, and why:
+
+- at least one constant must be a per-channel *vector* (more than one channel): scalar chains
+  are parts of other functions (GELU's ``·0.5``, ``x/√2``) whose removal would break
+  onnxruntime's fusions of those functions;
+- the chain's input must not come from a ``Div`` (the normalised value of a decomposed
+  LayerNormalization, whose ``γ``/``β`` Mul/Add onnxruntime fuses back into one kernel);
+- the rank of the data must be known (shape inference), so the axis is proven; the
+  constants' dtype must be floating point (integer shape arithmetic is no affine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from .batchnorm import batchnorm_affine, is_batchnorm
+from .elementwise import constant_operand, elementwise_affine
+from .foldmath import Affine
+from .graph import GraphView
+from .outcomes import Skip
+
+Shapes = dict[str, tuple[int | str | None, ...]]
+
+
+@dataclass
+class AffineSite:
+    """``output = scale · input + shift`` over ``axis`` of a rank-``rank`` tensor.
+
+    ``nodes`` are the nodes that compute it, in data order (one BN, or the chain).
+    """
+
+    nodes: list[onnx.NodeProto]
+    input: str
+    output: str
+    affine: Affine
+    axis: int
+    rank: int | None
+    is_batchnorm: bool
+
+    @property
+    def label(self) -> str:
+        last = self.nodes[-1]
+        return last.name or f"<{last.op_type}:{last.output[0]}>"
+
+    @property
+    def kind(self) -> str:
+        return (
+            "BatchNormalization" if self.is_batchnorm else "+".join(n.op_type for n in self.nodes)
+        )
+
+    @property
+    def has_scale(self) -> bool:
+        return not bool(np.all(self.affine.scale == 1.0))
+
+    @property
+    def has_shift(self) -> bool:
+        return bool(np.any(self.affine.shift != 0.0))
+
+
+def batchnorm_site(
+    view: GraphView, node: onnx.NodeProto, opset: int, shapes: Callable[[], Shapes]
+) -> AffineSite | Skip:
+    affine = batchnorm_affine(view, node, opset)
+    if isinstance(affine, Skip):
+        return affine
+    shape = shapes().get(node.input[0])
+    rank = len(shape) if shape is not None else None
+    return AffineSite([node], node.input[0], node.output[0], affine, 1, rank, True)
+
+
+def elementwise_sites(view: GraphView, shapes: Callable[[], Shapes]) -> list[AffineSite]:
+    """Every maximal chain of per-channel constant ops that qualifies as a site (see module doc)."""
+    sites = []
+    for node in view.graph.node:
+        if constant_operand(view, node) is None or _continues_chain(view, node):
+            continue
+        chain = [node]
+        while True:
+            output = chain[-1].output[0]
+            reader = view.only_consumer(output)
+            if (
+                reader is None
+                or view.is_graph_output(output)
+                or constant_operand(view, reader) is None
+            ):
+                break
+            chain.append(reader)
+        site = _chain_site(view, chain, shapes())
+        if site is not None:
+            sites.append(site)
+    return sites
+
+
+def _data_input(view: GraphView, node: onnx.NodeProto) -> str:
+    operand = constant_operand(view, node)
+    assert operand is not None
+    return node.input[1 - operand[0]]
+
+
+def _continues_chain(view: GraphView, node: onnx.NodeProto) -> bool:
+    data = _data_input(view, node)
+    producer = view.producer.get(data)
+    return (
+        producer is not None
+        and constant_operand(view, producer) is not None
+        and view.only_consumer(data) is node
+        and not view.is_graph_output(data)
+    )
+
+
+def _chain_site(view: GraphView, chain: list[onnx.NodeProto], shapes: Shapes) -> AffineSite | None:
+    data = _data_input(view, chain[0])
+    shape = shapes.get(data)
+    if shape is None:
+        return None
+    producer = view.producer.get(data)
+    if producer is not None and producer.op_type == "Div":
+        return None
+    rank = len(shape)
+    located = _channel_axis(view, chain, rank)
+    if located is None:
+        return None
+    axis, channels = located
+    total = Affine.identity(channels)
+    for node in chain:
+        step = elementwise_affine(view, node, rank=rank, axis=axis, channels=channels)
+        if step is None or isinstance(step, Skip):
+            return None
+        total = total.then(step)
+    return AffineSite(chain, data, chain[-1].output[0], total, axis, rank, False)
+
+
+def _channel_axis(
+    view: GraphView, chain: list[onnx.NodeProto], rank: int
+) -> tuple[int, int] | None:
+    """The one axis on which the chain's constants are vectors, and its length."""
+    found: tuple[int, int] | None = None
+    for node in chain:
+        operand = constant_operand(view, node)
+        assert operand is not None
+        constant = operand[1]
+        if constant.ndim > rank:
+            return None
+        dims = (1,) * (rank - constant.ndim) + tuple(constant.shape)
+        wide = [(axis, dim) for axis, dim in enumerate(dims) if dim != 1]
+        if len(wide) > 1 or (found and wide and wide[0] != found):
+            return None
+        if wide:
+            found = wide[0]
+    return found
+
+
+def all_sites(
+    view: GraphView, opset: int, shapes: Callable[[], Shapes]
+) -> tuple[list[AffineSite], dict[str, tuple[onnx.NodeProto, Skip]]]:
+    """The sites in graph order (BNs first), and the BNs that are no site (with why)."""
+    refused: dict[str, tuple[onnx.NodeProto, Skip]] = {}
+    sites: list[AffineSite] = []
+    for node in view.graph.node:
+        if is_batchnorm(node):
+            site = batchnorm_site(view, node, opset, shapes)
+            if isinstance(site, Skip):
+                refused[node.output[0]] = (node, site)
+            else:
+                sites.append(site)
+    sites.extend(elementwise_sites(view, shapes))
+    return sites, refused
