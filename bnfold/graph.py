@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from .lazyio import tensor_array
 
 # Nodes whose value is not a pure function of their inputs must never be evaluated.
 NONDETERMINISTIC_OPS = frozenset(
@@ -94,11 +97,20 @@ def names_used_inside(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
+# Larger initializer values are read from their file each time rather than kept: a fold reads
+# each weight once or twice, and caching every weight would double a model's memory.
+CACHE_LIMIT_BYTES = 1 << 20
+
+
 @dataclass
 class ConstantCache:
-    """Values of constant tensors by name; the driver drops entries it overwrites."""
+    """Values of constant tensors by name; the driver drops entries it overwrites.
+
+    ``base_dir`` is where external tensor bytes live (the model's folder).
+    """
 
     values: dict[str, np.ndarray] = field(default_factory=dict)
+    base_dir: Path | None = None
 
     def forget(self, names: Iterable[str]) -> None:
         for name in names:
@@ -191,7 +203,9 @@ class GraphView:
         if name in self.cache.values:
             return self.cache.values[name]
         value = self._compute_constant(name, depth)
-        if value is not None:
+        if value is not None and (
+            value.nbytes <= CACHE_LIMIT_BYTES or name not in self.initializers
+        ):
             self.cache.values[name] = value
         return value
 
@@ -199,7 +213,7 @@ class GraphView:
         if name in self.initializers:
             if self.is_overridable(name):
                 return None
-            return numpy_helper.to_array(self.initializers[name])
+            return tensor_array(self.initializers[name], self.cache.base_dir)
         node = self.producer.get(name)
         if node is None:
             if name in self.graph_inputs or self.outer is None:
