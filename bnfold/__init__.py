@@ -13,26 +13,15 @@ onnxruntime is imported only by verify and bench, torch never.
 
 from __future__ import annotations
 
-from typing import Any
-
 __version__ = "0.1.0"
 
 from .api import OptimizeResult, check, optimize  # noqa: E402
+
+# Bound after their subpackages are imported, so ``bnfold.verify``/``bnfold.bench`` are the
+# functions (importing a subpackage later does not rebind the parent's attribute). Neither
+# subpackage imports onnxruntime until a session is made.
+from .bench import bench  # noqa: E402
 from .errors import BnfoldError  # noqa: E402
-
-
-def verify(original: Any, candidate: Any, **options: Any) -> Any:
-    """Prove ``candidate`` computes what ``original`` computes; see ``bnfold.verify.verify``."""
-    from .verify import verify as _verify
-
-    return _verify(original, candidate, **options)
-
-
-def bench(original: Any, candidate: Any, **options: Any) -> Any:
-    """Compare latency of ``original`` and ``candidate``; see ``bnfold.bench.bench``."""
-    from .bench import bench as _bench
-
-    return _bench(original, candidate, **options)
-
+from .verify import verify  # noqa: E402
 
 __all__ = ["BnfoldError", "OptimizeResult", "__version__", "bench", "check", "optimize", "verify"]

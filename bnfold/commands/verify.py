@@ -1,11 +1,189 @@
-"""`bnfold verify` (placeholder until its issue lands)."""
+"""`bnfold verify ORIGINAL CANDIDATE`: parse options, call ``bnfold.verify.verify``, render.
+
+Exit codes: 0 equivalent; 1 outputs differ (or the candidate crashed); 2 usage; 3 a model
+cannot be loaded or the candidate fails the structure checks; 4 a provider named in
+``--providers`` is unavailable; 6 a report file cannot be written.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import click
+
+from ..errors import OutputWriteError
+
+_PROVIDERS_HELP = (
+    "Comma list of execution providers for the candidate: cpu, cuda, tensorrt, rocm (or full "
+    "onnxruntime names). Default: cpu, plus cuda when CUDA really works here. A provider named "
+    "here that cannot run exits 4."
+)
+_LEVEL_HELP = (
+    "Comma list of onnxruntime optimization levels for the candidate: disable, basic, extended, "
+    "all. Default: all (what deployments use). The reference always runs on CPU with "
+    "optimizations disabled."
+)
 
 
 @click.command(name="verify")
-def command() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("bnfold verify is not implemented yet")
+@click.argument("original")
+@click.argument("candidate")
+@click.option("--providers", "providers", metavar="LIST", help=_PROVIDERS_HELP)
+@click.option(
+    "--level", "levels", metavar="LIST", default="all", show_default=True, help=_LEVEL_HELP
+)
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    metavar="NAME=AxBxC",
+    help="Shape of one input (repeatable).",
+)
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    metavar="SYMBOL=N",
+    help="Size of a symbolic dim, by name (repeatable).",
+)
+@click.option(
+    "--range",
+    "ranges",
+    multiple=True,
+    metavar="NAME=LO:HI",
+    help=(
+        "Values of one input drawn from [LO, HI) (repeatable). Default: floats N(0,1), integers "
+        "[0,10), gather indices [0, table size)."
+    ),
+)
+@click.option(
+    "--default-dim",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Size of symbolic dims not set otherwise.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of input set 0 (set i uses SEED+i).",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of random input sets.",
+)
+@click.option(
+    "--inputs",
+    "input_files",
+    multiple=True,
+    metavar="FILE.npz",
+    help="Real input data instead of random: one array per input name (repeatable, one set each).",
+)
+@click.option(
+    "--atol",
+    type=float,
+    help="Absolute tolerance for float outputs. Default per dtype: fp32 1e-4, fp64 1e-10, fp16 5e-2, bf16 0.4.",
+)
+@click.option(
+    "--rtol",
+    type=float,
+    help="Relative tolerance for float outputs. Default per dtype: fp32 1e-4, fp64 1e-9, fp16 1e-2, bf16 8e-2.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    help="onnxruntime intra-op threads (default: onnxruntime's).",
+)
+@click.option("--report", "report_path", metavar="FILE.json", help="Write the full report as JSON.")
+@click.option(
+    "--markdown", "markdown_path", metavar="FILE.md", help="Write the report as Markdown."
+)
+@click.option(
+    "--save-failing",
+    metavar="DIR",
+    help="Folder for the failing input set (.npz). Default: beside the candidate.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line, not the table.")
+def command(
+    original: str,
+    candidate: str,
+    providers: str | None,
+    levels: str,
+    shapes: tuple[str, ...],
+    dims: tuple[str, ...],
+    ranges: tuple[str, ...],
+    default_dim: int,
+    seed: int,
+    runs: int,
+    input_files: tuple[str, ...],
+    atol: float | None,
+    rtol: float | None,
+    threads: int | None,
+    report_path: str | None,
+    markdown_path: str | None,
+    save_failing: str | None,
+    quiet: bool,
+) -> None:
+    """Prove CANDIDATE computes what ORIGINAL computes, under onnxruntime.
+
+    The original runs on CPU with all graph optimizations disabled (the reference); the
+    candidate runs on each provider and level. Outputs are matched by name and compared as
+    |candidate - reference| <= atol + rtol*|reference|; NaN/Inf must match in place.
+    On failure the failing inputs are saved as .npz and the command to rerun them is printed.
+    When GITHUB_STEP_SUMMARY is set, the Markdown report is appended to it.
+    """
+    from rich.console import Console
+
+    from ..verify import verify
+    from ..verify.inputs import parse_dim_options, parse_range_options, parse_shape_options
+
+    report = verify(
+        original,
+        candidate,
+        providers=providers,
+        levels=levels,
+        shapes=parse_shape_options(shapes),
+        dims=parse_dim_options(dims),
+        ranges=parse_range_options(ranges),
+        default_dim=default_dim,
+        seed=seed,
+        runs=runs,
+        inputs=list(input_files) or None,
+        atol=atol,
+        rtol=rtol,
+        threads=threads,
+        save_failing=save_failing,
+    )
+    # Logs (CI) are not terminals: rich would wrap at 80 columns, too narrow for the table.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    if quiet:
+        console.print(report.summary_line(), markup=False)
+    else:
+        report.render(console, verdict=report.passed)
+
+    markdown = report.to_markdown()
+    if report_path:
+        _write(Path(report_path), report.to_json() + "\n", append=False)
+    if markdown_path:
+        _write(Path(markdown_path), markdown, append=False)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        _write(Path(summary), markdown + "\n", append=True)
+    report.raise_for_status()
+
+
+def _write(path: Path, text: str, *, append: bool) -> None:
+    try:
+        with open(path, "a" if append else "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise OutputWriteError(
+            f"cannot write {path}: {exc.strerror or exc}", hint="check the path"
+        ) from None

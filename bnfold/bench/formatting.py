@@ -1,0 +1,67 @@
+"""Number and label formatting shared by the terminal, Markdown and plot renderers."""
+
+from __future__ import annotations
+
+import math
+
+from .stats import SpeedupEstimate
+
+
+def setting_label(provider: str, level: str, batch: int | None) -> str:
+    """``cpu/all/batch 8``; the batch part is left out when there is no batch axis."""
+    return f"{provider}/{level}" + ("" if batch is None else f"/batch {batch}")
+
+
+def format_ms(value: float | None) -> str:
+    """Milliseconds with three significant digits (``0.0112``, ``1.23``, ``123``), ``-`` for None."""
+    if value is None:
+        return "-"
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def display_unit(values_ms: list[float]) -> str:
+    """``'µs'`` when every value is below 1 ms (shorter columns), else ``'ms'``."""
+    return "µs" if values_ms and max(values_ms) < 1.0 else "ms"
+
+
+def format_in_unit(value_ms: float | None, unit: str) -> str:
+    """``format_ms`` after converting milliseconds to ``unit`` (``'ms'`` or ``'µs'``)."""
+    if value_ms is None:
+        return "-"
+    return format_ms(value_ms * 1000.0 if unit == "µs" else value_ms)
+
+
+def format_ratio(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def format_speedup(estimate: SpeedupEstimate) -> str:
+    """``1.234× [1.201, 1.260]``."""
+    return (
+        f"{format_ratio(estimate.speedup)}× "
+        f"[{format_ratio(estimate.ci_low)}, {format_ratio(estimate.ci_high)}]"
+    )
+
+
+def format_bytes(size: int) -> str:
+    """``812 B``, ``16.1 KiB``, ``4.2 MiB``, ``1.3 GiB``."""
+    if size < 1024:
+        return f"{size} B"
+    scaled = size / 1024
+    for unit in ("KiB", "MiB"):
+        if scaled < 1024:
+            return f"{scaled:.1f} {unit}"
+        scaled /= 1024
+    return f"{scaled:.1f} GiB"
+
+
+def format_batch(batch: int | None) -> str:
+    return "-" if batch is None else str(batch)
+
+
+def confidence_text(confidence: float) -> str:
+    """``0.95`` -> ``95%``."""
+    return f"{confidence * 100:g}%"

@@ -1,0 +1,353 @@
+"""Compare one output of the candidate with the reference: metrics and a pass/fail verdict.
+
+Verdict (numpy.allclose semantics, element by element, with the *reference* as ``b``)::
+
+    ok = |cand - ref| <= atol + rtol * |ref|
+
+NaN and Inf are equal only where both sides have them in the same place (same sign for Inf);
+anywhere else they count as mismatched elements. A shape or dtype difference fails the
+output outright. Non-floating outputs (integers, bool, strings) must be exactly equal.
+
+Metrics, over the elements that are finite on both sides, computed in float64:
+
+- ``max_abs_error = max |cand - ref|``
+- ``max_rel_error = max |cand - ref| / |ref|`` over elements with ``ref != 0`` (relative error
+  is undefined at zero; ``atol`` covers those elements)
+- ``p99_abs_error`` = 99th percentile of ``|cand - ref|`` (one outlier vs. a systematic drift)
+- ``cosine_similarity = <cand, ref> / (|cand| |ref|)``, 1.0 when both are all zero
+- ``mismatched`` = elements failing the verdict (non-finite disagreements included), of ``total``
+
+Default tolerances, per output dtype (``--atol/--rtol`` override both). A correct fold is not
+bit-exact: each scaled weight is rounded once more (<= 0.5 ulp) and the summation order
+changes, so the error grows with the dot-product length and the depth. The defaults were set
+from correct hand folds of Conv->BN->ReLU stacks (He-initialized weights, random BN
+statistics, dense feature-map output, 3 random input sets, onnxruntime CPU at levels
+``disable`` and ``all``):
+
+========= ====== ====== ==========================================================================
+dtype     atol   rtol   why
+========= ====== ====== ==========================================================================
+float32   1e-4   1e-4   50 layers x 128 channels, outputs up to ~15: max abs error 3.2e-5
+                        (20 x 256: 3.3e-5). ``atol=1e-5`` would fail those correct folds;
+                        1e-4 leaves ~3x headroom, while a real folding bug (wrong channel,
+                        epsilon or shift) moves outputs by >= 1e-3 relative and still fails.
+float64   1e-10  1e-9   the float32 errors scaled by the eps ratio (2**-29) are ~1e-13: ~1000x
+                        headroom, still 5 orders tighter than float32.
+float16   5e-2   1e-2   50 x 128 in float16: max abs error 3.1e-2 (4 ulp at values ~8-16),
+                        p99 1.2e-2; rtol 1e-2 is ~10 ulp (eps 9.8e-4).
+bfloat16  4e-1   8e-2   8x float16's epsilon (eps 7.8e-3), so 8x its atol; rtol again ~10 ulp.
+========= ====== ====== ==========================================================================
+
+Non-floating outputs compare exactly, whatever ``--atol/--rtol`` say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float32": (1e-4, 1e-4),
+    "float64": (1e-10, 1e-9),
+    "float16": (5e-2, 1e-2),
+    "bfloat16": (4e-1, 8e-2),
+}
+EXACT = (0.0, 0.0)
+
+
+def _is_floating(dtype: np.dtype) -> bool:
+    return dtype.kind == "f" or dtype.name == "bfloat16"
+
+
+def tolerance_for(
+    dtype: np.dtype, atol: float | None = None, rtol: float | None = None
+) -> tuple[float, float]:
+    """``(atol, rtol)`` for an output of ``dtype``: the override where given, else the default.
+
+    Non-floating dtypes compare exactly whatever the override says: an integer or boolean
+    output that differs at all is a different function.
+    """
+    if not _is_floating(dtype):
+        return EXACT
+    default_atol, default_rtol = DEFAULT_TOLERANCES.get(dtype.name, DEFAULT_TOLERANCES["float32"])
+    return (
+        default_atol if atol is None else float(atol),
+        default_rtol if rtol is None else float(rtol),
+    )
+
+
+@dataclass
+class OutputComparison:
+    """Metrics and verdict for one output (one run, or the worst over runs after ``merge``)."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    passed: bool
+    reason: str | None
+    atol: float
+    rtol: float
+    max_abs_error: float | None
+    max_rel_error: float | None
+    p99_abs_error: float | None
+    cosine_similarity: float | None
+    mismatched: int
+    total: int
+    nonfinite_mismatched: int = 0
+    worst_index: list[int] | None = None
+    worst_reference: float | None = None
+    worst_candidate: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def merge(self, other: OutputComparison) -> OutputComparison:
+        """Worst of both runs: max errors, min cosine, summed counts, first failure reason."""
+
+        def worst(a: float | None, b: float | None, pick: Any = max) -> float | None:
+            values = [v for v in (a, b) if v is not None]
+            return pick(values) if values else None
+
+        take_other_worst = (other.max_abs_error or 0.0) > (self.max_abs_error or 0.0)
+        source = other if take_other_worst else self
+        return OutputComparison(
+            name=self.name,
+            dtype=self.dtype,
+            shape=self.shape,
+            passed=self.passed and other.passed,
+            reason=self.reason or other.reason,
+            atol=self.atol,
+            rtol=self.rtol,
+            max_abs_error=worst(self.max_abs_error, other.max_abs_error),
+            max_rel_error=worst(self.max_rel_error, other.max_rel_error),
+            p99_abs_error=worst(self.p99_abs_error, other.p99_abs_error),
+            cosine_similarity=worst(self.cosine_similarity, other.cosine_similarity, min),
+            mismatched=self.mismatched + other.mismatched,
+            total=self.total + other.total,
+            nonfinite_mismatched=self.nonfinite_mismatched + other.nonfinite_mismatched,
+            worst_index=source.worst_index,
+            worst_reference=source.worst_reference,
+            worst_candidate=source.worst_candidate,
+        )
+
+
+def _failed_outright(
+    name: str, ref: np.ndarray, cand: np.ndarray, reason: str, atol: float, rtol: float
+) -> OutputComparison:
+    return OutputComparison(
+        name=name,
+        dtype=ref.dtype.name,
+        shape=list(ref.shape),
+        passed=False,
+        reason=reason,
+        atol=atol,
+        rtol=rtol,
+        max_abs_error=None,
+        max_rel_error=None,
+        p99_abs_error=None,
+        cosine_similarity=None,
+        mismatched=int(ref.size),
+        total=int(ref.size),
+    )
+
+
+def compare_output(
+    name: str,
+    reference: Any,
+    candidate: Any,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+) -> OutputComparison:
+    """Compare ``candidate`` against ``reference`` for output ``name`` (see module docstring)."""
+    ref, cand = np.asarray(reference), np.asarray(candidate)
+    tol_atol, tol_rtol = tolerance_for(ref.dtype, atol, rtol)
+    if ref.dtype != cand.dtype:
+        return _failed_outright(
+            name,
+            ref,
+            cand,
+            f"dtype {cand.dtype.name} differs from reference {ref.dtype.name}",
+            tol_atol,
+            tol_rtol,
+        )
+    if ref.shape != cand.shape:
+        return _failed_outright(
+            name,
+            ref,
+            cand,
+            f"shape {list(cand.shape)} differs from reference {list(ref.shape)}",
+            tol_atol,
+            tol_rtol,
+        )
+    if _is_floating(ref.dtype):
+        return _compare_floating(name, ref, cand, tol_atol, tol_rtol)
+    return _compare_exact(name, ref, cand)
+
+
+def _compare_floating(
+    name: str, ref_in: np.ndarray, cand_in: np.ndarray, atol: float, rtol: float
+) -> OutputComparison:
+    ref = ref_in.astype(np.float64)
+    cand = cand_in.astype(np.float64)
+    finite = np.isfinite(ref) & np.isfinite(cand)
+    # Non-finite agreement: both NaN, or the same infinity, at the same element.
+    same_nonfinite = (np.isnan(ref) & np.isnan(cand)) | (np.isinf(ref) & (ref == cand))
+    nonfinite_bad = ~finite & ~same_nonfinite
+
+    diff = np.abs(np.subtract(cand, ref, where=finite, out=np.zeros_like(ref)))
+    limit = atol + rtol * np.abs(np.where(finite, ref, 0.0))
+    finite_bad = finite & (diff > limit)
+    bad = finite_bad | nonfinite_bad
+    mismatched = int(bad.sum())
+
+    finite_diff = diff[finite]
+    finite_ref = ref[finite]
+    finite_cand = cand[finite]
+    if finite_diff.size:
+        max_abs = float(finite_diff.max())
+        p99 = float(np.percentile(finite_diff, 99))
+        nonzero = finite_ref != 0
+        max_rel = (
+            float((finite_diff[nonzero] / np.abs(finite_ref[nonzero])).max())
+            if nonzero.any()
+            else 0.0
+        )
+        cosine = _cosine(finite_ref, finite_cand)
+    else:
+        max_abs = p99 = max_rel = 0.0
+        cosine = 1.0
+
+    # The element to show a human: the first non-finite disagreement, else the worst excess.
+    worst_index = worst_ref = worst_cand = None
+    if mismatched:
+        if nonfinite_bad.any():
+            flat = int(np.flatnonzero(nonfinite_bad)[0])
+        else:
+            excess = np.where(finite_bad, diff - limit, -np.inf)
+            flat = int(np.argmax(excess))
+        index = np.unravel_index(flat, ref.shape) if ref.shape else ()
+        worst_index = [int(i) for i in index]
+        worst_ref, worst_cand = float(ref.flat[flat]), float(cand.flat[flat])
+
+    reason = None
+    if mismatched:
+        where = f"[{', '.join(str(i) for i in worst_index or [])}]"
+        reason = (
+            f"{mismatched} of {ref.size} elements out of tolerance"
+            f" (atol={atol:g}, rtol={rtol:g}); e.g. at {where}: reference {worst_ref!r}, candidate {worst_cand!r}"
+        )
+    return OutputComparison(
+        name=name,
+        dtype=ref_in.dtype.name,
+        shape=list(ref.shape),
+        passed=mismatched == 0,
+        reason=reason,
+        atol=atol,
+        rtol=rtol,
+        max_abs_error=max_abs,
+        max_rel_error=max_rel,
+        p99_abs_error=p99,
+        cosine_similarity=cosine,
+        mismatched=mismatched,
+        total=int(ref.size),
+        nonfinite_mismatched=int(nonfinite_bad.sum()),
+        worst_index=worst_index,
+        worst_reference=worst_ref,
+        worst_candidate=worst_cand,
+    )
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if norm_a == 0.0 and norm_b == 0.0:
+        return 1.0
+    if norm_a == 0.0 or norm_b == 0.0:
+        return 0.0
+    return float(np.dot(a.ravel(), b.ravel()) / (norm_a * norm_b))
+
+
+def _compare_exact(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputComparison:
+    bad = ref != cand
+    mismatched = int(np.count_nonzero(bad))
+    numeric = ref.dtype.kind in "iub"
+    max_abs = None
+    if numeric:
+        delta = np.abs(ref.astype(np.float64) - cand.astype(np.float64))
+        max_abs = float(delta.max()) if delta.size else 0.0
+    worst_index = worst_ref = worst_cand = None
+    reason = None
+    if mismatched:
+        flat = int(np.flatnonzero(bad)[0])
+        worst_index = [int(i) for i in np.unravel_index(flat, ref.shape)] if ref.shape else []
+        if numeric:
+            worst_ref, worst_cand = float(ref.flat[flat]), float(cand.flat[flat])
+        reason = (
+            f"{mismatched} of {ref.size} elements differ ({ref.dtype.name} outputs must be equal);"
+            f" first at [{', '.join(str(i) for i in worst_index)}]: reference {ref.flat[flat]!r}, candidate {cand.flat[flat]!r}"
+        )
+    return OutputComparison(
+        name=name,
+        dtype=ref.dtype.name,
+        shape=list(ref.shape),
+        passed=mismatched == 0,
+        reason=reason,
+        atol=0.0,
+        rtol=0.0,
+        max_abs_error=max_abs,
+        max_rel_error=None,
+        p99_abs_error=None,
+        cosine_similarity=None,
+        mismatched=mismatched,
+        total=int(ref.size),
+        worst_index=worst_index,
+        worst_reference=worst_ref,
+        worst_candidate=worst_cand,
+    )
+
+
+def compare_outputs(
+    reference: dict[str, Any],
+    candidate: dict[str, Any],
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+) -> dict[str, OutputComparison]:
+    """Compare every reference output with the candidate output of the same name.
+
+    Matching is by name, never by position. Sequence outputs are compared element-wise as
+    ``name[i]``. A reference output missing from the candidate fails.
+    """
+    results: dict[str, OutputComparison] = {}
+    for name, ref_value in reference.items():
+        if name not in candidate:
+            empty = np.asarray(ref_value) if not isinstance(ref_value, list) else np.zeros(0)
+            results[name] = _failed_outright(
+                name, empty, empty, "missing from the candidate's outputs", 0.0, 0.0
+            )
+            continue
+        cand_value = candidate[name]
+        if isinstance(ref_value, list) or isinstance(cand_value, list):
+            results.update(_compare_sequences(name, ref_value, cand_value, atol, rtol))
+            continue
+        results[name] = compare_output(name, ref_value, cand_value, atol=atol, rtol=rtol)
+    return results
+
+
+def _compare_sequences(
+    name: str, ref: Any, cand: Any, atol: float | None, rtol: float | None
+) -> dict[str, OutputComparison]:
+    if not isinstance(ref, list) or not isinstance(cand, list) or len(ref) != len(cand):
+        length = len(ref) if isinstance(ref, list) else 0
+        marker = np.zeros(0)
+        return {
+            name: _failed_outright(
+                name, marker, marker, f"sequence length differs from reference ({length})", 0.0, 0.0
+            )
+        }
+    return {
+        f"{name}[{i}]": compare_output(f"{name}[{i}]", r, c, atol=atol, rtol=rtol)
+        for i, (r, c) in enumerate(zip(ref, cand, strict=True))
+    }

@@ -1,0 +1,233 @@
+"""``bnfold.bench.bench()`` end to end on tiny CPU models.
+
+The only timing claims are verdicts with a huge margin: the slow candidate is about 40x
+slower than the original, so ``slower`` cannot flake.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import bnfold
+from bnfold.bench import BenchReport, bench
+from bnfold.errors import CandidateSlower, ModelLoadError, ProviderUnavailable, UsageError
+from tests.bench.bench_models import (
+    batchnorm_model,
+    fast_model,
+    folded_batchnorm_model,
+    slow_model,
+    two_input_model,
+)
+from tests.bench.conftest import QUICK
+
+
+def test_much_slower_candidate_is_reported_slower(slow_report: BenchReport) -> None:
+    assert len(slow_report.comparisons) == 4  # 2 levels x 2 batch sizes
+    for comparison in slow_report.comparisons:
+        assert comparison.verdict == "slower"
+        assert comparison.estimate.ci_high < 0.5
+        assert comparison.candidate_p50_ms > comparison.original_p50_ms
+    assert slow_report.failure() is None  # no --fail-if-slower: a verdict, not an error
+    assert slow_report.exit_code == 0
+
+
+def test_one_result_per_model_and_setting(slow_report: BenchReport) -> None:
+    keys = [(r.model, r.provider, r.level, r.batch) for r in slow_report.results]
+    assert keys == [
+        (model, "cpu", level, batch)
+        for level in ("disable", "all")
+        for batch in (1, 2)
+        for model in ("original", "candidate")
+    ]
+    for result in slow_report.results:
+        assert result.status == "ok"
+        assert result.actual_providers[0] == "CPUExecutionProvider"
+        assert result.latency is not None and result.latency.samples == QUICK["iters"]
+        assert result.samples_ms is not None and len(result.samples_ms) == QUICK["iters"]
+        assert result.session_create_ms is not None and result.session_create_ms > 0
+        assert result.first_run_ms is not None and result.first_run_ms > 0
+        assert (
+            result.latency.min_ms
+            <= result.latency.p50_ms
+            <= result.latency.p90_ms
+            <= result.latency.p99_ms
+        )
+
+
+def test_batch_sweep_sets_the_symbolic_first_dimension(slow_report: BenchReport) -> None:
+    assert slow_report.inputs == [
+        {"batch": 1, "inputs": {"x": {"dtype": "float32", "shape": [1, 16]}}},
+        {"batch": 2, "inputs": {"x": {"dtype": "float32", "shape": [2, 16]}}},
+    ]
+    assert any("--batch sets dimension 0 of 'x'" in note for note in slow_report.notes)
+
+
+def test_model_facts_from_files(slow_report: BenchReport, model_files: dict[str, Path]) -> None:
+    facts = slow_report.model_facts()
+    assert facts["original"].file_size_bytes == model_files["fast"].stat().st_size
+    assert facts["candidate"].file_size_bytes == model_files["slow"].stat().st_size
+    assert facts["original"].node_count == 1
+    assert facts["candidate"].node_count == 102
+    assert facts["original"].batchnorm_count == 0
+
+
+def test_batchnorm_count_and_in_memory_size() -> None:
+    original, candidate = batchnorm_model(), folded_batchnorm_model()
+    report = bench(original, candidate, providers="cpu", levels="disable", **QUICK)
+    facts = report.model_facts()
+    assert (facts["original"].node_count, facts["original"].batchnorm_count) == (1, 1)
+    assert (facts["candidate"].node_count, facts["candidate"].batchnorm_count) == (2, 0)
+    assert facts["original"].file_size_bytes == original.ByteSize()
+    assert facts["candidate"].file_size_bytes == candidate.ByteSize()
+    assert report.original == "<in-memory original>"
+    assert report.comparisons[0].batch == 1  # the symbolic N defaults to 1
+
+
+def test_fail_if_slower_trips_on_a_huge_slowdown() -> None:
+    report = bench(
+        fast_model(), slow_model(), providers="cpu", levels="disable", fail_if_slower=50, **QUICK
+    )
+    error = report.failure()
+    assert isinstance(error, CandidateSlower)
+    assert error.exit_code == 5
+    assert "cpu/disable" in str(error)
+    with pytest.raises(CandidateSlower):
+        report.raise_for_status()
+
+
+def test_fail_if_slower_stays_quiet_when_the_candidate_is_faster() -> None:
+    report = bench(
+        slow_model(), fast_model(), providers="cpu", levels="disable", fail_if_slower=0, **QUICK
+    )
+    assert report.comparisons[0].verdict == "faster"
+    assert report.failure() is None
+
+
+def test_min_time_measures_for_a_while() -> None:
+    report = bench(
+        fast_model(), fast_model(), providers="cpu", levels="disable", min_time=0.05, warmup=1
+    )
+    samples = report.results[0].latency.samples  # type: ignore[union-attr]
+    assert samples >= 10
+    assert report.settings["min_time_s"] == 0.05
+
+
+def test_given_inputs_are_used(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.npz"
+    np.savez(path, x=np.ones((3, 16), np.float32))
+    report = bench(
+        fast_model(), fast_model(), providers="cpu", levels="disable", inputs=path, **QUICK
+    )
+    assert report.inputs == [{"batch": 3, "inputs": {"x": {"dtype": "float32", "shape": [3, 16]}}}]
+
+
+def test_progress_sink_follows_each_setting() -> None:
+    events: list[tuple[Any, ...]] = []
+
+    class Recorder:
+        def begin(self, label: str, total: float, unit: str) -> None:
+            events.append(("begin", label, total, unit))
+
+        def update(self, completed: float) -> None:
+            events.append(("update", completed))
+
+        def end(self) -> None:
+            events.append(("end",))
+
+    bench(
+        fast_model(),
+        fast_model(),
+        providers="cpu",
+        levels="disable,all",
+        progress=Recorder(),
+        **QUICK,
+    )
+    begins = [e for e in events if e[0] == "begin"]
+    assert begins == [
+        ("begin", "cpu/disable/batch 1", 20.0, "rounds"),
+        ("begin", "cpu/all/batch 1", 20.0, "rounds"),
+    ]
+    assert events.count(("end",)) == 2
+    assert [e for e in events if e[0] == "update"][-1] == ("update", 20.0)
+
+
+def test_unavailable_default_cuda_is_a_row_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, fake_cuda: list[list[Any]]
+) -> None:
+    """Default providers include CUDA, onnxruntime lists it, but the session runs on CPU."""
+    bench_module = importlib.import_module("bnfold.bench")
+    monkeypatch.setattr(bench_module, "default_providers", lambda: ["cpu", "cuda"])
+    report = bench(fast_model(), fast_model(), levels="disable", **QUICK)
+    assert any(
+        p and isinstance(p[0], tuple) and p[0][0] == "CUDAExecutionProvider" for p in fake_cuda
+    )
+    assert [(u.provider, u.level, u.explicit) for u in report.unavailable] == [
+        ("cuda", "disable", False)
+    ]
+    assert "CPUExecutionProvider instead of CUDAExecutionProvider" in report.unavailable[0].reason
+    cuda_rows = [r for r in report.results if r.provider == "cuda"]
+    assert [r.status for r in cuda_rows] == ["unavailable", "unavailable"]
+    assert all(r.latency is None for r in cuda_rows)
+    assert [c.provider for c in report.comparisons] == ["cpu"]  # never a CPU number labelled CUDA
+    assert report.failure() is None
+
+
+def test_explicitly_requested_unavailable_provider_fails_with_exit_4(
+    fake_cuda: list[list[Any]],
+) -> None:
+    report = bench(fast_model(), fast_model(), providers="cpu,cuda", levels="disable", **QUICK)
+    error = report.failure()
+    assert isinstance(error, ProviderUnavailable)
+    assert error.exit_code == 4
+    assert report.exit_code == 4
+    assert [c.provider for c in report.comparisons] == ["cpu"]
+
+
+def test_top_level_bnfold_bench_forwards() -> None:
+    importlib.import_module("bnfold.bench")  # importing the package must not break bnfold.bench()
+    report = bnfold.bench(fast_model(), fast_model(), providers="cpu", levels="disable", **QUICK)
+    assert isinstance(report, BenchReport)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"iters": 0}, "iters"),
+        ({"fail_if_slower": 100}, "fail-if-slower"),
+        ({"levels": "fastest"}, "optimization level"),
+        ({"providers": "abacus"}, "execution provider"),
+        ({"batches": "1,zero"}, "--batch"),
+        ({"threads": -2}, "threads"),
+        ({"confidence": 1.5}, "confidence"),
+    ],
+)
+def test_bad_options_are_usage_errors(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        bench(fast_model(), fast_model(), **options)
+
+
+def test_batch_needs_a_symbolic_first_dimension() -> None:
+    with pytest.raises(UsageError, match="symbolic"):
+        bench(fast_model(batch=1), fast_model(batch=1), providers="cpu", batches=[1, 8])
+
+
+def test_batch_and_inputs_file_do_not_mix(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.npz"
+    np.savez(path, x=np.ones((3, 16), np.float32))
+    with pytest.raises(UsageError, match="--inputs"):
+        bench(fast_model(), fast_model(), providers="cpu", batches="1,2", inputs=path)
+
+
+def test_candidate_with_other_inputs_is_refused() -> None:
+    with pytest.raises(UsageError, match="'z'|z"):
+        bench(fast_model(), two_input_model(), providers="cpu", **QUICK)
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError):
+        bench(tmp_path / "nope.onnx", fast_model(), providers="cpu")
