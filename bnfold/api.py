@@ -41,12 +41,14 @@ def optimize(
     source: ModelSource,
     *,
     disable: Iterable[str] = (),
+    lower_standalone: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> OptimizeResult:
     """Fold every BatchNormalization that can be folded exactly; report the rest with reasons.
 
     ``source`` is a path or a ModelProto (which is not modified: a copy is folded).
-    ``disable`` names patterns to leave out (``bnfold.patterns.PATTERN_NAMES``).
+    ``disable`` names patterns to leave out (``bnfold.patterns.PATTERN_NAMES``);
+    ``lower_standalone`` rewrites BatchNormalization that stays as Mul + Add.
     """
     disabled = frozenset(disable)
     unknown = sorted(disabled - set(PATTERN_NAMES))
@@ -61,7 +63,9 @@ def optimize(
         model = onnx.ModelProto()
         model.CopyFrom(loaded.model)
     started = time.perf_counter()
-    outcome = fold_model(model, FoldOptions(disabled=disabled), progress=progress)
+    outcome = fold_model(
+        model, FoldOptions(disabled=disabled, lower_standalone=lower_standalone), progress=progress
+    )
     report = FoldReport(
         model=str(loaded.path) if loaded.path else "<in-memory model>",
         folds=outcome.folds,

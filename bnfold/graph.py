@@ -7,7 +7,7 @@ Constant values are cached across rebuilds by the ``ConstantCache`` the driver o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +111,10 @@ class ConstantCache:
 
     values: dict[str, np.ndarray] = field(default_factory=dict)
     base_dir: Path | None = None
+    # Element types and shapes of run-time tensors (shape inference), for the ops that read
+    # only the type (CastLike) or the shape (Shape) of a run-time input.
+    elem_types: Callable[[], dict[str, int]] | None = None
+    shapes: Callable[[], dict[str, tuple[int | str | None, ...]]] | None = None
 
     def forget(self, names: Iterable[str]) -> None:
         for name in names:
@@ -225,6 +229,10 @@ class GraphView:
             return None
         if node.op_type == "Constant":
             return _constant_node_value(node)
+        if node.op_type == "CastLike":
+            return self._cast_like(node, depth)
+        if node.op_type == "Shape" and self._constant(node.input[0], depth + 1) is None:
+            return self._static_shape(node)
         inputs: list[np.ndarray | None] = []
         for input_name in node.input:
             if not input_name:
@@ -235,6 +243,46 @@ class GraphView:
                 return None
             inputs.append(value)
         return _evaluate_node(node, inputs, name)
+
+    def _cast_like(self, node: onnx.NodeProto, depth: int) -> np.ndarray | None:
+        """CastLike reads only the *type* of its second input, which may be a run-time tensor
+        (torch's dynamo exporter casts a Conv's zero bias like the graph input)."""
+        value = self._constant(node.input[0], depth + 1)
+        if value is None:
+            return None
+        target = self._elem_type(node.input[1])
+        if target is None:
+            return None
+        return value.astype(onnx.helper.tensor_dtype_to_np_dtype(target))
+
+    def _static_shape(self, node: onnx.NodeProto) -> np.ndarray | None:
+        """``Shape`` of a run-time tensor whose requested dims shape inference proved static
+        (torch's dynamo exporter sizes a BN's default γ/β by ``Shape(x)[1:2]``)."""
+        if self.cache.shapes is None:
+            return None
+        shape = self.cache.shapes().get(node.input[0])
+        if shape is None:
+            return None
+        rank = len(shape)
+        start = int_attribute(node, "start", 0)
+        end = int_attribute(node, "end", rank)
+        start, end = (max(0, min(rank, i + rank if i < 0 else i)) for i in (start, end))
+        dims = shape[start:end]
+        if not all(isinstance(d, int) for d in dims):
+            return None
+        return np.array(dims, dtype=np.int64)
+
+    def _elem_type(self, name: str) -> int | None:
+        for value in [*self.graph.input, *self.graph.value_info, *self.graph.output]:
+            if value.name == name and value.type.tensor_type.elem_type:
+                return int(value.type.tensor_type.elem_type)
+        if name in self.initializers:
+            return int(self.initializers[name].data_type)
+        if self.cache.elem_types is not None:
+            found = self.cache.elem_types().get(name)
+            if found:
+                return found
+        return self.outer._elem_type(name) if self.outer is not None else None
 
 
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
@@ -275,7 +323,14 @@ def _evaluate_node(
 
 
 def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str | None, ...]]:
-    """Static or symbolic shape of every tensor onnx's shape inference can tell.
+    """Static or symbolic shape of every tensor onnx's shape inference can tell."""
+    return infer_tensors(model)[0]
+
+
+def infer_tensors(
+    model: onnx.ModelProto,
+) -> tuple[dict[str, tuple[int | str | None, ...]], dict[str, int]]:
+    """Shapes and element types of every tensor onnx's shape inference can tell.
 
     Inference runs on a skeleton of the model in which large initializers are replaced by
     graph inputs of the same type, so no tensor bytes are copied (shape inference only needs
@@ -287,20 +342,24 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str | None, .
     except Exception:  # noqa: BLE001 - a model onnx cannot infer just gives no shapes
         inferred = skeleton
     shapes: dict[str, tuple[int | str | None, ...]] = {}
+    types: dict[str, int] = {}
 
     def collect(graph: onnx.GraphProto) -> None:
         for value in [*graph.input, *graph.output, *graph.value_info]:
             shape = _value_shape(value)
             if shape is not None:
                 shapes.setdefault(value.name, shape)
+            if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
+                types.setdefault(value.name, int(value.type.tensor_type.elem_type))
         for tensor in graph.initializer:
             shapes.setdefault(tensor.name, tuple(int(d) for d in tensor.dims))
+            types.setdefault(tensor.name, int(tensor.data_type))
         for node in graph.node:
             for sub in subgraphs(node):
                 collect(sub)
 
     collect(inferred.graph)
-    return shapes
+    return shapes, types
 
 
 def _value_shape(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
@@ -346,14 +405,3 @@ def _shape_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
     count = int(np.prod(tensor.dims)) if tensor.dims else 1
     return count * 8  # an upper bound is all we need
-
-
-def elem_type(model_graph: onnx.GraphProto, name: str) -> int | None:
-    """Element type of a graph input/output/value_info/initializer called ``name``."""
-    for value in [*model_graph.input, *model_graph.output, *model_graph.value_info]:
-        if value.name == name and value.type.HasField("tensor_type"):
-            return int(value.type.tensor_type.elem_type)
-    for tensor in model_graph.initializer:
-        if tensor.name == name:
-            return int(tensor.data_type)
-    return None

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import onnx
 
 from .batchnorm import is_batchnorm
 from .editor import GraphEditor, NameAllocator
-from .graph import ConstantCache, GraphView, opset_version, subgraphs, tensor_shapes
+from .graph import ConstantCache, GraphView, infer_tensors, opset_version, subgraphs
+from .lowering import lower_to_mul_add
 from .outcomes import Fold, Skip
 from .patterns import default_patterns
 from .patterns.base import FoldContext, Pattern, Plan, node_label
@@ -28,9 +30,11 @@ MAX_ROUNDS = 64
 
 @dataclass(frozen=True)
 class FoldOptions:
-    """``disabled``: pattern names not to apply (see ``bnfold.patterns.PATTERN_NAMES``)."""
+    """``disabled``: pattern names not to apply (see ``bnfold.patterns.PATTERN_NAMES``);
+    ``lower_standalone``: rewrite BNs that stay as Mul + Add (see ``lowering``)."""
 
     disabled: frozenset[str] = frozenset()
+    lower_standalone: bool = False
 
 
 @dataclass
@@ -51,12 +55,17 @@ def fold_model(
     model: onnx.ModelProto,
     options: FoldOptions = FoldOptions(),
     progress: Callable[[int], None] | None = None,
+    *,
+    base_dir: Path | None = None,
 ) -> FoldOutcome:
-    """Fold ``model`` in place; return what was folded and what was refused, and why."""
+    """Fold ``model`` in place; return what was folded and what was refused, and why.
+
+    ``base_dir`` is the folder external tensor data is read from.
+    """
     patterns = [p for p in default_patterns() if p.name not in options.disabled]
     outcome = FoldOutcome()
     outcome.counts.update(batchnorm_before=count_batchnorms(model), nodes_before=count_nodes(model))
-    state = _ModelState(model)
+    state = _ModelState(model, options, base_dir)
     _fold_graph(state, model.graph, None, patterns, outcome, progress)
     outcome.counts.update(batchnorm_after=count_batchnorms(model), nodes_after=count_nodes(model))
     return outcome
@@ -65,18 +74,29 @@ def fold_model(
 class _ModelState:
     """What all graphs of one model share: opset, names, cached constants, shapes (lazy)."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, options: FoldOptions, base_dir: Path | None) -> None:
         self.model = model
+        self.options = options
         self.opset = opset_version(model)
         self.names = NameAllocator(model)
-        self.cache = ConstantCache()
-        self._shapes: dict[str, tuple[int | str | None, ...]] | None = None
+        self.cache = ConstantCache(
+            base_dir=base_dir, elem_types=self.elem_types_all, shapes=self.shapes
+        )
+        self._inferred: tuple[dict[str, tuple[int | str | None, ...]], dict[str, int]] | None = None
 
     def shapes(self) -> dict[str, tuple[int | str | None, ...]]:
         # Inferred once on the model as loaded: folding keeps every kept tensor's shape.
-        if self._shapes is None:
-            self._shapes = tensor_shapes(self.model)
-        return self._shapes
+        if self._inferred is None:
+            self._inferred = infer_tensors(self.model)
+        return self._inferred[0]
+
+    def elem_types_all(self) -> dict[str, int]:
+        self.shapes()
+        assert self._inferred is not None
+        return self._inferred[1]
+
+    def elem_type(self, name: str) -> int | None:
+        return self.elem_types_all().get(name)
 
 
 def _fold_graph(
@@ -117,10 +137,28 @@ def _fold_graph(
         view = GraphView(graph, ir_version=state.model.ir_version, cache=state.cache, outer=outer)
         if not (folded_any or deferred):
             break
+    if state.options.lower_standalone:
+        _lower_remaining(state, view, skipped, outcome)
     outcome.skipped.extend(skipped.values())
     for node in list(graph.node):
         for sub in subgraphs(node):
             _fold_graph(state, sub, view, patterns, outcome, progress)
+
+
+def _lower_remaining(
+    state: _ModelState, view: GraphView, skipped: dict[str, SkippedBatchNorm], outcome: FoldOutcome
+) -> None:
+    """Rewrite the BNs that stay but are plain inference affines as Mul + Add."""
+    editor = GraphEditor(view, state.names, state.cache)
+    sites, _ = all_sites(view, state.opset, state.shapes)
+    for site in sites:
+        elem = state.elem_type(site.input)
+        if not site.is_batchnorm or site.label not in skipped or elem is None:
+            continue
+        lowered = lower_to_mul_add(editor, site, onnx.helper.tensor_dtype_to_np_dtype(elem))
+        if lowered is not None:
+            del skipped[site.label]
+            outcome.folds.append(lowered)
 
 
 # Refusals that only say "nothing to fold into on this side"; any other is more telling.

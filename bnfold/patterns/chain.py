@@ -44,6 +44,10 @@ class Chain:
     linear: onnx.NodeProto
     elementwise: list[onnx.NodeProto] = field(default_factory=list)
     passes: list[onnx.NodeProto] = field(default_factory=list)
+    # Nodes that read only the shape or type of a tensor on the way (``Shape``, ``Size``,
+    # ``CastLike``'s second input): folding keeps both, so they are rewired to the site's
+    # output instead of blocking the fold.
+    shape_readers: list[onnx.NodeProto] = field(default_factory=list)
 
     @property
     def through(self) -> list[str]:
@@ -54,6 +58,13 @@ class Chain:
         return [node for node in self.passes if node.op_type in ACTIVATIONS]
 
 
+def reads_only_metadata(node: onnx.NodeProto, name: str) -> bool:
+    """``node`` uses nothing of ``name`` but its shape or element type."""
+    if node.op_type in ("Shape", "Size"):
+        return True
+    return node.op_type == "CastLike" and node.input[0] != name
+
+
 def walk_to_linear(
     view: GraphView, site: AffineSite, *, through_activations: bool = False
 ) -> Chain | Skip:
@@ -61,16 +72,21 @@ def walk_to_linear(
     name, reader = site.input, site.nodes[0]
     elementwise: list[onnx.NodeProto] = []
     passes: list[onnx.NodeProto] = []
+    shape_readers: list[onnx.NodeProto] = []
     allowed = PASS_THROUGH | ACTIVATIONS if through_activations else PASS_THROUGH
     while True:
         if view.is_graph_output(name):
             return Skip(
                 "producer-output-is-graph-output", f"{name!r} is a graph output and must stay"
             )
-        if view.only_consumer(name) is not reader:
-            return Skip(
-                "producer-output-shared", f"{name!r} is read by {view.consumer_count(name)} nodes"
-            )
+        readers = view.consumers.get(name, [])
+        metadata = [
+            node for node in readers if node is not reader and reads_only_metadata(node, name)
+        ]
+        data_readers = [node for node in readers if all(node is not other for other in metadata)]
+        if len(data_readers) != 1 or data_readers[0] is not reader:
+            return Skip("producer-output-shared", f"{name!r} is read by {len(readers)} nodes")
+        shape_readers.extend(metadata)
         node = view.producer.get(name)
         if node is None:
             where = "a graph input" if name in view.graph_inputs else "a constant"
@@ -80,7 +96,12 @@ def walk_to_linear(
                 "no-linear-producer", f"input comes from custom op {node.domain}.{node.op_type}"
             )
         if node.op_type in LINEAR_OPS:
-            return Chain(node, elementwise, passes)
+            if shape_readers and passes:
+                # Only tensors that keep their shape end to end are rewired; not traced here.
+                return Skip(
+                    "producer-output-shared", "a tensor on the way is also read for its shape"
+                )
+            return Chain(node, elementwise, passes, shape_readers)
         operand = constant_operand(view, node)
         if operand is not None:
             elementwise.insert(0, node)

@@ -182,7 +182,11 @@ class ProducerFold:
             affine_end = self.write_bias(editor, layer, bias.value, site.nodes[-1])
             _splice_out(editor, chain, site, affine_end, None if shift is None else shift.value)
 
-        return Plan(fold, [*site.nodes, *chain.elementwise, *chain.passes, layer.node], write)
+        return Plan(
+            fold,
+            [*site.nodes, *chain.elementwise, *chain.passes, *chain.shape_readers, layer.node],
+            write,
+        )
 
 
 def _trace_channel_axis(ctx: FoldContext, chain: Chain, site_axis: int) -> int | Skip:
@@ -215,6 +219,11 @@ def _splice_out(
     move stays as one ``Add`` in the site's place, named after the site.
     """
     editor.remove([*chain.elementwise, *site.nodes], keep_value_info={site.output})
+    removed = {node.output[0] for node in chain.elementwise} | {chain.linear.output[0]}
+    for reader in chain.shape_readers:
+        for index, name in enumerate(reader.input):
+            if name in removed:
+                reader.input[index] = site.output
     last = affine_end
     if chain.passes:
         chain.passes[0].input[0] = affine_end.output[0]

@@ -372,3 +372,12 @@ def test_scalar_and_layernorm_like_chains_are_left_alone() -> None:
     result = fold(model)
     assert not result.report.folds
     assert result.model.SerializeToString() == model.SerializeToString()
+
+
+def test_lower_standalone_rewrites_a_bn_that_stays_as_mul_add() -> None:
+    model = _bn_first([helper.make_node("Sigmoid", ["z"], ["y"])], [tensor("x", [2, 4, 3, 3])], "y", {})
+    assert fold(model).report.skipped
+    result = fold(model, lower_standalone=True)
+    assert op_types(result.model) == ["Mul", "Add", "Sigmoid"]
+    assert result.report.folds[0].pattern == "lower-standalone" and not result.report.skipped
+    assert_equivalent(model, result.model)
