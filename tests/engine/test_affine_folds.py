@@ -375,9 +375,53 @@ def test_scalar_and_layernorm_like_chains_are_left_alone() -> None:
 
 
 def test_lower_standalone_rewrites_a_bn_that_stays_as_mul_add() -> None:
-    model = _bn_first([helper.make_node("Sigmoid", ["z"], ["y"])], [tensor("x", [2, 4, 3, 3])], "y", {})
+    model = _bn_first(
+        [helper.make_node("Sigmoid", ["z"], ["y"])], [tensor("x", [2, 4, 3, 3])], "y", {}
+    )
     assert fold(model).report.skipped
     result = fold(model, lower_standalone=True)
     assert op_types(result.model) == ["Mul", "Add", "Sigmoid"]
     assert result.report.folds[0].pattern == "lower-standalone" and not result.report.skipped
+    assert_equivalent(model, result.model)
+
+
+def test_loop_body_is_folded_with_outer_scope_weights() -> None:
+    rng = _rng(13)
+    body_nodes = [
+        helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        helper.make_node("Conv", ["state_in", "W"], ["c"], pads=[1, 1, 1, 1], name="body_conv"),
+        helper.make_node("BatchNormalization", ["c", *BN], ["state_out"], name="body_bn"),
+    ]
+    body = helper.make_graph(
+        body_nodes,
+        "body",
+        [
+            helper.make_tensor_value_info("iter", onnx.TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []),
+            tensor("state_in", [1, 3, 5, 5]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+            tensor("state_out", [1, 3, 5, 5]),
+        ],
+    )
+    nodes = [helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body)]
+    inits = {
+        "trips": np.array(3, np.int64),
+        "W": rng.standard_normal([3, 3, 3, 3]).astype(np.float32) * 0.3,
+        **dict(zip(BN, random_bn_params(rng, 3), strict=True)),
+    }
+    model = make_model(
+        nodes,
+        [tensor("x", [1, 3, 5, 5])],
+        [tensor("y", [1, 3, 5, 5])],
+        list(inits.values()),
+        names=list(inits),
+    )
+    result = fold(model)
+    assert result.report.counts["batchnorm_after"] == 0
+    assert [n.op_type for n in result.model.graph.node[0].attribute[0].g.node] == [
+        "Identity",
+        "Conv",
+    ]
     assert_equivalent(model, result.model)
