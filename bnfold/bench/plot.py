@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import OutputWriteError, UsageError
 from .formatting import format_speedup
 from .report import CANDIDATE, ORIGINAL, BenchReport, ModelResult
@@ -79,11 +81,16 @@ def _draw_panel(axis: Any, title: str, pair: tuple[ModelResult, ModelResult]) ->
         for result in pair
         if result.samples_ms is not None
     ]
-    parts = axis.violinplot(samples, positions=[1, 2], showmedians=True, showextrema=True)
+    # Scheduler hiccups put a few runs 100x above the rest; drawn to scale they flatten
+    # both violins into lines. Show the body up to the 99th percentile and say so.
+    ceiling = 1.15 * max(float(np.percentile(sample, 99)) for sample in samples)
+    clipped = [np.minimum(sample, ceiling) for sample in samples]
+    parts = axis.violinplot(clipped, positions=[1, 2], showmedians=True, showextrema=False)
     for body, result in zip(parts["bodies"], pair, strict=True):
         body.set_facecolor(_COLOURS[result.model])
         body.set_alpha(0.6)
     axis.set_xticks([1, 2], [result.model for result in pair])
-    axis.set_ylabel("ms")
+    axis.set_ylabel("ms (runs above p99 drawn at the top)")
+    axis.set_ylim(bottom=0)
     axis.set_title(title, fontsize="small")
     axis.grid(axis="y", alpha=0.3)
