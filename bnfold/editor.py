@@ -178,9 +178,10 @@ class GraphEditor:
                 else:
                     dead_initializers.add(name)
             if dead_initializers:
-                kept = [t for t in self.graph.initializer if t.name not in dead_initializers]
-                del self.graph.initializer[:]
-                self.graph.initializer.extend(kept)
+                # Delete in place from the back: rebuilding the list would copy every kept tensor.
+                for index in range(len(self.graph.initializer) - 1, -1, -1):
+                    if self.graph.initializer[index].name in dead_initializers:
+                        del self.graph.initializer[index]
                 self.cache.forget(dead_initializers)
             if dead_nodes:
                 self.remove(dead_nodes)
