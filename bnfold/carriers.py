@@ -46,7 +46,8 @@ def has_padding(node: onnx.NodeProto) -> bool:
     pads = attribute(node, "pads")
     auto_pad = attribute(node, "auto_pad", b"NOTSET")
     auto = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    return auto in ("SAME_UPPER", "SAME_LOWER") or bool(pads and any(pads))  # type: ignore[call-overload]
+    padded = isinstance(pads, list) and any(pads)
+    return auto in ("SAME_UPPER", "SAME_LOWER") or padded
 
 
 def _dropout_is_inference(view: GraphView, node: onnx.NodeProto, opset: int) -> bool:

@@ -32,7 +32,10 @@ class BnfoldGroup(click.Group):
             _print_error(str(err))
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            _print_error("interrupted; nothing was written")
+            # Writes are atomic (modelio), so whatever was interrupted left no partial file.
+            if debug:
+                traceback.print_exc()
+            _print_error("interrupted; no partial output was left behind (run it again)")
             ctx.exit(Interrupted.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..modelio import write_text_atomic
+
 
 def stdout_console(quiet: bool = False) -> Console:
     """A console for the human-readable report (plain text when not a terminal)."""
@@ -16,15 +18,24 @@ def stdout_console(quiet: bool = False) -> Console:
 
 
 def append_github_summary(markdown: str) -> None:
-    """Append ``markdown`` to the GitHub Actions job summary when running there."""
+    """Append ``markdown`` to the GitHub Actions job summary when running there.
+
+    Best effort: a summary that cannot be written is a warning, never a failed fold.
+    """
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
+    if not summary:
+        return
+    try:
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
+    except OSError as exc:
+        click.echo(f"warning: cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", err=True)
 
 
 def write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    """Write a report file atomically (``OutputWriteError``, exit 6, when it cannot be)."""
+    write_text_atomic(path, text)
 
 
+# The loader gives a clearer one-line error than click (missing, folder, empty, FIFO...).
 existing_model = click.Path(exists=False, dir_okay=True, path_type=Path)

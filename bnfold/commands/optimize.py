@@ -6,10 +6,17 @@ from pathlib import Path
 
 import click
 
-from ..api import optimize
-from ..errors import VerificationFailed
-from ..modelio import check_output_path, default_output_path
+from ..api import OptimizeResult, optimize
+from ..errors import UsageError, VerificationFailed
+from ..modelio import (
+    check_inputs_survive,
+    check_output_path,
+    check_side_file,
+    default_output_path,
+    external_data_path,
+)
 from ..patterns import PATTERN_NAMES
+from ..report import FoldReport
 from .common import append_github_summary, existing_model, stdout_console, write_text
 
 
@@ -39,6 +46,11 @@ from .common import append_github_summary, existing_model, stdout_console, write
     help="Do not apply this pattern (repeatable).",
 )
 @click.option(
+    "--lower-standalone",
+    is_flag=True,
+    help="Rewrite a BatchNormalization that nothing folds into as one Mul and one Add.",
+)
+@click.option(
     "--verify",
     "run_verify",
     is_flag=True,
@@ -64,6 +76,7 @@ def command(
     report_path: Path | None,
     markdown_path: Path | None,
     disable: tuple[str, ...],
+    lower_standalone: bool,
     run_verify: bool,
     force: bool,
     run_bench: bool,
@@ -75,11 +88,21 @@ def command(
     Writes MODEL.folded.onnx (or -o PATH) and reports each fold and each refusal with its
     reason code.
     """
+    if in_place and output is not None:
+        raise UsageError("--in-place and -o cannot be used together", hint="drop one of them")
     target = model if in_place else (output or default_output_path(model))
+    # Every path is checked before the (possibly long) fold, and again against the files the
+    # input was read from once they are known: a failure never leaves half the outputs.
     if not dry_run:
         check_output_path(target, model, in_place=in_place)
+    side_files = [
+        (p, w) for p, w in ((report_path, "--report"), (markdown_path, "--markdown")) if p
+    ]
+    for path, what in side_files:
+        check_side_file(path, what=what, input_path=model, output=None if dry_run else target)
     console = stdout_console(quiet)
-    result = optimize(model, disable=disable)
+    result = optimize(model, disable=disable, lower_standalone=lower_standalone)
+    _check_nothing_of_the_input_is_overwritten(result, target, side_files, in_place, dry_run)
     report = result.report
     if not dry_run:
         report.output = str(target)
@@ -115,9 +138,23 @@ def command(
         raise VerificationFailed("written with --force, but verification failed")
 
 
-def _write_reports(report, report_path: Path | None, markdown_path: Path | None) -> None:  # type: ignore[no-untyped-def]
+def _check_nothing_of_the_input_is_overwritten(
+    result: OptimizeResult,
+    target: Path,
+    side_files: list[tuple[Path, str]],
+    in_place: bool,
+    dry_run: bool,
+) -> None:
+    writes = [] if dry_run else [(target, "output"), (external_data_path(target), "output data")]
+    writes += [(path, f"{what} file") for path, what in side_files]
+    check_inputs_survive(result.source, writes, in_place=in_place)
+
+
+def _write_reports(
+    report: FoldReport, report_path: Path | None, markdown_path: Path | None
+) -> None:
     if report_path is not None:
-        report.write_json(report_path)
+        write_text(report_path, report.to_json())
     markdown = report.to_markdown()
     if markdown_path is not None:
         write_text(markdown_path, markdown)

@@ -1,0 +1,67 @@
+"""Report files (``--report``, ``--markdown``) never overwrite a model and fail cleanly.
+
+``bnfold optimize`` checks report paths before folding (exit 2 when one is a model file,
+exit 6 when its folder is missing) and writes them atomically. ``bnfold check`` does not
+yet: its tests are ``xfail(strict=True)`` until ``bnfold/commands/check.py`` checks them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from bnfold.cli import main
+from tests.reliability import models
+from tests.reliability.files import snapshot
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    path = tmp_path / "model.onnx"
+    onnx.save(models.conv_bn(), path)
+    return path
+
+
+@pytest.mark.parametrize("option", ["--report", "--markdown"])
+def test_optimize_report_on_the_input_is_refused(
+    option: str, model_path: Path, tmp_path: Path
+) -> None:
+    before = snapshot(tmp_path)
+    result = CliRunner().invoke(main, ["optimize", str(model_path), option, str(model_path)])
+    assert result.exit_code == 2, result.output
+    assert f"{option} path is the input model" in result.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_optimize_report_written_atomically_beside_the_output(
+    model_path: Path, tmp_path: Path
+) -> None:
+    args = ["optimize", str(model_path), "--report", str(tmp_path / "r.json"), "-q"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["model.folded.onnx", "model.onnx", "r.json"]
+
+
+CHECK_HAS_NO_PATH_CHECKS = pytest.mark.xfail(
+    strict=True,
+    reason="bnfold/commands/check.py writes --report with report.write_json, unchecked: it "
+    "overwrites the input model, and a missing folder is an internal error (exit 70)",
+)
+
+
+@CHECK_HAS_NO_PATH_CHECKS
+def test_check_report_on_the_input_is_refused(model_path: Path, tmp_path: Path) -> None:
+    before = snapshot(tmp_path)
+    result = CliRunner().invoke(main, ["check", str(model_path), "--report", str(model_path)])
+    assert result.exit_code == 2, result.output
+    assert snapshot(tmp_path) == before
+
+
+@CHECK_HAS_NO_PATH_CHECKS
+def test_check_report_folder_missing_is_exit_6(model_path: Path, tmp_path: Path) -> None:
+    report = tmp_path / "missing" / "r.json"
+    result = CliRunner().invoke(main, ["check", str(model_path), "--report", str(report)])
+    assert result.exit_code == 6, result.output
