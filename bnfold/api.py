@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
 from .errors import UsageError
-from .modelio import LoadedModel, load_model, save_model
+from .modelio import (
+    LoadedModel,
+    check_inputs_survive,
+    external_data_path,
+    load_model,
+    same_file,
+    save_model,
+)
 from .passes import FoldOptions, fold_model
 from .patterns import PATTERN_NAMES
 from .report import FoldReport
@@ -21,18 +28,52 @@ ModelSource = str | os.PathLike[str] | onnx.ModelProto
 
 @dataclass
 class OptimizeResult:
-    """The folded ``model`` and its ``report``; ``save`` writes it atomically."""
+    """The folded model and its ``report``; ``save`` writes it atomically.
 
-    model: onnx.ModelProto
+    A model read from a file keeps its untouched tensors in that file (``folded`` refers to
+    them); ``model`` is the same model with every tensor in memory, built on first use.
+    ``save`` streams from the files and never needs ``model``.
+    """
+
+    folded: onnx.ModelProto
     report: FoldReport
     source: LoadedModel
+    _materialized: onnx.ModelProto | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        if self._materialized is None:
+            source = LoadedModel(
+                self.folded, self.source.path, False, base_dir=self.source.base_dir
+            )
+            self._materialized = source.materialized()
+        return self._materialized
 
     def save(
-        self, path: str | os.PathLike[str], *, external_data: bool | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        external_data: bool | None = None,
+        overwrite_input: bool = False,
     ) -> list[Path]:
-        """Write the model; external data by default exactly when the input had it."""
+        """Write the model; external data by default exactly when the input had it.
+
+        Refuses (``UsageError``) to write over the input model or its data files unless
+        ``overwrite_input``.
+        """
+        target = Path(path)
         use_external = self.source.has_external_data if external_data is None else external_data
-        written = save_model(self.model, Path(path), external_data=use_external)
+        writes = [(target, "output"), (external_data_path(target), "output data")]
+        check_inputs_survive(self.source, writes, in_place=overwrite_input)
+        model, base_dir = self.folded, self.source.base_dir
+        if self.source.path is not None and any(
+            same_file(written, source)
+            for written, _ in writes
+            for source in [self.source.path, *self.source.external_files]
+        ):
+            # The files the tensors are read from are about to be replaced: read them first.
+            model, base_dir = self.model, None
+        written = save_model(model, target, external_data=use_external, base_dir=base_dir)
         self.report.output = str(path)
         return written
 
@@ -64,7 +105,10 @@ def optimize(
         model.CopyFrom(loaded.model)
     started = time.perf_counter()
     outcome = fold_model(
-        model, FoldOptions(disabled=disabled, lower_standalone=lower_standalone), progress=progress
+        model,
+        FoldOptions(disabled=disabled, lower_standalone=lower_standalone),
+        progress=progress,
+        base_dir=loaded.base_dir,
     )
     report = FoldReport(
         model=str(loaded.path) if loaded.path else "<in-memory model>",

@@ -7,7 +7,7 @@ kept nodes and tensors, graph inputs and outputs. Only what a fold made dead is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -48,12 +48,29 @@ class NameAllocator:
 class GraphEditor:
     """Writes folds into ``view.graph`` and remembers what may have become dead."""
 
-    def __init__(self, view: GraphView, names: NameAllocator, cache: ConstantCache) -> None:
+    def __init__(
+        self,
+        view: GraphView,
+        names: NameAllocator,
+        cache: ConstantCache,
+        on_new_tensor: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.view = view
         self.graph = view.graph
         self.names = names
         self.cache = cache
         self.maybe_dead: list[str] = []
+        self._on_new_tensor = on_new_tensor
+
+    def new_tensor_like(self, base: str, like: str) -> str:
+        """A fresh name for a run-time tensor of the same shape and type as ``like``.
+
+        Later folds in the same run need its shape (they do not re-infer shapes).
+        """
+        name = self.names.new(base)
+        if self._on_new_tensor is not None:
+            self._on_new_tensor(name, like)
+        return name
 
     # ---- constants ---------------------------------------------------------------------
     def set_constant(

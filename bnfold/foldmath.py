@@ -96,7 +96,8 @@ def round_to(exact: np.ndarray, dtype: np.dtype) -> Rounded:
     ``max_rel_error`` is relative to the largest magnitude in the tensor, which is what the
     rounding can cost the layer's output in the worst case.
     """
-    value = np.asarray(exact, dtype=np.float64).astype(dtype)
+    with np.errstate(over="ignore"):  # an overflow is caught by the callers (reason "overflow")
+        value = np.asarray(exact, dtype=np.float64).astype(dtype)
     if exact.size == 0 or np.dtype(dtype).name not in LOW_PRECISION:
         return Rounded(value, 0.0, 0.0)
     error = np.abs(value.astype(np.float64) - exact)

@@ -346,3 +346,19 @@ def _copy_range(path: Path, offset: int, length: int, target: BinaryIO) -> None:
                 raise OSError(f"{path} ended before its tensor data did")
             target.write(chunk)
             remaining -= len(chunk)
+
+
+def is_self_reference(tensor: onnx.TensorProto, model_path: Path) -> bool:
+    """``tensor`` is one ``read_lazy(model_path)`` left in the model file itself."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    return info.get("location") == model_path.name
+
+
+def estimated_size(model: onnx.ModelProto, base_dir: Path | None) -> int:
+    """About the serialized size of ``model`` with every tensor inline, without serializing it:
+    the initializers' byte lengths plus the nodes (whose Constant tensors count there)."""
+    payload = 0
+    for tensor in model.graph.initializer:
+        source = external_source(tensor, base_dir) if base_dir is not None else None
+        payload += source[2] if source else tensor.ByteSize()
+    return payload + sum(node.ByteSize() for node in model.graph.node)

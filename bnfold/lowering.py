@@ -27,7 +27,7 @@ def lower_to_mul_add(editor: GraphEditor, site: AffineSite, dtype: np.dtype) -> 
     base = bn.name or site.output
     scale_name = editor.names.new(f"{base}_scale")
     shift_name = editor.names.new(f"{base}_shift")
-    scaled = editor.names.new(f"{site.output}_scaled")
+    scaled = editor.new_tensor_like(f"{site.output}_scaled", site.output)
     editor.add_constant(scale_name, scale.value, before=bn)
     editor.add_constant(shift_name, shift.value, before=bn)
     mul = onnx.helper.make_node(

@@ -5,10 +5,12 @@
   read: a location must be a relative path that stays inside the model's folder after
   resolving symlinks and name a regular file (the CVE-2024-27318 / CVE-2024-27319 class of
   bugs). bnfold reads the data itself, from the path it checked.
-- Saving is atomic: everything is written into a private temporary folder beside the target,
-  flushed, then renamed into place, so a crash, a full disk or Ctrl-C leaves either the old
-  state or the complete new file, never a partial one. The input file is never opened for
-  writing.
+- Loading a file is lazy (``bnfold.lazyio``): large tensors stay in their file (the model
+  itself, or its checked external data) and are read one at a time when a fold needs them.
+- Saving streams (``lazyio.write_model``) and is atomic: everything is written into a private
+  temporary folder beside the target, flushed, then renamed into place, so a crash, a full
+  disk or Ctrl-C leaves either the old state or the complete new file, never a partial one.
+  The input file is never opened for writing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
+from . import lazyio
 from .errors import ModelLoadError, OutputWriteError, UnsafeModelError, UsageError
 from .modelcheck import check_structure, check_tensor_sizes
 
@@ -50,23 +53,34 @@ class LoadedModel:
     path: Path | None
     has_external_data: bool
     external_files: list[Path] = field(default_factory=list)
+    # Folder the model's external tensor references are relative to (None: all inline).
+    base_dir: Path | None = None
+
+    def materialized(self) -> onnx.ModelProto:
+        """The model with every tensor's bytes in memory (for onnxruntime from bytes, etc.)."""
+        if self.base_dir is None:
+            return self.model
+        return lazyio.load_all(self.model, self.base_dir)
 
 
 def load_model(
     source: str | os.PathLike[str] | onnx.ModelProto, *, role: str = "model"
 ) -> LoadedModel:
-    """Load ``source`` (a path or a ModelProto) with its external data, or raise a one-line error.
+    """Load ``source`` (a path or a ModelProto), or raise a one-line error.
 
-    Raises ``ModelLoadError`` (exit 3) for a missing, unreadable or invalid model and
+    A file is read lazily: large tensors (inline or external) stay in their files and are
+    referenced as external data relative to ``LoadedModel.base_dir``. Raises
+    ``ModelLoadError`` (exit 3) for a missing, unreadable or invalid model and
     ``UnsafeModelError`` (exit 7) for external data that leaves the model's folder.
     """
     if isinstance(source, onnx.ModelProto):
         return _load_in_memory(source, role)
     path = Path(source)
     _check_model_file(path, role)
+    resolved = path.resolve()
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError) as exc:
+        model = lazyio.read_lazy(resolved)
+    except (DecodeError, RuntimeError, ValueError, IndexError) as exc:
         raise ModelLoadError(
             f"{role} is not a readable ONNX model ({_first_line(exc)}): {path}",
             hint="the file is damaged or not .onnx: copy it again or re-export it",
@@ -78,15 +92,19 @@ def load_model(
     _check_basic_fields(model, role, str(path))
     check_structure(model, role, str(path))
 
-    base_dir = path.resolve().parent
-    external = [t for t in _all_tensors(model) if external_data_helper.uses_external_data(t)]
+    base_dir = resolved.parent
+    external = [
+        t
+        for t in _all_tensors(model)
+        if external_data_helper.uses_external_data(t) and not lazyio.is_self_reference(t, resolved)
+    ]
     # Every location is checked before the first byte of any of them is read.
     where = f"{role} {path}"
     files = [_resolve_external_location(tensor, base_dir, where) for tensor in external]
     for tensor, data_file in zip(external, files, strict=True):
-        _read_external_data(tensor, data_file, where)
+        _check_external_range(tensor, data_file, where)
     check_tensor_sizes(_all_tensors(model), role, str(path))
-    return LoadedModel(model, path, bool(external), sorted(set(files)))
+    return LoadedModel(model, path, bool(external), sorted(set(files)), base_dir)
 
 
 def _load_in_memory(model: onnx.ModelProto, role: str) -> LoadedModel:
@@ -164,8 +182,12 @@ def _resolve_external_location(tensor: onnx.TensorProto, base_dir: Path, where: 
     return target
 
 
-def _read_external_data(tensor: onnx.TensorProto, data_file: Path, where: str) -> None:
-    """Read ``tensor``'s bytes from ``data_file`` (already checked) into ``raw_data``."""
+def _check_external_range(tensor: onnx.TensorProto, data_file: Path, where: str) -> None:
+    """``tensor``'s offset and length lie inside ``data_file`` (already checked); no byte is read.
+
+    The reference is normalised to an explicit offset and length, so later reads and the
+    streaming writer never depend on the file's size.
+    """
     info = {entry.key: entry.value for entry in tensor.external_data}
     try:
         offset = int(info.get("offset") or 0)
@@ -187,26 +209,12 @@ def _read_external_data(tensor: onnx.TensorProto, data_file: Path, where: str) -
             f"(needs bytes {offset}..{offset + (length or 0)}, the file has {size})",
             hint="the data file is truncated: copy it again or re-export the model",
         )
-    try:
-        with open(data_file, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read() if length is None else handle.read(length)
-    except OSError as exc:
-        raise ModelLoadError(
-            f"{where}: cannot read external data {data_file.name!r}: {exc.strerror or exc}",
-            hint="check permissions",
-        ) from None
-    if length is not None and len(data) != length:
-        raise ModelLoadError(
-            f"{where}: external data {data_file.name!r} ends before tensor {tensor.name!r} "
-            f"(needs bytes {offset}..{offset + length}, the file has {data_file.stat().st_size})",
-            hint="the data file is truncated: copy it again or re-export the model",
-        )
-    tensor.raw_data = data
-    # Cleared, not set to DEFAULT: the tensor is then byte for byte the one an inline model
-    # holds, so where the input kept its weights never changes the output's bytes.
-    tensor.ClearField("data_location")
+    declared = size - offset if length is None else length
+    entries = {"location": info["location"], "offset": str(offset), "length": str(declared)}
     del tensor.external_data[:]
+    for key, value in entries.items():
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
 
 
 def _check_basic_fields(model: onnx.ModelProto, role: str, where: str) -> None:
@@ -314,35 +322,43 @@ def same_file(a: Path, b: Path) -> bool:
 # ---- atomic writes --------------------------------------------------------------------------
 
 
-def save_model(model: onnx.ModelProto, output: Path, *, external_data: bool = False) -> list[Path]:
+def save_model(
+    model: onnx.ModelProto,
+    output: Path,
+    *,
+    external_data: bool = False,
+    base_dir: Path | None = None,
+) -> list[Path]:
     """Write ``model`` to ``output`` atomically; return the files written.
 
     With ``external_data`` (or when the model is too large for one protobuf), tensors of
-    ``EXTERNAL_THRESHOLD_BYTES`` or more go to ``<output name>.data`` beside it.
+    ``EXTERNAL_THRESHOLD_BYTES`` or more go to ``<output name>.data`` beside it. Tensors
+    still referenced in their source files (``base_dir``) are copied from there in chunks.
     ``model`` itself is not modified. Raises ``OutputWriteError`` (exit 6) and leaves no
     temporary file behind, also on KeyboardInterrupt.
     """
     output = Path(output)
     parent = output.parent if str(output.parent) else Path(".")
-    needs_external = external_data or model.ByteSize() > PROTOBUF_LIMIT - 2**20
+    needs_external = (
+        external_data or lazyio.estimated_size(model, base_dir) > PROTOBUF_LIMIT - 2**24
+    )
     data_path = external_data_path(output)
     with _staging_folder(parent, output) as staging:
         staged_model = staging / output.name
-        if needs_external:
-            to_write = onnx.ModelProto()
-            to_write.CopyFrom(model)  # onnx's external-data writer strips the proto it is given
-            onnx.save_model(
-                to_write,
-                str(staged_model),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_path.name,
-                size_threshold=EXTERNAL_THRESHOLD_BYTES,
-            )
-        else:
-            with open(staged_model, "wb") as handle:
-                handle.write(model.SerializeToString())
         staged_data = staging / data_path.name
+        with open(staged_model, "wb") as handle:
+            if needs_external:
+                with open(staged_data, "wb") as data_handle:
+                    lazyio.write_model(
+                        model,
+                        handle,
+                        base_dir,
+                        data_handle=data_handle,
+                        data_location=data_path.name,
+                        external_threshold=EXTERNAL_THRESHOLD_BYTES,
+                    )
+            else:
+                lazyio.write_model(model, handle, base_dir)
         for staged in (staged_data, staged_model):
             if staged.exists():
                 _fsync(staged)

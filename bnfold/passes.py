@@ -90,6 +90,16 @@ class _ModelState:
             self._inferred = infer_tensors(self.model)
         return self._inferred[0]
 
+    def alias_tensor(self, name: str, like: str) -> None:
+        """Record that the new tensor ``name`` has the shape and type of ``like``."""
+        if self._inferred is None:
+            return  # inference has not run yet; when it does, it sees the new tensor
+        shapes, types = self._inferred
+        if like in shapes:
+            shapes[name] = shapes[like]
+        if like in types:
+            types[name] = types[like]
+
     def elem_types_all(self) -> dict[str, int]:
         self.shapes()
         assert self._inferred is not None
@@ -110,7 +120,7 @@ def _fold_graph(
     skipped: dict[str, SkippedBatchNorm] = {}
     view = GraphView(graph, ir_version=state.model.ir_version, cache=state.cache, outer=outer)
     for _ in range(MAX_ROUNDS):
-        editor = GraphEditor(view, state.names, state.cache)
+        editor = GraphEditor(view, state.names, state.cache, state.alias_tensor)
         ctx = FoldContext(view, state.opset, state.shapes)
         touched: set[int] = set()
         folded_any = deferred = False
@@ -149,7 +159,7 @@ def _lower_remaining(
     state: _ModelState, view: GraphView, skipped: dict[str, SkippedBatchNorm], outcome: FoldOutcome
 ) -> None:
     """Rewrite the BNs that stay but are plain inference affines as Mul + Add."""
-    editor = GraphEditor(view, state.names, state.cache)
+    editor = GraphEditor(view, state.names, state.cache, state.alias_tensor)
     sites, _ = all_sites(view, state.opset, state.shapes)
     for site in sites:
         elem = state.elem_type(site.input)

@@ -70,7 +70,10 @@ class FoldReport:
         return "\n".join(lines)
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(self.to_json())
+        """Write the JSON report atomically."""
+        from .modelio import write_text_atomic
+
+        write_text_atomic(Path(path), self.to_json())
 
     def render(self, console: Any) -> None:
         """Print the report with a rich ``Console``."""

@@ -8,8 +8,9 @@ import click
 
 from ..api import check
 from ..errors import BnfoldError
+from ..modelio import check_side_file
 from ..patterns import PATTERN_NAMES
-from .common import append_github_summary, existing_model, stdout_console
+from .common import append_github_summary, existing_model, stdout_console, write_text
 
 
 class FoldableBatchNormRemains(BnfoldError):
@@ -33,10 +34,12 @@ def command(model: Path, report_path: Path | None, disable: tuple[str, ...], qui
 
     BatchNormalization that cannot be folded is listed with its reason and does not fail.
     """
+    if report_path is not None:
+        check_side_file(report_path, what="--report", input_path=model, output=None)
     report = check(model, disable=disable)
     report.render(stdout_console(quiet))
     if report_path is not None:
-        report.write_json(report_path)
+        write_text(report_path, report.to_json())
     append_github_summary(report.to_markdown())
     if report.folds:
         raise FoldableBatchNormRemains(

@@ -125,7 +125,7 @@ def command(
     if dry_run:
         console.print("dry run: nothing written")
     else:
-        result.save(target, external_data=external_data)
+        result.save(target, external_data=external_data, overwrite_input=in_place)
         console.print(f"wrote {target}")
     _write_reports(report, report_path, markdown_path)
 

@@ -73,8 +73,13 @@ class ConsumerFold:
         bias: Rounded | None,
         write_bias: object,
         adds_node: bool,
+        rewrites: tuple[onnx.NodeProto, ...] = (),
     ) -> Plan | Skip | None:
-        """Check the rounded tensors and the gain; build the plan."""
+        """Check the rounded tensors and the gain; build the plan.
+
+        ``rewrites`` are further nodes the plan changes (a bias Add): no other fold of the
+        same round may read them, since it would see their old constants.
+        """
         if not site.is_batchnorm and adds_node and len(site.nodes) <= 1:
             return None  # moving one constant op to a new one gains nothing
         for rounded in (weight, bias):
@@ -103,7 +108,7 @@ class ConsumerFold:
                     reader.input[index] = site.input
             editor.remove(site.nodes)
 
-        return Plan(fold, [*site.nodes, *passes, consumer], write)
+        return Plan(fold, [*site.nodes, *passes, consumer, *rewrites], write)
 
 
 def _walk_to_consumer(
@@ -188,7 +193,14 @@ class MatMulConsumer(ConsumerFold):
                 editor.set_constant(add, index, bias.value, tensor_base(add, "bias"))
 
             return self.finish(
-                site, consumer, passes, new_weight, bias, write_bias, adds_node=False
+                site,
+                consumer,
+                passes,
+                new_weight,
+                bias,
+                write_bias,
+                adds_node=False,
+                rewrites=(add,),
             )
         if not np.any(delta):
             return self.finish(
@@ -198,7 +210,7 @@ class MatMulConsumer(ConsumerFold):
 
         def insert_bias(editor: GraphEditor) -> None:
             output = consumer.output[0]
-            inner = editor.names.new(f"{output}_unbiased")
+            inner = editor.new_tensor_like(f"{output}_unbiased", output)
             consumer.output[0] = inner
             bias_name = editor.names.new(tensor_base(consumer, "bias"))
             editor.add_constant(bias_name, bias.value, before=consumer)

@@ -62,7 +62,7 @@ class MatMulBatchNorm(ProducerFold):
             return layer.node
         bias_name = editor.names.new(tensor_base(layer.node, "bias"))
         editor.add_constant(bias_name, bias, before=layer.node)
-        output = editor.names.new(f"{layer.node.output[0]}_biased")
+        output = editor.new_tensor_like(f"{layer.node.output[0]}_biased", layer.node.output[0])
         add = onnx.helper.make_node(
             "Add",
             [layer.node.output[0], bias_name],

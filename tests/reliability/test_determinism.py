@@ -111,7 +111,7 @@ def test_two_processes_writing_into_one_folder_do_not_interfere(tmp_path: Path) 
     processes = [_optimize(source, outputs[0]), _optimize(source, outputs[1], "--external-data")]
     for process in processes:
         _finish(process)
-    plain, external = (load_model(path).model for path in outputs)
+    plain, external = (load_model(path).materialized() for path in outputs)
     assert plain.SerializeToString() == external.SerializeToString()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "a.onnx",

@@ -9,19 +9,14 @@ Strategy: ``fuzz_graphs.random_models``; property: ``fuzz_property.check_optimiz
 
 from __future__ import annotations
 
-import os
 import warnings
 
-from hypothesis import assume, event, given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from tests.reliability.conftest import fuzz_settings
-from tests.reliability.fuzz_graphs import FuzzModel, known_engine_bug_structure, random_models
+from tests.reliability.fuzz_graphs import FuzzModel, random_models
 from tests.reliability.fuzz_property import check_optimize_is_safe
-
-# Structures of known engine bugs (explicit xfail tests in test_fuzz_regressions.py) are left
-# out so CI stays meaningful for everything else; BNFOLD_FUZZ_KNOWN_BUGS=1 puts them back.
-SKIP_KNOWN_BUGS = not os.environ.get("BNFOLD_FUZZ_KNOWN_BUGS")
 
 
 @fuzz_settings()
@@ -29,8 +24,6 @@ SKIP_KNOWN_BUGS = not os.environ.get("BNFOLD_FUZZ_KNOWN_BUGS")
 def test_optimize_folds_exactly_or_refuses_with_a_reason(
     drawn: FuzzModel, lower_standalone: bool
 ) -> None:
-    if SKIP_KNOWN_BUGS:
-        assume(not known_engine_bug_structure(drawn.model))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # fp16 overflow in numpy casts
         result = check_optimize_is_safe(

@@ -56,30 +56,20 @@ def _check(model: onnx.ModelProto, seed: int = 1) -> None:
     check_optimize_is_safe(model, feeds, np.dtype(np.float32))
 
 
-ENGINE_BUG_NOT_IDEMPOTENT = pytest.mark.xfail(
-    strict=True,
-    reason="engine: after a consumer fold into MatMul, the shift Add it leaves (with a Gemm or "
-    "a constant Mul after it) is folded only by a second optimize run: not a fixed point",
-)
-ENGINE_BUG_WRONG_RESULT = pytest.mark.xfail(
-    strict=True,
-    reason="engine: two shift Adds folded as consumers into MatMul and Gemm in one run lose a "
-    "term: the folded model computes a different function",
-)
-
-
 @pytest.mark.parametrize(
     "ops",
     [
         # found by the fuzzer (shrunk): BN(x) -> MatMul -> Gemm
-        pytest.param(["BN", "MatMul", "Gemm"], marks=ENGINE_BUG_NOT_IDEMPOTENT),
-        pytest.param(["BN", "MatMul", "BN", "Gemm"], marks=ENGINE_BUG_NOT_IDEMPOTENT),
+        ["BN", "MatMul", "Gemm"],
+        ["BN", "MatMul", "BN", "Gemm"],
         # found by the fuzzer (shrunk): BN(x) -> MatMul -> BN -> Mul by a per-channel constant
-        pytest.param(["BN", "MatMul", "BN", "Mul"], marks=ENGINE_BUG_NOT_IDEMPOTENT),
-        pytest.param(["BN", "MatMul", "Mul"], marks=ENGINE_BUG_NOT_IDEMPOTENT),
-        # found by the fuzzer (shrunk): MatMul -> BN -> MatMul -> BN -> Gemm
-        pytest.param(["MatMul", "BN", "MatMul", "BN", "Gemm"], marks=ENGINE_BUG_WRONG_RESULT),
-        # neighbours of the failures that pass: they pin down where the bugs are
+        ["BN", "MatMul", "BN", "Mul"],
+        ["BN", "MatMul", "Mul"],
+        # found by the fuzzer (shrunk): MatMul -> BN -> MatMul -> BN -> Gemm gave a wrong
+        # result: a consumer fold rewrote the next bias Add, which another fold of the same
+        # round read with its old constant
+        ["MatMul", "BN", "MatMul", "BN", "Gemm"],
+        # neighbours of those, which always passed
         ["BN", "MatMul"],
         ["BN", "MatMul", "MatMul"],
         ["BN", "Gemm", "Gemm"],
@@ -94,10 +84,6 @@ def test_matmul_gemm_chains(ops: list[str]) -> None:
     _check(chain(ops))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: same fixed-point bug as ENGINE_BUG_NOT_IDEMPOTENT, through a Reshape",
-)
 def test_bn_reshape_matmul_mul_with_symbolic_batch_is_a_fixed_point() -> None:
     """Found by the fuzzer (shrunk by hand): BN(x[N,1,3,3]) -> Reshape[0,-1] -> MatMul -> Mul."""
     rng = np.random.default_rng(0)
@@ -121,12 +107,6 @@ def test_bn_reshape_matmul_mul_with_symbolic_batch_is_a_fixed_point() -> None:
     check_optimize_is_safe(model, feeds, np.dtype(np.float32))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: shapes are inferred once per run, so the tensor a fold creates (the shift "
-    "Add's output) has none; the next affine op is refused (axis-not-proven, or not a site) "
-    "until a second run",
-)
 @pytest.mark.parametrize(
     ("tail", "channels"),
     [

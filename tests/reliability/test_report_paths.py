@@ -1,8 +1,7 @@
 """Report files (``--report``, ``--markdown``) never overwrite a model and fail cleanly.
 
-``bnfold optimize`` checks report paths before folding (exit 2 when one is a model file,
-exit 6 when its folder is missing) and writes them atomically. ``bnfold check`` does not
-yet: its tests are ``xfail(strict=True)`` until ``bnfold/commands/check.py`` checks them.
+``bnfold optimize`` and ``bnfold check`` check report paths before folding (exit 2 when one
+is a model file, exit 6 when its folder is missing) and write them atomically.
 """
 
 from __future__ import annotations
@@ -45,14 +44,6 @@ def test_optimize_report_written_atomically_beside_the_output(
     assert names == ["model.folded.onnx", "model.onnx", "r.json"]
 
 
-CHECK_HAS_NO_PATH_CHECKS = pytest.mark.xfail(
-    strict=True,
-    reason="bnfold/commands/check.py writes --report with report.write_json, unchecked: it "
-    "overwrites the input model, and a missing folder is an internal error (exit 70)",
-)
-
-
-@CHECK_HAS_NO_PATH_CHECKS
 def test_check_report_on_the_input_is_refused(model_path: Path, tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     result = CliRunner().invoke(main, ["check", str(model_path), "--report", str(model_path)])
@@ -60,7 +51,6 @@ def test_check_report_on_the_input_is_refused(model_path: Path, tmp_path: Path) 
     assert snapshot(tmp_path) == before
 
 
-@CHECK_HAS_NO_PATH_CHECKS
 def test_check_report_folder_missing_is_exit_6(model_path: Path, tmp_path: Path) -> None:
     report = tmp_path / "missing" / "r.json"
     result = CliRunner().invoke(main, ["check", str(model_path), "--report", str(report)])
