@@ -277,6 +277,7 @@ class _TensorWriter:
         self.tensor = tensor
         self.data_handle = data_handle
         self.data_location = data_location
+        self.body = b""  # the light tensor proto, for tensors moved to the data file
         if self.to_data_file or self.source is not None:
             head, tail = _split(tensor, RAW_DATA_FIELD, message_type=onnx.TensorProto)
             self.head, self.tail = head, _without_external_fields(tail)
@@ -288,8 +289,8 @@ class _TensorWriter:
                 self.raw_key = raw_key
                 self.body_size = len(head) + len(raw_key) + self.length + len(self.tail)
         else:
-            self.body = tensor.SerializeToString()
-            self.body_size = len(self.body)
+            # Serialized only when written: holding every body at once would double memory.
+            self.body_size = tensor.ByteSize()
         if self.to_data_file:
             self._place_in_data_file()
 
@@ -319,8 +320,11 @@ class _TensorWriter:
 
     def write(self, handle: BinaryIO) -> None:
         handle.write(_key(INITIALIZER_FIELD) + _encode_varint(self.body_size))
-        if self.to_data_file or self.source is None:
+        if self.to_data_file:
             handle.write(self.body)
+            return
+        if self.source is None:
+            handle.write(self.tensor.SerializeToString())
             return
         handle.write(self.head)
         handle.write(self.raw_key)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -39,3 +41,17 @@ def write_text(path: Path, text: str) -> None:
 
 # The loader gives a clearer one-line error than click (missing, folder, empty, FIFO...).
 existing_model = click.Path(exists=False, dir_okay=True, path_type=Path)
+
+
+@contextlib.contextmanager
+def progress_status(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A spinner line on stderr for steps that take more than a moment (large models).
+
+    Yields a function that sets its text. Off (a no-op) when stderr is not a terminal, so
+    logs and pipelines stay clean.
+    """
+    if not enabled:
+        yield lambda text: None
+        return
+    with Console(stderr=True).status("") as status:
+        yield status.update

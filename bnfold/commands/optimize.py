@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -17,7 +18,13 @@ from ..modelio import (
 )
 from ..patterns import PATTERN_NAMES
 from ..report import FoldReport
-from .common import append_github_summary, existing_model, stdout_console, write_text
+from .common import (
+    append_github_summary,
+    existing_model,
+    progress_status,
+    stdout_console,
+    write_text,
+)
 
 
 @click.command(name="optimize")
@@ -101,7 +108,19 @@ def command(
     for path, what in side_files:
         check_side_file(path, what=what, input_path=model, output=None if dry_run else target)
     console = stdout_console(quiet)
-    result = optimize(model, disable=disable, lower_standalone=lower_standalone)
+    show_progress = not quiet and sys.stderr.isatty()
+    with progress_status(show_progress) as status:
+        status(f"folding {model.name}")
+        folded = 0
+
+        def count_fold(count: int) -> None:
+            nonlocal folded
+            folded += count
+            status(f"folding {model.name}: {folded} folded")
+
+        result = optimize(
+            model, disable=disable, lower_standalone=lower_standalone, progress=count_fold
+        )
     _check_nothing_of_the_input_is_overwritten(result, target, side_files, in_place, dry_run)
     report = result.report
     if not dry_run:
@@ -125,7 +144,9 @@ def command(
     if dry_run:
         console.print("dry run: nothing written")
     else:
-        result.save(target, external_data=external_data, overwrite_input=in_place)
+        with progress_status(show_progress) as status:
+            status(f"writing {target}")
+            result.save(target, external_data=external_data, overwrite_input=in_place)
         console.print(f"wrote {target}")
     _write_reports(report, report_path, markdown_path)
 

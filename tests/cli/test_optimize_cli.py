@@ -132,3 +132,16 @@ def test_real_process_and_module_entry_points(model_path: Path, tmp_path: Path) 
         and done.stderr.startswith("error: ")
         and "Traceback" not in done.stderr
     )
+
+
+def test_progress_reaches_the_callback_and_stays_off_without_a_terminal(model_path: Path) -> None:
+    import bnfold
+    from bnfold.commands.common import progress_status
+
+    counts: list[int] = []
+    bnfold.optimize(model_path, progress=counts.append)
+    assert sum(counts) == 1
+    with progress_status(False) as status:  # CliRunner and CI logs: not a terminal
+        status("no spinner")
+    result = CliRunner().invoke(main, ["optimize", str(model_path), "--dry-run"])
+    assert "folding" not in result.output and "⠋" not in result.output
