@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ..errors import OutputWriteError
+from .common import input_options
 
 _PROVIDERS_HELP = (
     "Comma list of execution providers: cpu, cuda, tensorrt, rocm (or full onnxruntime names). "
@@ -38,35 +39,12 @@ _FAIL_HELP = (
 @click.command(name="bench")
 @click.argument("original")
 @click.argument("candidate")
+@input_options
 @click.option("--providers", "providers", metavar="LIST", help=_PROVIDERS_HELP)
 @click.option(
     "--level", "levels", metavar="LIST", default="disable,all", show_default=True, help=_LEVEL_HELP
 )
 @click.option("--batch", "batches", metavar="LIST", help=_BATCH_HELP)
-@click.option(
-    "--shape",
-    "shapes",
-    multiple=True,
-    metavar="NAME=AxBxC",
-    help="Shape of one input (repeatable).",
-)
-@click.option(
-    "--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic dim (repeatable)."
-)
-@click.option(
-    "--range",
-    "ranges",
-    multiple=True,
-    metavar="NAME=LO:HI",
-    help="Values of one input drawn from [LO, HI) (repeatable).",
-)
-@click.option(
-    "--default-dim",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Size of symbolic dims not set otherwise.",
-)
 @click.option(
     "--inputs",
     "input_file",

@@ -55,3 +55,42 @@ def progress_status(enabled: bool) -> Iterator[Callable[[str], None]]:
         return
     with Console(stderr=True).status("") as status:
         yield status.update
+
+
+def input_options(command: Callable[..., object]) -> Callable[..., object]:
+    """``--shape``, ``--dim``, ``--range``, ``--default-dim``: how verify and bench size and
+    fill the inputs they generate (``bnfold.verify.inputs``)."""
+    options = [
+        click.option(
+            "--shape",
+            "shapes",
+            multiple=True,
+            metavar="NAME=AxBxC",
+            help="Shape of one input (repeatable).",
+        ),
+        click.option(
+            "--dim",
+            "dims",
+            multiple=True,
+            metavar="SYMBOL=N",
+            help="Size of a symbolic dim, by name (repeatable).",
+        ),
+        click.option(
+            "--range",
+            "ranges",
+            multiple=True,
+            metavar="NAME=LO:HI",
+            help="Values of one input drawn from [LO, HI) (repeatable). Default: floats N(0,1), "
+            "integers [0,10), gather indices [0, table size).",
+        ),
+        click.option(
+            "--default-dim",
+            type=click.IntRange(min=0),
+            default=1,
+            show_default=True,
+            help="Size of symbolic dims not set otherwise.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ..errors import OutputWriteError
+from .common import input_options
 
 _PROVIDERS_HELP = (
     "Comma list of execution providers for the candidate: cpu, cuda, tensorrt, rocm (or full "
@@ -30,40 +31,10 @@ _LEVEL_HELP = (
 @click.command(name="verify")
 @click.argument("original")
 @click.argument("candidate")
+@input_options
 @click.option("--providers", "providers", metavar="LIST", help=_PROVIDERS_HELP)
 @click.option(
     "--level", "levels", metavar="LIST", default="all", show_default=True, help=_LEVEL_HELP
-)
-@click.option(
-    "--shape",
-    "shapes",
-    multiple=True,
-    metavar="NAME=AxBxC",
-    help="Shape of one input (repeatable).",
-)
-@click.option(
-    "--dim",
-    "dims",
-    multiple=True,
-    metavar="SYMBOL=N",
-    help="Size of a symbolic dim, by name (repeatable).",
-)
-@click.option(
-    "--range",
-    "ranges",
-    multiple=True,
-    metavar="NAME=LO:HI",
-    help=(
-        "Values of one input drawn from [LO, HI) (repeatable). Default: floats N(0,1), integers "
-        "[0,10), gather indices [0, table size)."
-    ),
-)
-@click.option(
-    "--default-dim",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Size of symbolic dims not set otherwise.",
 )
 @click.option(
     "--seed",
