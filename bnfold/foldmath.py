@@ -104,3 +104,8 @@ def round_to(exact: np.ndarray, dtype: np.dtype) -> Rounded:
     peak = float(np.max(np.abs(exact)))
     max_abs = float(np.max(error))
     return Rounded(value, max_abs, max_abs / peak if peak > 0 else 0.0)
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN or Inf, checked in the array's own dtype (no float64 copy of a large weight)."""
+    return bool(np.all(np.isfinite(values)))

@@ -26,7 +26,7 @@ import onnx
 from ..carriers import carrier_skip, has_padding
 from ..editor import GraphEditor
 from ..elementwise import elementwise_affine
-from ..foldmath import Affine, Rounded, round_to, scale_along
+from ..foldmath import Affine, Rounded, all_finite, round_to, scale_along
 from ..graph import float_attribute, int_attribute
 from ..layout import trace_axis_forward
 from ..outcomes import Fold, Skip
@@ -83,7 +83,7 @@ class ConsumerFold:
         if not site.is_batchnorm and adds_node and len(site.nodes) <= 1:
             return None  # moving one constant op to a new one gains nothing
         for rounded in (weight, bias):
-            if rounded is not None and not np.all(np.isfinite(rounded.value.astype(np.float64))):
+            if rounded is not None and not all_finite(rounded.value):
                 return Skip(
                     "overflow",
                     f"folded weights of {node_label(consumer)} overflow {weight.value.dtype}",

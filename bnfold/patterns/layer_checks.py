@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..foldmath import all_finite
 from ..graph import GraphView
 from ..outcomes import Skip
 from .base import node_label
@@ -30,7 +31,7 @@ def constant_weight(
         return Skip(
             "unsupported-dtype", f"{role} {name!r} of {node_label(node)} has dtype {value.dtype}"
         )
-    if not np.all(np.isfinite(value.astype(np.float64))):
+    if not all_finite(value):
         return Skip(
             "param-not-finite", f"{role} {name!r} of {node_label(node)} contains NaN or Inf"
         )

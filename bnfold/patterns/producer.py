@@ -20,7 +20,7 @@ import onnx
 from ..carriers import carrier_skip
 from ..editor import GraphEditor
 from ..elementwise import elementwise_affine
-from ..foldmath import Affine, round_to
+from ..foldmath import Affine, all_finite, round_to
 from ..layout import trace_axis_back
 from ..outcomes import Fold, Skip
 from ..sites import AffineSite
@@ -162,7 +162,7 @@ class ProducerFold:
             shape = (len(staying_shift),) + (1,) * (site.rank - site.axis - 1)
             shift = round_to(staying_shift.reshape(shape), dtype)
         for rounded, what in ((weight, "weight"), (bias, "bias"), (shift, "shift")):
-            if rounded is not None and not np.all(np.isfinite(rounded.value.astype(np.float64))):
+            if rounded is not None and not all_finite(rounded.value):
                 return Skip("overflow", f"folded {what} overflows {dtype}")
         fold = Fold(
             bn=site.label,
