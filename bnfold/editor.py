@@ -91,7 +91,18 @@ class GraphEditor:
             and not view.is_overridable(current)
             and tuple(tensor.dims) == value.shape
         ):
-            tensor.CopyFrom(numpy_helper.from_array(value, current))
+            # Same name, dims and type: only the bytes change (no copy of a whole new proto).
+            if (
+                value.dtype == onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+                and value.dtype.kind == "f"
+            ):
+                tensor.ClearField("external_data")
+                tensor.ClearField("data_location")
+                tensor.raw_data = np.ascontiguousarray(
+                    value, dtype=value.dtype.newbyteorder("<")
+                ).tobytes()
+            else:
+                tensor.CopyFrom(numpy_helper.from_array(value, current))
             self.cache.forget([current])
             return current
         name = self.names.new(base_name)

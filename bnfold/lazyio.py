@@ -159,15 +159,38 @@ def external_source(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Path, int
     return path, offset, length
 
 
+# Types whose raw bytes are plain little-endian arrays of one numpy dtype each.
+_PLAIN_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.UINT64,
+    }
+)
+
+
 def tensor_array(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
-    """The value of ``tensor``, reading external bytes straight from their file."""
+    """The value of ``tensor``, reading external bytes straight from their file.
+
+    Plain numeric types are viewed in place (no copy through a TensorProto); the rest goes
+    through onnx's own conversion.
+    """
     source = external_source(tensor, base_dir) if base_dir is not None else None
     if source is None:
         return numpy_helper.to_array(tensor)
-    path, offset, length = source
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(length)
+    data = _read_bytes(*source)
+    if tensor.data_type in _PLAIN_TYPES:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+        return np.frombuffer(data, dtype=dtype).reshape(tuple(tensor.dims))
     inline = onnx.TensorProto()
     inline.CopyFrom(tensor)
     inline.ClearField("external_data")
@@ -236,19 +259,28 @@ def _key(field: int) -> bytes:
 def _split(message: object, field_number: int, *, message_type: type) -> tuple[bytes, bytes]:
     """Serialized fields numbered below and above ``field_number`` (that field left out).
 
-    Built field by field, so a large excluded field is never copied.
+    Built field by field, and the excluded field is never read, so a large one (a tensor's
+    ``raw_data``) is not copied.
     """
     low, high = message_type(), message_type()
-    for descriptor, value in message.ListFields():  # type: ignore[attr-defined]
+    for descriptor in message.DESCRIPTOR.fields:  # type: ignore[attr-defined]
         if descriptor.number == field_number:
             continue
-        target = low if descriptor.number < field_number else high
+        name = descriptor.name
         if descriptor.is_repeated:
-            getattr(target, descriptor.name).extend(value)
+            values = getattr(message, name)
+            if not len(values):
+                continue
+        elif not message.HasField(name):  # type: ignore[attr-defined]
+            continue
+        target = low if descriptor.number < field_number else high
+        value = getattr(message, name)
+        if descriptor.is_repeated:
+            getattr(target, name).extend(value)
         elif descriptor.message_type is not None:
-            getattr(target, descriptor.name).CopyFrom(value)
+            getattr(target, name).CopyFrom(value)
         else:
-            setattr(target, descriptor.name, value)
+            setattr(target, name, value)
     return low.SerializeToString(), high.SerializeToString()
 
 
