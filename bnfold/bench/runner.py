@@ -1,8 +1,10 @@
 """The timing loop: run prepared sessions in interleaved rounds and record latencies.
 
 Why interleaved: machines drift (CPU frequency, thermal throttling, other processes). Timing
-all of A and then all of B would charge the drift to one model; rounds ``A, B, A, B, ...``
-spread it over both. Garbage collection is paused while timing (as ``timeit`` does) so that
+all of A and then all of B would charge the drift to one model; rounds spread it over both.
+The order alternates (``A, B`` then ``B, A``): in a fixed order the second model always runs
+right after the first, on caches the first just warmed or evicted, and on a small model that
+alone showed a 20% "difference" between two models onnxruntime optimizes to the same graph. Garbage collection is paused while timing (as ``timeit`` does) so that
 a collection triggered by one model's allocations is not charged to the other.
 
 Why IOBinding on CUDA: ``session.run(None, feeds)`` copies inputs host->device and outputs
@@ -183,7 +185,8 @@ def measure_interleaved(
     on_round: Callable[[int, float], None] | None = None,
     clock: Callable[[], int] = time.perf_counter_ns,
 ) -> list[NDArray[np.float64]]:
-    """Warm up each run ``plan.warmup`` times, then time rounds ``runs[0], runs[1], ...``.
+    """Warm up each run ``plan.warmup`` times, then time rounds of every run, the order
+    alternating between rounds (``runs[0], runs[1]``, then ``runs[1], runs[0]``).
 
     Returns one array of per-call milliseconds per run, all of equal length (the number of
     rounds). ``on_round(rounds_done, elapsed_s)`` is called after each round (progress bars).
@@ -202,7 +205,8 @@ def measure_interleaved(
     try:
         began = clock()
         while rounds < samples.shape[1]:
-            for index, run in enumerate(runs):
+            order = list(enumerate(runs))
+            for index, run in order if rounds % 2 == 0 else reversed(order):
                 start = clock()
                 run()
                 samples[index, rounds] = (clock() - start) / 1e6

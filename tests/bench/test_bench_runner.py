@@ -35,11 +35,11 @@ def fake_clock(step_ns: int) -> Iterator[int]:
         now += step_ns
 
 
-def test_rounds_interleave_after_warmup() -> None:
+def test_rounds_interleave_after_warmup_in_alternating_order() -> None:
     calls: list[str] = []
     runs = [lambda: calls.append("A"), lambda: calls.append("B")]
     samples = measure_interleaved(runs, RoundPlan(iters=3, warmup=2))
-    assert calls == ["A", "B"] * 2 + ["A", "B"] * 3
+    assert calls == ["A", "B"] * 2 + ["A", "B", "B", "A", "A", "B"]
     assert [len(s) for s in samples] == [3, 3]
     assert all(np.all(s >= 0) for s in samples)
 
