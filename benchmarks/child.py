@@ -130,13 +130,17 @@ class OrtClock:
 
 
 def _has_external_data(path: str) -> bool:
+    # Read lazily: onnx.load would parse a one-file model's weights before the tool runs,
+    # and that peak would be charged to the tool (VmHWM never goes down).
     import onnx
-    from onnx import external_data_helper
 
-    model = onnx.load(path, load_external_data=False)
+    from bnfold.lazyio import is_self_reference, read_lazy
+
+    resolved = Path(path).resolve()
+    model = read_lazy(resolved)
     return any(
-        external_data_helper.uses_external_data(t)
-        for t in external_data_helper._get_all_tensors(model)
+        t.data_location == onnx.TensorProto.EXTERNAL and not is_self_reference(t, resolved)
+        for t in model.graph.initializer
     )
 
 
