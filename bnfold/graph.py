@@ -36,15 +36,6 @@ MAX_CONSTANT_DEPTH = 8
 # Do not materialise constant subgraph results larger than this (elements).
 MAX_CONSTANT_ELEMENTS = 1 << 28
 
-FLOAT_TYPES = frozenset(
-    {
-        onnx.TensorProto.FLOAT,
-        onnx.TensorProto.FLOAT16,
-        onnx.TensorProto.DOUBLE,
-        onnx.TensorProto.BFLOAT16,
-    }
-)
-
 
 def opset_version(model: onnx.ModelProto, domain: str = "") -> int:
     """The opset version ``model`` imports for ``domain`` ('' and 'ai.onnx' are the same)."""
