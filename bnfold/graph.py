@@ -88,7 +88,7 @@ def names_used_inside(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
-# Larger initializer values are read from their file each time rather than kept: a fold reads
+# Larger values are read (or evaluated) again each time rather than kept: a fold reads
 # each weight once or twice, and caching every weight would double a model's memory.
 CACHE_LIMIT_BYTES = 1 << 20
 
@@ -198,9 +198,7 @@ class GraphView:
         if name in self.cache.values:
             return self.cache.values[name]
         value = self._compute_constant(name, depth)
-        if value is not None and (
-            value.nbytes <= CACHE_LIMIT_BYTES or name not in self.initializers
-        ):
+        if value is not None and value.nbytes <= CACHE_LIMIT_BYTES:
             self.cache.values[name] = value
         return value
 
