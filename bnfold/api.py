@@ -55,11 +55,13 @@ class OptimizeResult:
         *,
         external_data: bool | None = None,
         overwrite_input: bool = False,
+        before_commit: Callable[[Path], None] | None = None,
     ) -> list[Path]:
         """Write the model; external data by default exactly when the input had it.
 
         Refuses (``UsageError``) to write over the input model or its data files unless
-        ``overwrite_input``.
+        ``overwrite_input``. ``before_commit(staged_path)`` may check the complete written
+        model before it is renamed into place (raising leaves nothing written).
         """
         target = Path(path)
         use_external = self.source.has_external_data if external_data is None else external_data
@@ -73,7 +75,13 @@ class OptimizeResult:
         ):
             # The files the tensors are read from are about to be replaced: read them first.
             model, base_dir = self.model, None
-        written = save_model(model, target, external_data=use_external, base_dir=base_dir)
+        written = save_model(
+            model,
+            target,
+            external_data=use_external,
+            base_dir=base_dir,
+            before_commit=before_commit,
+        )
         self.report.output = str(path)
         return written
 

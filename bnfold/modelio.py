@@ -23,7 +23,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -328,8 +328,12 @@ def save_model(
     *,
     external_data: bool = False,
     base_dir: Path | None = None,
+    before_commit: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """Write ``model`` to ``output`` atomically; return the files written.
+
+    ``before_commit`` is called with the complete staged model (its data file beside it)
+    before anything is renamed into place; if it raises, nothing is written.
 
     With ``external_data`` (or when the model is too large for one protobuf), tensors of
     ``EXTERNAL_THRESHOLD_BYTES`` or more go to ``<output name>.data`` beside it. Tensors
@@ -359,6 +363,8 @@ def save_model(
                     )
             else:
                 lazyio.write_model(model, handle, base_dir)
+        if before_commit is not None:
+            before_commit(staged_model)
         for staged in (staged_data, staged_model):
             if staged.exists():
                 _fsync(staged)

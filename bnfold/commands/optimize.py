@@ -127,26 +127,42 @@ def command(
         report.output = str(target)
     report.render(console)
 
-    verification_failed = False
-    if run_verify:
+    verification: list[bool] = []
+
+    def verify_staged(staged: Path) -> None:
+        """Verify the written file itself, before it is renamed into place."""
         from ..verify import verify
 
-        verify_report = verify(model, result.model)
+        verify_report = verify(model, staged)
         verify_report.render(console)
-        verification_failed = not verify_report.passed
-        if verification_failed and not force:
-            _write_reports(report, report_path, markdown_path)
+        verification.append(verify_report.passed)
+        if not verify_report.passed and not force:
             raise VerificationFailed(
                 "the folded model does not match the original; nothing was written",
                 hint="rerun `bnfold verify` for details, or pass --force to write it anyway",
             )
 
     if dry_run:
+        if run_verify:
+            from ..verify import verify
+
+            verify_report = verify(model, result.model)
+            verify_report.render(console)
+            verification.append(verify_report.passed)
         console.print("dry run: nothing written")
     else:
         with progress_status(show_progress) as status:
             status(f"writing {target}")
-            result.save(target, external_data=external_data, overwrite_input=in_place)
+            try:
+                result.save(
+                    target,
+                    external_data=external_data,
+                    overwrite_input=in_place,
+                    before_commit=verify_staged if run_verify else None,
+                )
+            except VerificationFailed:
+                _write_reports(report, report_path, markdown_path)
+                raise
         console.print(f"wrote {target}")
     _write_reports(report, report_path, markdown_path)
 
@@ -155,8 +171,11 @@ def command(
 
         bench_report = bench(model, target)
         bench_report.render(console)
-    if verification_failed:
-        raise VerificationFailed("written with --force, but verification failed")
+    if verification and not all(verification):
+        raise VerificationFailed(
+            "the folded model does not match the original"
+            + ("" if dry_run else "; written anyway because of --force")
+        )
 
 
 def _check_nothing_of_the_input_is_overwritten(

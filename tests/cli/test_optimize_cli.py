@@ -145,3 +145,52 @@ def test_progress_reaches_the_callback_and_stays_off_without_a_terminal(model_pa
         status("no spinner")
     result = CliRunner().invoke(main, ["optimize", str(model_path), "--dry-run"])
     assert "folding" not in result.output and "⠋" not in result.output
+
+
+def test_optimize_verify_checks_the_written_file_before_it_lands(
+    model_path: Path, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(main, ["optimize", str(model_path), "--verify"])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output and (tmp_path / "net.folded.onnx").exists()
+
+
+def _corrupt_folds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every BN folds with a scale 0.1% off: a wrong fold verify must catch."""
+    import bnfold.batchnorm as batchnorm
+    from bnfold.foldmath import Affine, bn_to_affine
+
+    def wrong(*args: object, **kwargs: object) -> Affine:
+        exact = bn_to_affine(*args, **kwargs)  # type: ignore[arg-type]
+        return Affine(exact.scale * 1.001, exact.shift)
+
+    monkeypatch.setattr(batchnorm, "bn_to_affine", wrong)
+
+
+def test_optimize_verify_writes_nothing_when_the_fold_is_wrong(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _corrupt_folds(monkeypatch)
+    report = tmp_path / "fold.json"
+    result = CliRunner().invoke(
+        main, ["optimize", str(model_path), "--verify", "--report", str(report)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "nothing was written" in result.output and "FAILED" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".npz")) == [
+        "fold.json",
+        "net.onnx",
+    ]
+
+
+def test_optimize_verify_force_writes_and_still_exits_1(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _corrupt_folds(monkeypatch)
+    result = CliRunner().invoke(main, ["optimize", str(model_path), "--verify", "--force"])
+    assert result.exit_code == 1, result.output
+    assert (tmp_path / "net.folded.onnx").exists() and "written anyway" in result.output
+    dry = CliRunner().invoke(
+        main, ["optimize", str(model_path), "--verify", "--dry-run", "-o", str(tmp_path / "x.onnx")]
+    )
+    assert dry.exit_code == 1 and not (tmp_path / "x.onnx").exists()
