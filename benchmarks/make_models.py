@@ -66,14 +66,27 @@ class ModelSpec:
         return MODEL_DIR / f"{self.name}.onnx"
 
 
-def _chain(name: str, channels: int, blocks: int, hw: int, external: bool, **kw) -> ModelSpec:
+def _chain(
+    name: str,
+    channels: int,
+    blocks: int,
+    hw: int,
+    external: bool,
+    bn_blocks: int | None = None,
+    **kw,
+) -> ModelSpec:
     size_mb = channels * channels * 9 * 4 * blocks / 1e6
+    params = dict(channels=channels, blocks=blocks, hw=hw, external=external)
+    bn = "+ BN "
+    if bn_blocks is not None:
+        params["bn_blocks"] = bn_blocks
+        bn = f"(+ BN in the last {bn_blocks} only) "
     return ModelSpec(
         name,
         "chain",
-        params=dict(channels=channels, blocks=blocks, hw=hw, external=external),
+        params=params,
         description=(
-            f"{blocks} x (Conv {channels}->{channels} 3x3, no bias) + BN + Relu, "
+            f"{blocks} x (Conv {channels}->{channels} 3x3, no bias) {bn}+ Relu, "
             f"{size_mb:.0f} MB of weights, input 1x{channels}x{hw}x{hw}"
             + (", external data" if external else ", one file")
         ),
@@ -111,6 +124,8 @@ MODELS: list[ModelSpec] = [
     _chain("chain-512x50-ext", 512, 50, 8, True),
     # 57 x 37.7 MB = 2.152 GB > 2 GiB (2.147 GB): just over protobuf's limit.
     _chain("chain-1024x57-ext", 1024, 57, 4, True),
+    # The same size, but only 4 of 57 weights change: what the untouched tensors cost.
+    _chain("partial-1024x57-ext", 1024, 57, 4, True, bn_blocks=4),
 ]
 BY_NAME = {spec.name: spec for spec in MODELS}
 
@@ -120,7 +135,13 @@ BY_NAME = {spec.name: spec for spec in MODELS}
 
 
 def make_chain(
-    path: Path, channels: int, blocks: int, hw: int, external: bool, gain: float = GAIN
+    path: Path,
+    channels: int,
+    blocks: int,
+    hw: int,
+    external: bool,
+    gain: float = GAIN,
+    bn_blocks: int | None = None,
 ) -> None:
     """Write the chain model to ``path``, streaming the weights (external data or not)."""
     rng = np.random.default_rng(0)
@@ -152,6 +173,22 @@ def make_chain(
     for i in range(blocks):
         weight = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32) * std
         add(f"conv{i}.weight", weight)
+        has_bn = bn_blocks is None or i >= blocks - bn_blocks
+        if not has_bn:
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [x, f"conv{i}.weight"],
+                    [f"bn{i}"],
+                    name=f"conv{i}",
+                    kernel_shape=[3, 3],
+                    pads=[1, 1, 1, 1],
+                )
+            )
+            x_next = f"relu{i}"
+            nodes.append(helper.make_node("Relu", [f"bn{i}"], [x_next], name=f"relu{i}"))
+            x = x_next
+            continue
         add(f"bn{i}.scale", rng.uniform(0.5, 1.5, channels))
         add(f"bn{i}.bias", rng.normal(0.0, 0.1, channels))
         add(f"bn{i}.mean", rng.normal(0.0, 0.1, channels))
