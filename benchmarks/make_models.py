@@ -174,44 +174,30 @@ def make_chain(
         weight = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32) * std
         add(f"conv{i}.weight", weight)
         has_bn = bn_blocks is None or i >= blocks - bn_blocks
-        if not has_bn:
-            nodes.append(
-                helper.make_node(
-                    "Conv",
-                    [x, f"conv{i}.weight"],
-                    [f"bn{i}"],
-                    name=f"conv{i}",
-                    kernel_shape=[3, 3],
-                    pads=[1, 1, 1, 1],
-                )
-            )
-            x_next = f"relu{i}"
-            nodes.append(helper.make_node("Relu", [f"bn{i}"], [x_next], name=f"relu{i}"))
-            x = x_next
-            continue
-        add(f"bn{i}.scale", rng.uniform(0.5, 1.5, channels))
-        add(f"bn{i}.bias", rng.normal(0.0, 0.1, channels))
-        add(f"bn{i}.mean", rng.normal(0.0, 0.1, channels))
-        add(f"bn{i}.var", rng.uniform(0.5, 1.5, channels))
         nodes.append(
             helper.make_node(
                 "Conv",
                 [x, f"conv{i}.weight"],
-                [f"conv{i}"],
+                [f"conv{i}" if has_bn else f"bn{i}"],
                 name=f"conv{i}",
                 kernel_shape=[3, 3],
                 pads=[1, 1, 1, 1],
             )
         )
-        nodes.append(
-            helper.make_node(
-                "BatchNormalization",
-                [f"conv{i}", f"bn{i}.scale", f"bn{i}.bias", f"bn{i}.mean", f"bn{i}.var"],
-                [f"bn{i}"],
-                name=f"bn{i}",
-                epsilon=1e-5,
+        if has_bn:
+            add(f"bn{i}.scale", rng.uniform(0.5, 1.5, channels))
+            add(f"bn{i}.bias", rng.normal(0.0, 0.1, channels))
+            add(f"bn{i}.mean", rng.normal(0.0, 0.1, channels))
+            add(f"bn{i}.var", rng.uniform(0.5, 1.5, channels))
+            nodes.append(
+                helper.make_node(
+                    "BatchNormalization",
+                    [f"conv{i}", f"bn{i}.scale", f"bn{i}.bias", f"bn{i}.mean", f"bn{i}.var"],
+                    [f"bn{i}"],
+                    name=f"bn{i}",
+                    epsilon=1e-5,
+                )
             )
-        )
         x_next = "output" if i == blocks - 1 else f"relu{i}"
         nodes.append(helper.make_node("Relu", [f"bn{i}"], [x_next], name=f"relu{i}"))
         x = x_next
