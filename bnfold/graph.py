@@ -54,6 +54,11 @@ def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object
     return default
 
 
+def node_label(node: onnx.NodeProto) -> str:
+    """A node's name, or ``<OpType:first-output>`` for unnamed nodes (reports, messages)."""
+    return node.name or f"<{node.op_type}:{node.output[0] if node.output else ''}>"
+
+
 def int_attribute(node: onnx.NodeProto, name: str, default: int) -> int:
     value = attribute(node, name, default)
     return int(value) if isinstance(value, (int, float)) else default

@@ -27,7 +27,7 @@ import onnx
 from .batchnorm import batchnorm_affine, is_batchnorm
 from .elementwise import constant_operand, elementwise_affine
 from .foldmath import Affine
-from .graph import GraphView
+from .graph import GraphView, node_label
 from .outcomes import Skip
 
 Shapes = dict[str, tuple[int | str | None, ...]]
@@ -50,8 +50,7 @@ class AffineSite:
 
     @property
     def label(self) -> str:
-        last = self.nodes[-1]
-        return last.name or f"<{last.op_type}:{last.output[0]}>"
+        return node_label(self.nodes[-1])
 
     @property
     def kind(self) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import onnx
 
 from ..editor import GraphEditor
-from ..graph import GraphView
+from ..graph import GraphView, node_label
 from ..outcomes import Fold, Skip
 
 if TYPE_CHECKING:
@@ -43,11 +43,6 @@ class Pattern(Protocol):
     name: str
 
     def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None: ...
-
-
-def node_label(node: onnx.NodeProto) -> str:
-    """A node's name, or ``<OpType:first-output>`` for unnamed nodes."""
-    return node.name or f"<{node.op_type}:{node.output[0] if node.output else ''}>"
 
 
 __all__ = ["Fold", "FoldContext", "Pattern", "Plan", "Skip", "node_label"]
