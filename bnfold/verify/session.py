@@ -165,13 +165,28 @@ def onnxruntime_version() -> str:
     return str(_ort().__version__)
 
 
-def session_options(level: str, threads: int | None = None) -> Any:
-    """``SessionOptions`` at ``level`` (a ``LEVELS`` key), with ``threads`` intra-op threads."""
+def session_options(
+    level: str,
+    threads: int | None = None,
+    *,
+    inter_threads: int | None = None,
+    spinning: bool | None = None,
+) -> Any:
+    """``SessionOptions`` at ``level`` (a ``LEVELS`` key), with ``threads`` intra-op threads,
+    ``inter_threads`` inter-op threads and spin-waiting on or off (None/0: onnxruntime's
+    default). Spinning is set for both pools (``session.intra_op.allow_spinning`` and
+    ``session.inter_op.allow_spinning``)."""
     ort = _ort()
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
     if threads:
         options.intra_op_num_threads = threads
+    if inter_threads:
+        options.inter_op_num_threads = inter_threads
+    if spinning is not None:
+        flag = "1" if spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", flag)
+        options.add_session_config_entry("session.inter_op.allow_spinning", flag)
     return options
 
 
@@ -259,6 +274,8 @@ def create_session(
     threads: int | None = None,
     provider_options: dict[str, Any] | None = None,
     role: str = "model",
+    inter_threads: int | None = None,
+    spinning: bool | None = None,
 ) -> SessionResult:
     """Build an onnxruntime session for ``model`` on ``provider`` at optimization ``level``.
 
@@ -297,7 +314,9 @@ def create_session(
         try:
             session = ort.InferenceSession(
                 _model_source(model),
-                sess_options=session_options(level, threads),
+                sess_options=session_options(
+                    level, threads, inter_threads=inter_threads, spinning=spinning
+                ),
                 providers=providers,
                 enable_fallback=0,  # never retry silently on another provider
             )
