@@ -3,16 +3,21 @@
 ``check_optimize_is_safe(model, feeds, dtype)``:
 
 1. ``optimize`` does not raise (a refusal is a ``Skip`` in the report, never an exception);
-2. the result is a valid model (onnx checker, full check) with the same IR version, opsets,
-   graph inputs and graph outputs (names and types);
-3. every BatchNormalization is either folded or reported as kept with a reason:
+2. the result is a valid model wherever the input is (onnx checker with ``full_check``,
+   strict shape inference), every tensor holds one value field, and IR version, opsets,
+   graph inputs and graph outputs (names, types, shapes) are unchanged;
+3. every BatchNormalization (subgraphs included) is either folded or reported as kept with a
+   reason:
    BN folds + BNs left == BNs before, and each BN left is in ``skipped`` with a reason code
    (``folds`` may also hold per-channel Mul/Add chains); nothing folded means the model is
    byte-identical to the input;
 4. the result computes what the original computes, both run by onnxruntime with every graph
    optimization disabled (``ORT_DISABLE_ALL``; onnxruntime would otherwise fold the
-   reference too), within ``TOLERANCE[dtype]``;
-5. idempotence: ``optimize`` of the result folds nothing and returns the same bytes.
+   reference too), within ``TOLERANCE[dtype]``; opset <= 6 models, which onnxruntime has no
+   kernels for, run under ``legacy_runtime`` (onnx's reference evaluator, legacy broadcasting);
+5. idempotence: ``optimize`` of the result folds nothing and returns the same bytes;
+6. the report is true of the written model: every fold's ``into`` is a node label in it
+   (``node.name`` or ``<OpType:first output>``), every kept BN's label is a BN in it.
 
 Tolerance, per output: ``max|folded - original| <= rtol * max|original| + atol``. Folding
 re-associates ``s * (W x + b) + t`` into ``(s W) x + (s b + t)``: one extra rounding of each
@@ -34,13 +39,18 @@ than the output it cancels down to, its one float16 rounding (the fold's reporte
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+
 import numpy as np
 import onnx
 
 import bnfold
-from tests.helpers import batchnorm_count
 
-TOLERANCE = {np.dtype(np.float32): (1e-4, 1e-5), np.dtype(np.float16): (5e-2, 2e-3)}
+TOLERANCE = {
+    np.dtype(np.float32): (1e-4, 1e-5),
+    np.dtype(np.float16): (5e-2, 2e-3),
+    np.dtype(np.float64): (1e-9, 1e-12),
+}
 
 
 def run_without_optimizations(
@@ -61,52 +71,177 @@ def run_without_optimizations(
 
 def check_optimize_is_safe(
     model: onnx.ModelProto,
-    feeds: dict[str, np.ndarray],
+    feeds: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]],
     dtype: np.dtype,
     *,
     lower_standalone: bool = False,
 ) -> bnfold.OptimizeResult:
-    """Assert properties 1-5 above; return the result for further checks."""
+    """Assert properties 1-6 above; return the result for further checks.
+
+    ``feeds`` may be a list (e.g. one per branch an ``If`` can take): each is checked.
+    """
     original_bytes = model.SerializeToString()
     result = bnfold.optimize(model, lower_standalone=lower_standalone)
     folded = result.model
     assert model.SerializeToString() == original_bytes, "optimize modified its input proto"
 
-    onnx.checker.check_model(folded, full_check=True)
+    assert_still_valid(model, folded)
     assert folded.ir_version == model.ir_version
     assert list(folded.opset_import) == list(model.opset_import)
     assert list(folded.graph.input) == list(model.graph.input)
     assert list(folded.graph.output) == list(model.graph.output)
 
     report = result.report
-    before, after = batchnorm_count(model), batchnorm_count(folded)
+    before, after = batchnorm_count_all(model), batchnorm_count_all(folded)
     bn_folds = [f for f in report.folds if f.kind == "BatchNormalization"]
     assert len(bn_folds) + after == before, (len(bn_folds), after, before)
-    kept = {_label(node) for node in folded.graph.node if node.op_type == "BatchNormalization"}
+    kept = {
+        _label(node) for node in walk_nodes(folded.graph) if node.op_type == "BatchNormalization"
+    }
     reasons = {skip.bn: skip.reason for skip in report.skipped}
     assert all(reasons.get(label) for label in kept), (kept, report.skipped)
+    assert_report_names_exist(report, folded)
     if not report.folds:
         assert folded.SerializeToString() == original_bytes, "nothing folded, yet it changed"
 
-    expected = run_without_optimizations(model, feeds)
-    actual = run_without_optimizations(folded, feeds)
-    assert expected.keys() == actual.keys()
-    truth = None
-    if np.dtype(dtype) == np.float16:
-        truth = run_without_optimizations(as_float32(model), _as_float32_feeds(feeds))
-    rtol, atol = TOLERANCE[np.dtype(dtype)]
-    for name, reference in expected.items():
-        got = actual[name]
-        assert got.shape == reference.shape and got.dtype == reference.dtype, name
-        if truth is None:
-            _assert_close(name, got, reference, rtol, atol, report.folds)
-        else:
-            assert_no_worse_in_float16(name, got, reference, truth[name], rtol, atol)
+    for one_feeds in [feeds] if isinstance(feeds, dict) else feeds:
+        _assert_same_outputs(model, folded, one_feeds, dtype, report.folds)
 
     again = bnfold.optimize(folded, lower_standalone=lower_standalone)
     assert not again.report.folds, f"not idempotent: {again.report.folds}"
     assert again.model.SerializeToString() == folded.SerializeToString()
     return result
+
+
+def _assert_same_outputs(
+    model: onnx.ModelProto,
+    folded: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    dtype: np.dtype,
+    folds: list,
+) -> None:
+    """Property 4 for one set of feeds."""
+    expected = run_reference(model, feeds)
+    actual = run_reference(folded, feeds)
+    assert expected.keys() == actual.keys()
+    truth = None
+    if np.dtype(dtype) == np.float16:
+        truth = run_reference(as_float32(model), _as_float32_feeds(feeds))
+    rtol, atol = TOLERANCE[np.dtype(dtype)]
+    for name, reference in expected.items():
+        got = actual[name]
+        assert got.shape == reference.shape and got.dtype == reference.dtype, name
+        if truth is None:
+            _assert_close(name, got, reference, rtol, atol, folds)
+        else:
+            assert_no_worse_in_float16(name, got, reference, truth[name], rtol, atol)
+
+
+def run_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """onnxruntime with every optimization off; opset <= 6 (no onnxruntime kernels for
+    Add-6, BatchNormalization-6, Gemm-6...): onnx's reference evaluator with the legacy rules."""
+    if _default_opset(model) <= 6:
+        from tests.reliability.legacy_runtime import run_legacy
+
+        return run_legacy(model, feeds)
+    return run_without_optimizations(model, feeds)
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
+    for each in walk_graphs(graph):
+        yield from each.node
+
+
+def walk_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph in it."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from walk_graphs(attribute.g)
+            for sub in attribute.graphs:
+                yield from walk_graphs(sub)
+
+
+def batchnorm_count_all(model: onnx.ModelProto) -> int:
+    """BatchNormalization nodes in the model, subgraphs included."""
+    return sum(node.op_type == "BatchNormalization" for node in walk_nodes(model.graph))
+
+
+def assert_still_valid(model: onnx.ModelProto, folded: onnx.ModelProto) -> None:
+    """Property 2: the full checker and strict shape inference pass on the folded model
+    wherever they pass on the input, and every tensor holds exactly one value field."""
+    if _passes(lambda: onnx.checker.check_model(model, full_check=True)):
+        onnx.checker.check_model(folded, full_check=True)
+    if _passes(lambda: onnx.shape_inference.infer_shapes(model, strict_mode=True)):
+        onnx.shape_inference.infer_shapes(folded, check_type=True, strict_mode=True)
+    for tensor in all_tensors(folded):
+        fields = [name for name in VALUE_FIELDS if _has_field(tensor, name)]
+        assert len(fields) <= 1, f"tensor {tensor.name!r} holds {fields}"
+
+
+# Where a TensorProto may keep its values; exactly one may be set (onnx checker's rule).
+VALUE_FIELDS = (
+    "raw_data",
+    "float_data",
+    "double_data",
+    "int32_data",
+    "int64_data",
+    "uint64_data",
+    "string_data",
+    "external_data",
+)
+
+
+def _has_field(tensor: onnx.TensorProto, name: str) -> bool:
+    if name == "raw_data":
+        return tensor.HasField("raw_data")
+    return len(getattr(tensor, name)) > 0
+
+
+def _passes(check: Callable[[], object]) -> bool:
+    try:
+        check()
+    except Exception:
+        return False
+    return True
+
+
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and Constant values of every graph."""
+    for graph in walk_graphs(model.graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR:
+                    yield attribute.t
+
+
+def node_labels(model: onnx.ModelProto) -> set[str]:
+    """The report's name of every node in the model (subgraphs included)."""
+    return {_label(node) for node in walk_nodes(model.graph)}
+
+
+def assert_report_names_exist(report: object, folded: onnx.ModelProto) -> None:
+    """Property 6: every fold's ``into`` names a node of the written model, and every BN the
+    report says it kept is a BatchNormalization of the written model."""
+    labels = node_labels(folded)
+    kept = {
+        _label(node) for node in walk_nodes(folded.graph) if node.op_type == "BatchNormalization"
+    }
+    for fold in report.folds:  # type: ignore[attr-defined]
+        assert fold.into in labels, (
+            f"report: folded into {fold.into!r}, no such node {sorted(labels)}"
+        )
+    for skip in report.skipped:  # type: ignore[attr-defined]
+        assert skip.bn in kept, (
+            f"report: kept {skip.bn!r}, no such BatchNormalization {sorted(kept)}"
+        )
 
 
 def _label(node: onnx.NodeProto) -> str:
@@ -165,20 +300,33 @@ def assert_no_worse_in_float16(
 
 
 def as_float32(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same model computing in float32: float16 initializers, inputs, outputs and value
-    infos become float32 (enough for the fuzz models: they hold no Cast or Constant nodes)."""
-    from onnx import numpy_helper
-
+    """The same model computing in float32: in every graph (subgraphs included), float16
+    initializers (any value field), Constant values, ``Cast(to=float16)``, inputs, outputs and
+    value infos become float32."""
     twin = onnx.ModelProto()
     twin.CopyFrom(model)
-    for index, tensor in enumerate(twin.graph.initializer):
-        if tensor.data_type == onnx.TensorProto.FLOAT16:
-            values = numpy_helper.to_array(tensor).astype(np.float32)
-            twin.graph.initializer[index].CopyFrom(numpy_helper.from_array(values, tensor.name))
-    for value in [*twin.graph.input, *twin.graph.output, *twin.graph.value_info]:
-        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
-            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    for graph in walk_graphs(twin.graph):
+        for index, tensor in enumerate(graph.initializer):
+            if tensor.data_type == half:
+                graph.initializer[index].CopyFrom(_float32_tensor(tensor))
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == half:
+                    attribute.t.CopyFrom(_float32_tensor(attribute.t))
+                if node.op_type == "Cast" and attribute.name == "to" and attribute.i == half:
+                    attribute.i = single
+        for value in [*graph.input, *graph.output, *graph.value_info]:
+            if value.type.tensor_type.elem_type == half:
+                value.type.tensor_type.elem_type = single
     return twin
+
+
+def _float32_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    from onnx import numpy_helper
+
+    values = numpy_helper.to_array(tensor).astype(np.float32)
+    return numpy_helper.from_array(values, tensor.name)
 
 
 def _as_float32_feeds(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

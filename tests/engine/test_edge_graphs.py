@@ -1,0 +1,47 @@
+"""Adversarial edge graphs (issue 10): every fold is exact or refused, on every graph ONNX allows.
+
+Each case (built in ``edge_*.py``, one file per class of the issue) must satisfy the fuzzer's
+property (``check_optimize_is_safe``: no exception, a valid model with unchanged outputs,
+the same numbers as the unfolded model under onnxruntime with ``ORT_DISABLE_ALL``, a second
+run that changes nothing, a report whose names exist) and its own expectation per BN: folded
+where the fold is exact, refused with the stated reason where it is not.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from tests.engine import edge_slots
+from tests.engine.edge_build import FOLDED, EdgeCase
+from tests.reliability.fuzz_property import check_optimize_is_safe
+
+BUILDERS = [*edge_slots.CASES]
+
+
+def assert_expected_outcomes(case: EdgeCase, result: object) -> None:
+    """Each BN named in ``case.expect`` was folded or kept with an allowed reason."""
+    report = result.report  # type: ignore[attr-defined]
+    folded = {fold.bn for fold in report.folds}
+    kept = {skip.bn: skip for skip in report.skipped}
+    for label, allowed in case.expect.items():
+        if label in folded:
+            assert FOLDED in allowed, f"{label} was folded; expected one of {sorted(allowed)}"
+        else:
+            skip = kept.get(label)
+            assert skip is not None, f"{label}: neither folded nor reported as kept"
+            assert skip.reason in allowed, (
+                f"{label} kept as {skip.reason} ({skip.detail}); expected one of {sorted(allowed)}"
+            )
+
+
+@pytest.mark.parametrize("build", BUILDERS, ids=lambda build: build.__name__)
+def test_edge_graph_folds_exactly_or_refuses(build) -> None:  # type: ignore[no-untyped-def]
+    case = build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # float16 overflow in numpy casts
+        result = check_optimize_is_safe(case.model, case.feeds, case.dtype)
+    assert_expected_outcomes(case, result)
+    if case.extra is not None:
+        case.extra(case.model, result)
