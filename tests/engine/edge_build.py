@@ -17,6 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 FOLDED = "folded"
+ANY_REASON = "*"  # refused, for whatever reason (the case checks the detail instead)
 
 # Reason codes this battery expects for refusals that do not exist yet (issue 10). The engine
 # decides the names; if it picks others, change them here, in one place.
@@ -69,14 +70,15 @@ def array(values: np.ndarray, name: str, field_kind: str = "raw") -> onnx.Tensor
 def build_model(
     nodes: Sequence[onnx.NodeProto],
     inputs: Sequence[onnx.ValueInfoProto],
-    outputs: Sequence[str],
+    outputs: Sequence[str | tuple[str, Sequence[int]]],
     initializers: Sequence[onnx.TensorProto] = (),
     *,
     opset: int = 17,
     elem: int = onnx.TensorProto.FLOAT,
 ) -> onnx.ModelProto:
     """A model that passes the full checker and strict shape inference, with its graph
-    outputs typed as inference finds them. IR 3 lists initializers as graph inputs too."""
+    outputs typed as inference finds them (or as given: ``(name, shape)``, for outputs
+    inference leaves unknown, such as a Loop's). IR 3 lists initializers as inputs too."""
     ir_version = IR_FOR_OPSET[opset]
     graph_inputs = list(inputs)
     if ir_version < 4:
@@ -87,7 +89,12 @@ def build_model(
         list(nodes),
         "edge",
         graph_inputs,
-        [helper.make_tensor_value_info(name, elem, None) for name in outputs],
+        [
+            helper.make_tensor_value_info(o, elem, None)
+            if isinstance(o, str)
+            else helper.make_tensor_value_info(o[0], elem, list(o[1]))
+            for o in outputs
+        ],
         list(initializers),
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
