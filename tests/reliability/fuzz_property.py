@@ -180,9 +180,43 @@ def assert_still_valid(model: onnx.ModelProto, folded: onnx.ModelProto) -> None:
         onnx.checker.check_model(folded, full_check=True)
     if _passes(lambda: onnx.shape_inference.infer_shapes(model, strict_mode=True)):
         onnx.shape_inference.infer_shapes(folded, check_type=True, strict_mode=True)
+    assert_shapes_kept(model, folded)
     for tensor in all_tensors(folded):
         fields = [name for name in VALUE_FIELDS if _has_field(tensor, name)]
         assert len(fields) <= 1, f"tensor {tensor.name!r} holds {fields}"
+
+
+def assert_shapes_kept(model: onnx.ModelProto, folded: onnx.ModelProto) -> None:
+    """Every tensor name of the main graph that survives the fold keeps its inferred shape
+    and rank (a name that stays denotes the same value; issue 10, class 4)."""
+    before, after = _inferred_shapes(model), _inferred_shapes(folded)
+    for name, shape in after.items():
+        old = before.get(name)
+        if old is None or shape is None:
+            continue
+        assert len(old) == len(shape), f"{name!r}: rank {len(old)} became {len(shape)}"
+        for was, now in zip(old, shape, strict=True):
+            assert was is None or now is None or was == now, f"{name!r}: {old} became {shape}"
+
+
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...] | None]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return {}
+    graph = inferred.graph
+    shapes: dict[str, tuple[int | None, ...] | None] = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = value.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            shapes[value.name] = None
+            continue
+        shapes[value.name] = tuple(
+            d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
+        )
+    for tensor in graph.initializer:
+        shapes.setdefault(tensor.name, tuple(tensor.dims))
+    return shapes
 
 
 # Where a TensorProto may keep its values; exactly one may be set (onnx checker's rule).
