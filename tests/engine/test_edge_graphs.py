@@ -13,11 +13,16 @@ import warnings
 
 import pytest
 
-from tests.engine import edge_scopes, edge_shapes, edge_slots
+from tests.engine import edge_formats, edge_scopes, edge_shapes, edge_slots
 from tests.engine.edge_build import ANY_REASON, FOLDED, EdgeCase
 from tests.reliability.fuzz_property import check_optimize_is_safe
 
-BUILDERS = [*edge_slots.CASES, *edge_scopes.CASES, *edge_shapes.CASES]
+BUILDERS = [
+    *edge_slots.CASES,
+    *edge_scopes.CASES,
+    *edge_shapes.CASES,
+    *edge_formats.CASES,
+]
 
 
 def assert_expected_outcomes(case: EdgeCase, result: object) -> None:
