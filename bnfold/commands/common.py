@@ -86,9 +86,10 @@ def input_options(command: Callable[..., object]) -> Callable[..., object]:
         click.option(
             "--default-dim",
             type=click.IntRange(min=0),
-            default=1,
-            show_default=True,
-            help="Size of symbolic dims not set otherwise.",
+            default=None,
+            help="Size of every symbolic dim not set otherwise. Default: 1 for the batch "
+            "(axis 0); other dims get a size every Conv/pool in the graph accepts (1 when "
+            "there is none). dim_value <= 0 counts as symbolic.",
         ),
     ]
     for option in reversed(options):

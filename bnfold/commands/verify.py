@@ -81,6 +81,15 @@ _LEVEL_HELP = (
     metavar="DIR",
     help="Folder for the failing input set (.npz). Default: beside the candidate.",
 )
+@click.option(
+    "--sites",
+    type=click.Choice(["folds", "all", "none"]),
+    default="folds",
+    show_default=True,
+    help="Tensors compared besides the graph outputs: each folded BN's output (folds), every "
+    "tensor both models produce under one name (all), or none.",
+)
+@click.option("--verbose", is_flag=True, help="Show onnxruntime's own log lines.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line, not the table.")
 def command(
     original: str,
@@ -90,7 +99,7 @@ def command(
     shapes: tuple[str, ...],
     dims: tuple[str, ...],
     ranges: tuple[str, ...],
-    default_dim: int,
+    default_dim: int | None,
     seed: int,
     runs: int,
     input_files: tuple[str, ...],
@@ -100,6 +109,8 @@ def command(
     report_path: str | None,
     markdown_path: str | None,
     save_failing: str | None,
+    sites: str,
+    verbose: bool,
     quiet: bool,
 ) -> None:
     """Prove CANDIDATE computes what ORIGINAL computes, under onnxruntime.
@@ -131,6 +142,8 @@ def command(
         rtol=rtol,
         threads=threads,
         save_failing=save_failing,
+        sites=sites,
+        verbose=verbose,
     )
     # Logs (CI) are not terminals: rich would wrap at 80 columns, too narrow for the table.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)

@@ -9,9 +9,14 @@
 3. Runs the *original* on CPU with ``ORT_DISABLE_ALL``: the reference. Any optimized session
    would fold BatchNormalization itself (onnxruntime fuses Conv+BN at BASIC) and compare a
    fold with a fold.
+   The original runs with its fold sites exposed (``sites.py``): the tensors both models
+   produce under the same name, above all each folded BatchNormalization's output.
 4. Runs the candidate on every requested provider at every requested optimization level,
-   checking that onnxruntime really used that provider (``session.py``).
-5. Compares every output by name (``compare.py``) and returns a ``VerifyReport``.
+   checking that onnxruntime really used that provider (``session.py``), as it is and with
+   the same sites exposed (``runner.py``).
+5. Compares every output and site by name (``compare.py``), names the first divergence in
+   topological order, flags outputs that are weak evidence (``evidence.py``) and returns a
+   ``VerifyReport``.
 
 The function returns a report and never exits; ``report.raise_for_status()`` raises
 ``VerificationFailed`` (exit 1) or ``ProviderUnavailable`` (exit 4).
@@ -29,22 +34,21 @@ from typing import Any, Union
 import numpy as np
 import onnx
 
-from ..errors import ModelLoadError, UsageError
+from ..errors import UsageError
 from ..modelio import LoadedModel, load_model
-from .compare import OutputComparison, compare_outputs
+from .evidence import weak_outputs
 from .inputs import InputSpec, check_inputs, generate_inputs, input_specs, load_inputs, save_inputs
-from .report import FAILED, PASSED, UNAVAILABLE, ProviderResult, VerifyReport
+from .report import ProviderResult, VerifyReport
+from .runner import prepare, reference_runs, run_candidate, split
 from .session import (
-    REFERENCE_LEVEL,
-    REFERENCE_PROVIDER,
     canonical_provider,
-    create_session,
     cuda_available,
     onnxruntime_version,
     parse_levels,
     parse_providers,
-    run_session,
+    set_verbose,
 )
+from .sites import DEFAULT_BUDGET_BYTES, SITE_MODES, plan_sites
 from .structure import StructureMismatch
 from .structure import check_structure as _check_structure
 
@@ -63,7 +67,7 @@ def verify(
     shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     ranges: Mapping[str, tuple[float, float]] | None = None,
-    default_dim: int = 1,
+    default_dim: int | None = None,
     seed: int = 0,
     runs: int = 1,
     inputs: InputsArg = None,
@@ -73,6 +77,9 @@ def verify(
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     save_failing: str | os.PathLike[str] | bool | None = None,
     check_structure: bool = True,
+    sites: str = "folds",
+    site_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    verbose: bool = False,
 ) -> VerifyReport:
     """Compare ``candidate`` with ``original`` on every requested provider and level.
 
@@ -80,7 +87,8 @@ def verify(
       when CUDA really works (an unavailable default CUDA is only noted).
     - ``levels``: onnxruntime optimization levels for the candidate (``disable``, ``basic``,
       ``extended``, ``all``); default ``all``, what deployments use.
-    - ``shapes`` / ``dims`` / ``ranges`` / ``default_dim``: see ``bnfold.verify.inputs``.
+    - ``shapes`` / ``dims`` / ``ranges`` / ``default_dim``: see ``bnfold.verify.inputs``;
+      ``default_dim=None`` chooses free dims from the graph (a Conv's receptive field).
     - ``seed`` and ``runs``: input set ``i`` is generated with seed ``seed + i``.
     - ``inputs``: real data instead: an ``.npz`` path, a ``{name: array}`` mapping, or a list
       of either (one input set each); ``runs`` and ``seed`` are then unused.
@@ -89,11 +97,69 @@ def verify(
     - ``save_failing``: folder for the failing input set (``.npz``); None = beside the
       candidate when it is a file; False = never save.
     - ``check_structure``: False skips the checker/interface checks (numbers only).
+    - ``sites``: ``folds`` (default) compares each folded BN's output tensor in both models,
+      ``all`` every tensor both produce under one name, ``none`` only the graph outputs;
+      ``site_budget_bytes`` caps the site tensors kept for all input sets.
+    - ``verbose``: let onnxruntime's own log lines through to stderr.
     """
     started = time.perf_counter()
     requested = _parse_provider_arg(providers)
     level_list = parse_levels(levels if isinstance(levels, str) else list(levels))
     _check_numbers(runs, default_dim, atol, rtol, threads)
+    if sites not in SITE_MODES:
+        raise UsageError(
+            f"unknown --sites mode {sites!r}", hint=f"use one of {', '.join(SITE_MODES)}"
+        )
+    old_verbose = set_verbose(verbose)
+    try:
+        report = _verify(
+            original,
+            candidate,
+            requested,
+            level_list,
+            shapes,
+            dims,
+            ranges,
+            default_dim,
+            seed,
+            runs,
+            inputs,
+            atol,
+            rtol,
+            threads,
+            provider_options,
+            save_failing,
+            check_structure,
+            sites,
+            site_budget_bytes,
+        )
+    finally:
+        set_verbose(old_verbose)
+    report.duration_s = time.perf_counter() - started
+    return report
+
+
+def _verify(
+    original: ModelSource,
+    candidate: ModelSource,
+    requested: list[str] | None,
+    level_list: list[str],
+    shapes: Mapping[str, Sequence[int]] | None,
+    dims: Mapping[str, int] | None,
+    ranges: Mapping[str, tuple[float, float]] | None,
+    default_dim: int | None,
+    seed: int,
+    runs: int,
+    inputs: InputsArg,
+    atol: float | None,
+    rtol: float | None,
+    threads: int | None,
+    provider_options: Mapping[str, Mapping[str, Any]] | None,
+    save_failing: str | os.PathLike[str] | bool | None,
+    check_structure: bool,
+    site_mode: str,
+    site_budget_bytes: int,
+) -> VerifyReport:
 
     original_model = load_model(original, role="original")
     candidate_model = load_model(candidate, role="candidate")
@@ -112,7 +178,20 @@ def verify(
     )
     input_sets, seeds, sources = _input_sets(specs, inputs, seed, runs)
 
-    reference_outputs = _reference_outputs(original_model, input_sets, threads)
+    plan = plan_sites(
+        original_model.model,
+        candidate_model.model,
+        site_mode,
+        {spec.name: spec.shape for spec in specs},
+        len(input_sets),
+        site_budget_bytes,
+    )
+    original_run, candidate_run = prepare(original_model, plan), prepare(candidate_model, plan)
+    output_names = [vi.name for vi in original_model.model.graph.output]
+    reference = reference_runs(original_run, input_sets, threads)
+    weak = weak_outputs(
+        original_model.model, [split(run, output_names)[0] for run in reference], atol
+    )
 
     skipped_notes: list[str] = []
     if requested is None:
@@ -128,16 +207,18 @@ def verify(
     # Keys may be short or full names ("cuda" or "CUDAExecutionProvider").
     options = {canonical_provider(k): dict(v) for k, v in (provider_options or {}).items()}
     results = [
-        _run_candidate(
-            candidate_model,
+        run_candidate(
+            candidate_run,
             provider,
             level,
             input_sets,
-            reference_outputs,
-            atol,
-            rtol,
-            threads,
-            options,
+            reference,
+            plan,
+            output_names,
+            atol=atol,
+            rtol=rtol,
+            threads=threads,
+            provider_options=options.get(canonical_provider(provider)),
         )
         for provider in use
         for level in level_list
@@ -160,10 +241,14 @@ def verify(
         levels=level_list,
         requested_providers=requested,
         input_files=[s for s in sources if s],
-        notes=structure_notes + skipped_notes + notes,
+        notes=structure_notes + skipped_notes + notes + plan.notes,
+        site_mode=site_mode,
+        site_labels={s.name: {"bn": s.bn, "into": s.into} for s in plan.sites},
+        sites_left_out=[s.name for s in plan.left_out],
+        weak_outputs=list(weak.values()),
+        output_names=output_names,
     )
     _keep_failing_inputs(report, candidate_model, input_sets, sources, save_failing)
-    report.duration_s = time.perf_counter() - started
     return report
 
 
@@ -174,11 +259,11 @@ def _parse_provider_arg(providers: str | Sequence[str] | None) -> list[str] | No
 
 
 def _check_numbers(
-    runs: int, default_dim: int, atol: float | None, rtol: float | None, threads: int | None
+    runs: int, default_dim: int | None, atol: float | None, rtol: float | None, threads: int | None
 ) -> None:
     if runs < 1:
         raise UsageError(f"runs must be at least 1, got {runs}")
-    if default_dim < 0:
+    if default_dim is not None and default_dim < 0:
         raise UsageError(f"default dim must be non-negative, got {default_dim}")
     for name, value in (("atol", atol), ("rtol", rtol)):
         if value is not None and not (np.isfinite(value) and value >= 0):
@@ -207,85 +292,6 @@ def _input_sets(
             sets.append(load_inputs(item, specs))
             files.append(str(item))
     return sets, [], files
-
-
-def _model_source(loaded: LoadedModel) -> onnx.ModelProto | Path:
-    # A path lets onnxruntime read external data itself and skips a serialization copy.
-    return loaded.path if loaded.path is not None else loaded.model
-
-
-def _reference_outputs(
-    original: LoadedModel, input_sets: list[dict[str, np.ndarray]], threads: int | None
-) -> list[dict[str, Any]]:
-    attempt = create_session(
-        _model_source(original),
-        REFERENCE_PROVIDER,
-        REFERENCE_LEVEL,
-        threads=threads,
-        role="original",
-    )
-    if attempt.status != "ok" or attempt.session is None:
-        raise ModelLoadError(f"cannot run the original on CPU: {attempt.reason}")
-    outputs = []
-    for index, feeds in enumerate(input_sets):
-        try:
-            outputs.append(run_session(attempt.session, feeds))
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes
-            raise UsageError(
-                f"the original model fails on input set {index}: {_first_line(exc)}",
-                hint="give real data with --inputs, or fix shapes/values with --shape, --dim, --range",
-            ) from None
-    return outputs
-
-
-def _run_candidate(
-    candidate: LoadedModel,
-    provider: str,
-    level: str,
-    input_sets: list[dict[str, np.ndarray]],
-    reference_outputs: list[dict[str, Any]],
-    atol: float | None,
-    rtol: float | None,
-    threads: int | None,
-    provider_options: dict[str, dict[str, Any]],
-) -> ProviderResult:
-    attempt = create_session(
-        _model_source(candidate),
-        provider,
-        level,
-        threads=threads,
-        provider_options=provider_options.get(provider),
-        role="candidate",
-    )
-    result = ProviderResult(
-        provider=attempt.provider,
-        level=level,
-        status=UNAVAILABLE,
-        reason=attempt.reason,
-        actual_providers=attempt.actual_providers,
-        session_create_ms=round(attempt.create_ms, 3),
-    )
-    if attempt.status != "ok" or attempt.session is None:
-        return result
-    merged: dict[str, OutputComparison] = {}
-    for index, (feeds, reference) in enumerate(zip(input_sets, reference_outputs, strict=True)):
-        try:
-            produced = run_session(attempt.session, feeds)
-        except Exception as exc:  # noqa: BLE001 - the candidate crashing is a failure, not a bug here
-            result.status, result.failing_run = FAILED, index
-            result.reason = f"candidate raised on input set {index}: {_first_line(exc)}"
-            result.outputs = merged
-            return result
-        comparisons = compare_outputs(reference, produced, atol=atol, rtol=rtol)
-        first_bad = next((c for c in comparisons.values() if not c.passed), None)
-        if result.failing_run is None and first_bad is not None:
-            result.failing_run = index
-            result.reason = f"input set {index}, output {first_bad.name!r}: {first_bad.reason}"
-        for name, comparison in comparisons.items():
-            merged[name] = merged[name].merge(comparison) if name in merged else comparison
-    result.outputs = merged
-    result.status = PASSED if all(c.passed for c in merged.values()) else FAILED
-    return result
 
 
 def _keep_failing_inputs(
@@ -335,6 +341,8 @@ def _rerun_command(report: VerifyReport, failed: ProviderResult, inputs_path: st
         words += ["--atol", repr(report.atol)]
     if report.rtol is not None:
         words += ["--rtol", repr(report.rtol)]
+    if report.site_mode != "folds":
+        words += ["--sites", report.site_mode]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -366,11 +374,6 @@ def _describe_specs(
 
 def _label(loaded: LoadedModel) -> str:
     return str(loaded.path) if loaded.path is not None else "<in-memory model>"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 def _bnfold_version() -> str:

@@ -16,6 +16,9 @@ Metrics, over the elements that are finite on both sides, computed in float64:
 - ``p99_abs_error`` = 99th percentile of ``|cand - ref|`` (one outlier vs. a systematic drift)
 - ``cosine_similarity = <cand, ref> / (|cand| |ref|)``, 1.0 when both are all zero
 - ``mismatched`` = elements failing the verdict (non-finite disagreements included), of ``total``
+- ``tolerance_used = max |cand - ref| / (atol + rtol * |ref|)``: observed over allowed, the
+  headroom. ``<= 1`` passes; 0.9 passes by a hair. A non-finite disagreement, or any
+  difference where nothing is allowed (exact dtypes), is ``inf``.
 
 Default tolerances, per output dtype (``--atol/--rtol`` override both). A correct fold is not
 bit-exact: each scaled weight is rounded once more (<= 0.5 ulp) and the summation order
@@ -43,6 +46,7 @@ Non-floating outputs compare exactly, whatever ``--atol/--rtol`` say.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -96,6 +100,7 @@ class OutputComparison:
     mismatched: int
     total: int
     nonfinite_mismatched: int = 0
+    tolerance_used: float | None = None
     worst_index: list[int] | None = None
     worst_reference: float | None = None
     worst_candidate: float | None = None
@@ -127,6 +132,7 @@ class OutputComparison:
             mismatched=self.mismatched + other.mismatched,
             total=self.total + other.total,
             nonfinite_mismatched=self.nonfinite_mismatched + other.nonfinite_mismatched,
+            tolerance_used=worst(self.tolerance_used, other.tolerance_used),
             worst_index=source.worst_index,
             worst_reference=source.worst_reference,
             worst_candidate=source.worst_candidate,
@@ -150,6 +156,7 @@ def _failed_outright(
         cosine_similarity=None,
         mismatched=int(ref.size),
         total=int(ref.size),
+        tolerance_used=math.inf,
     )
 
 
@@ -203,6 +210,7 @@ def _compare_floating(
     bad = finite_bad | nonfinite_bad
     mismatched = int(bad.sum())
 
+    used = _tolerance_used(diff, limit, finite, bool(nonfinite_bad.any()))
     finite_diff = diff[finite]
     finite_ref = ref[finite]
     finite_cand = cand[finite]
@@ -254,10 +262,28 @@ def _compare_floating(
         mismatched=mismatched,
         total=int(ref.size),
         nonfinite_mismatched=int(nonfinite_bad.sum()),
+        tolerance_used=used,
         worst_index=worst_index,
         worst_reference=worst_ref,
         worst_candidate=worst_cand,
     )
+
+
+def _tolerance_used(
+    diff: np.ndarray, limit: np.ndarray, finite: np.ndarray, nonfinite_bad: bool
+) -> float:
+    """``max diff / limit`` over finite elements (``inf`` where ``diff > 0 = limit``)."""
+    if nonfinite_bad:
+        return math.inf
+    if not finite.any():
+        return 0.0
+    d, lim = diff[finite], limit[finite]
+    zero_limit = lim == 0
+    if (d[zero_limit] > 0).any():
+        return math.inf
+    if zero_limit.all():
+        return 0.0
+    return float((d[~zero_limit] / lim[~zero_limit]).max())
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -302,6 +328,7 @@ def _compare_exact(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputCompar
         cosine_similarity=None,
         mismatched=mismatched,
         total=int(ref.size),
+        tolerance_used=math.inf if mismatched else 0.0,
         worst_index=worst_index,
         worst_reference=worst_ref,
         worst_candidate=worst_cand,

@@ -9,7 +9,11 @@ JSON schema (``to_dict``), stable keys::
     providers: [{provider, provider_name, level, status: passed|failed|unavailable, reason,
                  requested, actual_providers, failing_run, outputs: {name: {max_abs_error,
                  max_rel_error, p99_abs_error, cosine_similarity, mismatched, total, passed,
-                 reason, dtype, shape, atol, rtol, ...}}}]
+                 reason, dtype, shape, atol, rtol, tolerance_used, ...}},
+                 sites: {name: <same as outputs>}, site_error, first_divergence}]
+    sites: {mode, compared: [{name, bn, into}], left_out: [name], notes: [str]}
+    weak_outputs: [{output, kind: saturated|constant|same-argmax, message, share}]
+    inconclusive: bool               every output weak and no site compared: not a pass
     seeds: [int], runs: int, input_files: [str], inputs: [{name, dtype, shape, low, high, source}]
     tolerances: {defaults: {dtype: {atol, rtol}}, atol_override, rtol_override}
     notes: [str], failing_inputs: str | null, rerun_command: str | null
@@ -25,9 +29,12 @@ from typing import Any
 
 from ..errors import ProviderUnavailable, VerificationFailed
 from .compare import DEFAULT_TOLERANCES, OutputComparison
+from .evidence import Weakness
 from .session import LEVELS, provider_full_name
 
 PASSED, FAILED, UNAVAILABLE = "passed", "failed", "unavailable"
+# Site rows shown per configuration in the terminal/Markdown table (all are in the JSON).
+_SITE_ROWS = 5
 
 
 @dataclass
@@ -43,6 +50,9 @@ class ProviderResult:
     outputs: dict[str, OutputComparison] = field(default_factory=dict)
     failing_run: int | None = None
     session_create_ms: float | None = None
+    sites: dict[str, OutputComparison] = field(default_factory=dict)
+    site_error: str | None = None
+    first_divergence: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,7 +66,36 @@ class ProviderResult:
             "failing_run": self.failing_run,
             "session_create_ms": self.session_create_ms,
             "outputs": {name: comparison.to_dict() for name, comparison in self.outputs.items()},
+            "sites": {name: comparison.to_dict() for name, comparison in self.sites.items()},
+            "site_error": self.site_error,
+            "first_divergence": self.first_divergence,
         }
+
+    def failure_summary(self) -> str:
+        """``outputs 'y', 2 site(s); first divergence at `t` (BN `b` folded into `c`)``."""
+        bad = [n for n, c in self.outputs.items() if not c.passed]
+        bad_sites = [n for n, c in self.sites.items() if not c.passed]
+        parts = []
+        if bad:
+            parts.append(f"outputs {', '.join(repr(n) for n in bad)}")
+        if bad_sites:
+            parts.append(f"{len(bad_sites)} site(s)")
+        if not parts:
+            return self.reason or "failed"
+        where = ""
+        if self.reason and "first divergence at " in self.reason:
+            where = "; first divergence at " + self.reason.split("first divergence at ", 1)[1]
+            where = where.split(": ", 1)[0]
+        return ", ".join(parts) + where
+
+    def tolerance_used(self) -> float | None:
+        """The worst observed/allowed ratio over outputs and sites (None: nothing compared)."""
+        values = [
+            c.tolerance_used
+            for c in [*self.outputs.values(), *self.sites.values()]
+            if c.tolerance_used is not None
+        ]
+        return max(values) if values else None
 
 
 @dataclass
@@ -80,6 +119,11 @@ class VerifyReport:
     failing_inputs: str | None = None
     rerun_command: str | None = None
     duration_s: float = 0.0
+    site_mode: str = "none"
+    site_labels: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    sites_left_out: list[str] = field(default_factory=list)
+    weak_outputs: list[Weakness] = field(default_factory=list)
+    output_names: list[str] = field(default_factory=list)
 
     # -- verdict -------------------------------------------------------------------------
 
@@ -97,14 +141,24 @@ class VerifyReport:
         return [r for r in self.providers if r.status == UNAVAILABLE and r.requested]
 
     @property
+    def inconclusive(self) -> bool:
+        """Every graph output is weak evidence and no site was compared: nothing is proven."""
+        weak = {w.output for w in self.weak_outputs if w.kind != "same-argmax"}
+        all_weak = bool(self.output_names) and all(n in weak for n in self.output_names)
+        sites_compared = any(r.sites for r in self.ran)
+        return all_weak and not sites_compared
+
+    @property
     def passed(self) -> bool:
-        """True only if something ran, nothing failed, and nothing requested was missing."""
-        return bool(self.ran) and not self.failed and not self.missing
+        """True only if something ran, nothing failed, nothing requested was missing, and the
+        evidence was not all weak."""
+        return bool(self.ran) and not self.failed and not self.missing and not self.inconclusive
 
     @property
     def exit_code(self) -> int:
-        """0 pass, 1 mismatch (wins: the model is wrong), 4 a requested provider is missing."""
-        if self.failed or not self.ran and not self.missing:
+        """0 pass, 1 mismatch (wins: the model is wrong) or inconclusive, 4 a requested
+        provider is missing."""
+        if self.failed or not self.ran and not self.missing or self.inconclusive:
             return VerificationFailed.exit_code
         if self.missing:
             return ProviderUnavailable.exit_code
@@ -120,18 +174,23 @@ class VerifyReport:
         """One line for logs and error messages."""
         if self.passed:
             configs = ", ".join(f"{r.provider}/{r.level}" for r in self.ran)
-            return f"candidate matches the original on {configs} ({self.runs} input set(s))"
+            sites = max((len(r.sites) for r in self.ran), default=0)
+            site_text = f", {sites} fold site(s)" if sites else ""
+            used = max((r.tolerance_used() or 0.0 for r in self.ran), default=0.0)
+            return (
+                f"candidate matches the original on {configs} ({self.runs} input set(s){site_text};"
+                f" worst error {used:.2g} of tolerance)"
+            )
         if self.failed:
-            parts = []
-            for result in self.failed:
-                bad = [n for n, c in result.outputs.items() if not c.passed]
-                detail = (
-                    f"outputs {', '.join(repr(n) for n in bad)}"
-                    if bad
-                    else (result.reason or "failed")
-                )
-                parts.append(f"{result.provider}/{result.level}: {detail}")
-            return "candidate differs from the original: " + "; ".join(parts)
+            return "candidate differs from the original: " + "; ".join(
+                f"{r.provider}/{r.level}: {r.failure_summary()}" for r in self.failed
+            )
+        if self.inconclusive and not self.missing:
+            return (
+                "inconclusive: every output is weak evidence (saturated or constant) and no fold"
+                " site was compared, so a wrong fold could pass; compare sites (--sites folds|all)"
+                " or pass real data with --inputs"
+            )
         if self.missing:
             return "requested provider unavailable: " + "; ".join(
                 f"{r.provider}/{r.level}: {r.reason}" for r in self.missing
@@ -182,6 +241,13 @@ class VerifyReport:
                 "atol_override": self.atol,
                 "rtol_override": self.rtol,
             },
+            "sites": {
+                "mode": self.site_mode,
+                "compared": [{"name": n, **labels} for n, labels in self.site_labels.items()],
+                "left_out": list(self.sites_left_out),
+            },
+            "weak_outputs": [w.to_dict() for w in self.weak_outputs],
+            "inconclusive": self.inconclusive,
             "notes": list(self.notes),
             "failing_inputs": self.failing_inputs,
             "rerun_command": self.rerun_command,
@@ -198,6 +264,8 @@ class VerifyReport:
     def _title(self) -> str:
         if self.passed:
             return "✅ equivalent"
+        if self.inconclusive and not self.failed:
+            return "⚠️ inconclusive (weak evidence)"
         if self.exit_code == ProviderUnavailable.exit_code:
             return "⚠️ requested provider unavailable"
         return "❌ outputs differ"
@@ -209,10 +277,10 @@ class VerifyReport:
             f"`{self.original}` (reference: CPU, `ORT_DISABLE_ALL`) vs `{self.candidate}` — "
             f"onnxruntime {self.onnxruntime_version}, bnfold {self.bnfold_version}",
             "",
-            "| provider/level | status | output | max abs err | max rel err | p99 abs err | cosine | mismatched |",
-            "|---|---|---|---:|---:|---:|---:|---:|",
+            "| provider/level | status | output / site | max abs err | max rel err | p99 abs err | cosine | mismatched | tol used |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for row in self._rows():
+        for row in self._rows()[0]:
             lines.append("| " + " | ".join(_md_cell(cell) for cell in row) + " |")
         lines.append("")
         inputs = ", ".join(
@@ -229,11 +297,20 @@ class VerifyReport:
         lines.append(
             f"**Tolerances**: {_tolerance_text(self.atol, self.rtol, self._output_dtypes())}"
         )
-        details = [r for r in self.providers if r.reason]
-        if details or self.notes:
+        details = [r for r in self.providers if r.reason or r.site_error]
+        if details or self.notes or self.weak_outputs:
             lines.append("")
             for result in details:
-                lines.append(f"- {result.provider}/{result.level} {result.status}: {result.reason}")
+                if result.reason:
+                    lines.append(
+                        f"- {result.provider}/{result.level} {result.status}: {result.reason}"
+                    )
+                if result.site_error:
+                    lines.append(
+                        f"- {result.provider}/{result.level} sites not compared: {result.site_error}"
+                    )
+            for weak in self.weak_outputs:
+                lines.append(f"- weak evidence: {weak.message}")
             for note in self.notes:
                 lines.append(f"- {note}")
         if self.failing_inputs:
@@ -251,30 +328,38 @@ class VerifyReport:
         dtypes = sorted({c.dtype for r in self.providers for c in r.outputs.values()})
         return dtypes or None
 
-    def _rows(self) -> list[list[str]]:
-        """[provider/level, status, output, max abs, max rel, p99 abs, cosine, bad/total] per output."""
+    def _rows(self) -> tuple[list[list[str]], list[str]]:
+        """Rows [provider/level, status, output, max abs, max rel, p99 abs, cosine, bad/total,
+        tol used] per output, then per configuration its failing sites (first few) and one
+        summary row of the others; and the status of each row's configuration."""
         rows: list[list[str]] = []
+        statuses: list[str] = []
         for result in self.providers:
             config = f"{result.provider}/{result.level}"
             skipped = result.status == UNAVAILABLE and not result.requested
             status = result.status + (" (not requested)" if skipped else "")
             if not result.outputs:
-                rows.append([config, status, "—", "", "", "", "", ""])
+                rows.append([config, status, "—", "", "", "", "", "", ""])
+                statuses.append(result.status)
                 continue
             for name, c in result.outputs.items():
-                rows.append(
-                    [
-                        config,
-                        status,
-                        name + ("" if c.passed else " ✗"),
-                        _num(c.max_abs_error),
-                        _num(c.max_rel_error),
-                        _num(c.p99_abs_error),
-                        _cosine(c.cosine_similarity),
-                        f"{c.mismatched}/{c.total}",
-                    ]
+                rows.append(_row(config, status, name, c))
+                statuses.append(result.status)
+            bad = [(n, c) for n, c in result.sites.items() if not c.passed]
+            for name, c in bad[:_SITE_ROWS]:
+                rows.append(_row(config, status, f"site {name}", c))
+                statuses.append(result.status)
+            rest = [c for n, c in result.sites.items() if c.passed]
+            if rest or len(bad) > _SITE_ROWS:
+                worst = max(rest, key=lambda c: c.tolerance_used or 0.0, default=None)
+                label = f"{len(rest)} site(s) pass" + (
+                    f", {len(bad) - _SITE_ROWS} more fail" if len(bad) > _SITE_ROWS else ""
                 )
-        return rows
+                cells = [config, status, label, "", "", "", "", ""]
+                cells.append(_used(worst.tolerance_used) if worst is not None else "")
+                rows.append(cells)
+                statuses.append(result.status)
+        return rows, statuses
 
     # -- terminal ------------------------------------------------------------------------
 
@@ -296,10 +381,10 @@ class VerifyReport:
         table.add_column("provider/level", no_wrap=True)
         table.add_column("status", no_wrap=True)
         table.add_column("output", overflow="fold", min_width=6)
-        for column in ("max abs", "max rel", "p99 abs", "cosine", "bad"):
+        for column in ("max abs", "max rel", "p99 abs", "cosine", "bad", "tol used"):
             table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
-        statuses = [r.status for r in self.providers for _ in (r.outputs or [None])]
-        for row, status in zip(self._rows(), statuses, strict=True):
+        rows, statuses = self._rows()
+        for row, status in zip(rows, statuses, strict=True):
             row[1] = f"[{style.get(status, '')}]{row[1]}[/]"
             table.add_row(*row)
         console.print(table)
@@ -317,6 +402,19 @@ class VerifyReport:
                     highlight=False,
                     soft_wrap=True,
                 )
+            if result.site_error:
+                console.print(
+                    f"[yellow]{result.provider}/{result.level} sites not compared:[/]",
+                    _escape(result.site_error),
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        for weak in self.weak_outputs:
+            console.print(
+                f"[yellow]weak evidence:[/] {_escape(weak.message)}",
+                highlight=False,
+                soft_wrap=True,
+            )
         for note in self.notes:
             console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
         if self.failing_inputs:
@@ -331,7 +429,32 @@ class VerifyReport:
             )
         if verdict:
             mark = "[green]PASSED[/]" if self.passed else "[bold red]FAILED[/]"
+            if self.inconclusive and not self.failed and not self.missing:
+                mark = "[bold yellow]INCONCLUSIVE[/]"
             console.print(f"{mark}:", _escape(self.summary_line()), highlight=False, soft_wrap=True)
+
+
+def _row(config: str, status: str, name: str, c: OutputComparison) -> list[str]:
+    return [
+        config,
+        status,
+        name + ("" if c.passed else " ✗"),
+        _num(c.max_abs_error),
+        _num(c.max_rel_error),
+        _num(c.p99_abs_error),
+        _cosine(c.cosine_similarity),
+        f"{c.mismatched}/{c.total}",
+        _used(c.tolerance_used),
+    ]
+
+
+def _used(value: float | None) -> str:
+    """observed/allowed: ``0.03`` is 3% of the tolerance used, ``>1`` fails."""
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.2g}"
 
 
 def _escape(text: str) -> str:

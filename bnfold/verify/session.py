@@ -7,6 +7,11 @@ A result computed that way says nothing about CUDA, so after creating every sess
 really uses, the result is ``unavailable`` with the reason onnxruntime logged (the library it
 could not load), captured from its native stderr while the session was created.
 
+onnxruntime's own log lines (``[E:onnxruntime:...]``, ``[W:onnxruntime:...]``) never reach the
+user's terminal: session creation and runs are captured (``quiet_native``), and the captured
+text is only shown when verbose mode is on (``set_verbose``, the CLI's ``--verbose``). The
+one-line ``error:`` bnfold prints stays the only error line.
+
 onnxruntime is imported lazily, only here, and only when a session is made.
 """
 
@@ -70,6 +75,14 @@ REFERENCE_LEVEL = "disable"
 # Native logging is process-wide: serialize captures so two threads never swap fds at once.
 _CAPTURE_LOCK = threading.Lock()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_VERBOSE = False
+
+
+def set_verbose(flag: bool) -> bool:
+    """Show onnxruntime's own log text on stderr (True) or hide it (False); returns the old value."""
+    global _VERBOSE
+    old, _VERBOSE = _VERBOSE, bool(flag)
+    return old
 
 
 def provider_full_name(provider: str) -> str:
@@ -220,6 +233,10 @@ def capture_native_output() -> Iterator[io.StringIO]:
                 os.close(copy)
             sink.seek(0)
             buffer.write(sink.read().decode("utf-8", "replace"))
+            if _VERBOSE and buffer.getvalue():
+                # --verbose: the user asked to see onnxruntime's own lines.
+                sys.stderr.write(buffer.getvalue())
+                sys.stderr.flush()
 
 
 def summarize_ort_log(text: str) -> str | None:
@@ -276,6 +293,7 @@ def create_session(
     role: str = "model",
     inter_threads: int | None = None,
     spinning: bool | None = None,
+    external_data_dir: Path | None = None,
 ) -> SessionResult:
     """Build an onnxruntime session for ``model`` on ``provider`` at optimization ``level``.
 
@@ -283,6 +301,8 @@ def create_session(
     onnxruntime build, fails to load, or onnxruntime silently put the session on another
     provider. Raises ``ModelLoadError`` when the model itself cannot be loaded.
     ``provider`` is a short or full name (see ``parse_providers``), ``level`` a ``LEVELS`` key.
+    ``external_data_dir``: the folder a ``ModelProto``'s external tensor references are
+    relative to (a lazily loaded model passed as bytes).
     """
     ort = _ort()
     short = canonical_provider(provider)
@@ -312,11 +332,16 @@ def create_session(
     start = time.perf_counter()
     with capture_native_output() as log:
         try:
+            sess_options = session_options(
+                level, threads, inter_threads=inter_threads, spinning=spinning
+            )
+            if external_data_dir is not None and isinstance(model, onnx.ModelProto):
+                sess_options.add_session_config_entry(
+                    "session.model_external_initializers_file_folder_path", str(external_data_dir)
+                )
             session = ort.InferenceSession(
                 _model_source(model),
-                sess_options=session_options(
-                    level, threads, inter_threads=inter_threads, spinning=spinning
-                ),
+                sess_options=sess_options,
                 providers=providers,
                 enable_fallback=0,  # never retry silently on another provider
             )
@@ -403,6 +428,11 @@ def _is_bfloat16(array: np.ndarray) -> bool:
 
 def run_session(session: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Run ``session`` on ``feeds``; return outputs by name (bfloat16 handled both ways)."""
+    with capture_native_output():  # onnxruntime logs a failing node as [E:onnxruntime...]
+        return _run(session, feeds)
+
+
+def _run(session: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
     names = [output.name for output in session.get_outputs()]
     uses_bf16 = any(_is_bfloat16(v) for v in feeds.values()) or any(
         output.type == _BFLOAT16_TYPE for output in session.get_outputs()

@@ -86,8 +86,8 @@ def test_symbolic_and_unknown_dims() -> None:
     model = identity_model(inputs)
     specs, notes = input_specs(model)
     assert [s.shape for s in specs] == [(1, 3, 1, 1), (1, 7)]
-    assert any("batch, H set to 1" in n for n in notes)
-    assert any("dim 3 is unknown" in n for n in notes)
+    assert any("dims batch set to 1 (batch" in n for n in notes)
+    assert any("H, x[3] set to 1 (no spatial op" in n for n in notes)
 
     specs, notes = input_specs(
         model, dims={"batch": 4, "H": 5}, shapes={"x": (4, 3, 5, 6)}, default_dim=2

@@ -70,7 +70,7 @@ def test_reference_is_cpu_with_all_optimizations_disabled(
         calls.append((kwargs.get("role", ""), provider, level))
         return real(model, provider, level, **kwargs)
 
-    monkeypatch.setattr(sys.modules["bnfold.verify"], "create_session", spy)
+    monkeypatch.setattr(sys.modules["bnfold.verify.runner"], "create_session", spy)
     verify(conv_bn.original(), conv_bn.folded(), providers="cpu", levels="basic,all")
     assert calls == [
         ("original", "cpu", "disable"),
@@ -317,7 +317,7 @@ def test_candidate_crash_is_a_failure(conv_bn: ConvBN, monkeypatch: pytest.Monke
             raise RuntimeError("CUDA failure 700: an illegal memory access")
         return real_run(session, feeds)
 
-    monkeypatch.setattr(sys.modules["bnfold.verify"], "run_session", crash_on_candidate)
+    monkeypatch.setattr(sys.modules["bnfold.verify.runner"], "run_session", crash_on_candidate)
     report = verify(conv_bn.original(), conv_bn.folded(), providers="cpu")
     (result,) = report.providers
     assert result.status == "failed" and "illegal memory access" in (result.reason or "")

@@ -1,0 +1,216 @@
+"""Run the reference and the candidate on input sets, compare outputs and fold sites.
+
+Per (provider, level) the candidate runs twice:
+
+1. as it is (the session a deployment builds): its graph outputs decide the verdict as
+   before, ``|cand - ref| <= atol + rtol*|ref|`` per element;
+2. with the fold sites exposed as extra outputs (``sites.py``): every site must pass the same
+   rule. Exposing a tensor keeps onnxruntime from fusing across it, so this session is kept
+   apart from the one in 1, whose outputs are what users get.
+
+The reference is the original with the same sites exposed, on CPU with ``ORT_DISABLE_ALL``
+(no fusion happens at that level, so exposing changes nothing in it). When something
+differs, the first difference in the original's topological order is named: a wrong fold
+shows first at its own site, everything downstream only inherits it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import ModelLoadError, UsageError
+from ..modelio import LoadedModel
+from .compare import OutputComparison, compare_outputs
+from .report import FAILED, PASSED, UNAVAILABLE, ProviderResult
+from .session import REFERENCE_LEVEL, REFERENCE_PROVIDER, create_session, run_session
+from .sites import SitePlan, with_outputs
+
+
+@dataclass
+class Prepared:
+    """A model as onnxruntime gets it: plain, and with the sites exposed (None: no sites)."""
+
+    plain: onnx.ModelProto | Path
+    exposed: onnx.ModelProto | None
+    external_data_dir: Path | None
+
+
+def prepare(loaded: LoadedModel, plan: SitePlan) -> Prepared:
+    # A path lets onnxruntime read external data itself and skips a serialization copy.
+    plain: onnx.ModelProto | Path = loaded.path if loaded.path is not None else loaded.model
+    exposed = with_outputs(loaded.model, plan.names) if plan.sites else None
+    return Prepared(plain, exposed, loaded.base_dir)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def reference_runs(
+    original: Prepared, input_sets: list[dict[str, np.ndarray]], threads: int | None
+) -> list[dict[str, Any]]:
+    """Every output (graph outputs and exposed sites) of the original, per input set."""
+    model = original.exposed if original.exposed is not None else original.plain
+    attempt = create_session(
+        model,
+        REFERENCE_PROVIDER,
+        REFERENCE_LEVEL,
+        threads=threads,
+        role="original",
+        external_data_dir=original.external_data_dir,
+    )
+    if attempt.status != "ok" or attempt.session is None:
+        raise ModelLoadError(f"cannot run the original on CPU: {attempt.reason}")
+    outputs = []
+    for index, feeds in enumerate(input_sets):
+        try:
+            outputs.append(run_session(attempt.session, feeds))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes
+            raise UsageError(
+                f"the original model fails on input set {index}: {first_line(exc)}",
+                hint="give real data with --inputs, or set sizes/values with --shape, --dim, --range",
+            ) from None
+    return outputs
+
+
+def split(run: dict[str, Any], output_names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(graph outputs, sites) of one run of an exposed model."""
+    outputs = {n: run[n] for n in output_names if n in run}
+    sites = {n: v for n, v in run.items() if n not in outputs}
+    return outputs, sites
+
+
+def run_candidate(
+    candidate: Prepared,
+    provider: str,
+    level: str,
+    input_sets: list[dict[str, np.ndarray]],
+    reference: list[dict[str, Any]],
+    plan: SitePlan,
+    output_names: list[str],
+    *,
+    atol: float | None,
+    rtol: float | None,
+    threads: int | None,
+    provider_options: dict[str, Any] | None,
+) -> ProviderResult:
+    """The candidate on one provider and level against ``reference`` (outputs, then sites)."""
+    attempt = create_session(
+        candidate.plain,
+        provider,
+        level,
+        threads=threads,
+        provider_options=provider_options,
+        role="candidate",
+    )
+    result = ProviderResult(
+        provider=attempt.provider,
+        level=level,
+        status=UNAVAILABLE,
+        reason=attempt.reason,
+        actual_providers=attempt.actual_providers,
+        session_create_ms=round(attempt.create_ms, 3),
+    )
+    if attempt.status != "ok" or attempt.session is None:
+        return result
+    references = [split(run, output_names) for run in reference]
+    crashed = _compare_runs(
+        result, attempt.session, input_sets, [r[0] for r in references], "outputs", atol, rtol
+    )
+    if crashed is None and candidate.exposed is not None:
+        _compare_sites(
+            result,
+            candidate,
+            provider,
+            level,
+            input_sets,
+            references,
+            atol,
+            rtol,
+            threads,
+            provider_options,
+        )
+    result.status = FAILED if result.failing_run is not None or crashed else PASSED
+    if result.status == FAILED and crashed is None:
+        result.reason = _first_divergence(result, plan)
+    return result
+
+
+def _compare_sites(
+    result: ProviderResult,
+    candidate: Prepared,
+    provider: str,
+    level: str,
+    input_sets: list[dict[str, np.ndarray]],
+    references: list[tuple[dict[str, Any], dict[str, Any]]],
+    atol: float | None,
+    rtol: float | None,
+    threads: int | None,
+    provider_options: dict[str, Any] | None,
+) -> None:
+    assert candidate.exposed is not None
+    try:
+        attempt = create_session(
+            candidate.exposed,
+            provider,
+            level,
+            threads=threads,
+            provider_options=provider_options,
+            role="candidate with its fold sites exposed",
+            external_data_dir=candidate.external_data_dir,
+        )
+    except ModelLoadError as exc:
+        result.site_error = exc.message
+        return
+    if attempt.status != "ok" or attempt.session is None:
+        result.site_error = f"the candidate with exposed sites did not run: {attempt.reason}"
+        return
+    site_refs = [r[1] for r in references]
+    _compare_runs(result, attempt.session, input_sets, site_refs, "sites", atol, rtol)
+
+
+def _compare_runs(
+    result: ProviderResult,
+    session: Any,
+    input_sets: list[dict[str, np.ndarray]],
+    references: list[dict[str, Any]],
+    what: str,
+    atol: float | None,
+    rtol: float | None,
+) -> str | None:
+    """Compare ``what`` (outputs or sites) over all input sets into ``result``; crash reason or None."""
+    merged: dict[str, OutputComparison] = getattr(result, what)
+    for index, (feeds, ref) in enumerate(zip(input_sets, references, strict=True)):
+        try:
+            produced = run_session(session, feeds)
+        except Exception as exc:  # noqa: BLE001 - the candidate crashing is a failure, not a bug here
+            if what == "sites":
+                result.site_error = f"the candidate with exposed sites raised on input set {index}: {first_line(exc)}"
+                return result.site_error
+            result.failing_run = index
+            result.reason = f"candidate raised on input set {index}: {first_line(exc)}"
+            return result.reason
+        comparisons = compare_outputs(ref, produced, atol=atol, rtol=rtol)
+        if result.failing_run is None and any(not c.passed for c in comparisons.values()):
+            result.failing_run = index
+        for name, comparison in comparisons.items():
+            merged[name] = merged[name].merge(comparison) if name in merged else comparison
+    return None
+
+
+def _first_divergence(result: ProviderResult, plan: SitePlan) -> str:
+    """``first divergence at `t` (BN `b` folded into `c`): <what differs>`` in topological order."""
+    bad = [(n, c) for n, c in result.outputs.items() if not c.passed]
+    bad += [(n, c) for n, c in result.sites.items() if not c.passed]
+    name, comparison = min(bad, key=lambda item: plan.position(item[0].split("[")[0]))
+    site = plan.by_name(name)
+    where = site.label() if site is not None else f"output `{name}`"
+    run = f"input set {result.failing_run}, " if result.failing_run is not None else ""
+    result.first_divergence = name
+    return f"{run}first divergence at {where}: {comparison.reason}"
