@@ -13,7 +13,14 @@ import warnings
 
 import pytest
 
-from tests.engine import edge_formats, edge_scopes, edge_shapes, edge_slots
+from tests.engine import (
+    edge_float16,
+    edge_formats,
+    edge_reports,
+    edge_scopes,
+    edge_shapes,
+    edge_slots,
+)
 from tests.engine.edge_build import ANY_REASON, FOLDED, EdgeCase
 from tests.reliability.fuzz_property import check_optimize_is_safe
 
@@ -22,6 +29,8 @@ BUILDERS = [
     *edge_scopes.CASES,
     *edge_shapes.CASES,
     *edge_formats.CASES,
+    *edge_reports.CASES,
+    *edge_float16.CASES,
 ]
 
 
