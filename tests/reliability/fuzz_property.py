@@ -174,12 +174,11 @@ def batchnorm_count_all(model: onnx.ModelProto) -> int:
 
 
 def assert_still_valid(model: onnx.ModelProto, folded: onnx.ModelProto) -> None:
-    """Property 2: the full checker and strict shape inference pass on the folded model
-    wherever they pass on the input, and every tensor holds exactly one value field."""
+    """Property 2: the full checker (which includes strict shape inference with type checks)
+    passes on the folded model wherever it passes on the input, surviving tensors keep their
+    shapes, and every tensor holds exactly one value field."""
     if _passes(lambda: onnx.checker.check_model(model, full_check=True)):
         onnx.checker.check_model(folded, full_check=True)
-    if _passes(lambda: onnx.shape_inference.infer_shapes(model, strict_mode=True)):
-        onnx.shape_inference.infer_shapes(folded, check_type=True, strict_mode=True)
     assert_shapes_kept(model, folded)
     for tensor in all_tensors(folded):
         fields = [name for name in VALUE_FIELDS if _has_field(tensor, name)]
@@ -269,6 +268,8 @@ def assert_report_names_exist(report: object, folded: onnx.ModelProto) -> None:
         _label(node) for node in walk_nodes(folded.graph) if node.op_type == "BatchNormalization"
     }
     for fold in report.folds:  # type: ignore[attr-defined]
+        if getattr(fold, "pattern", "") == "lower-standalone":
+            continue  # its ``into`` is "Mul+Add", what the BN became, not a node label
         assert fold.into in labels, (
             f"report: folded into {fold.into!r}, no such node {sorted(labels)}"
         )
