@@ -39,7 +39,9 @@ than the output it cancels down to, its one float16 rounding (the fold's reporte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -69,6 +71,36 @@ def run_without_optimizations(
     return dict(zip(names, session.run(names, feeds), strict=True))
 
 
+class PropertyViolation(AssertionError):
+    """A failed property, tagged with its kind (one of ``CATEGORIES``) so a corpus run can
+    count them (``run_edge_corpus.py``)."""
+
+    def __init__(self, category: str, message: str) -> None:
+        super().__init__(f"[{category}] {message}")
+        self.category = category
+
+
+CATEGORIES = (
+    "crash",  # optimize raised on a valid model
+    "input-modified",  # optimize changed the ModelProto it was given
+    "invalid-output",  # checker, inference, shapes, IR/opsets/IO changed, or the runtime refuses it
+    "false-report",  # a count, reason or name in the report is not true of the written model
+    "wrong-fold",  # the written model computes something else
+    "non-idempotent",  # a second optimize folds again or writes other bytes
+)
+
+
+@contextmanager
+def violation(category: str) -> Iterator[None]:
+    """Report any failure inside the block as a ``PropertyViolation`` of ``category``."""
+    try:
+        yield
+    except PropertyViolation:
+        raise
+    except Exception as error:
+        raise PropertyViolation(category, f"{type(error).__name__}: {error}") from error
+
+
 def check_optimize_is_safe(
     model: onnx.ModelProto,
     feeds: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]],
@@ -76,40 +108,49 @@ def check_optimize_is_safe(
     *,
     lower_standalone: bool = False,
 ) -> bnfold.OptimizeResult:
-    """Assert properties 1-6 above; return the result for further checks.
+    """Assert properties 1-6 above; return the result for further checks. A failure is a
+    ``PropertyViolation`` whose ``category`` says which property broke.
 
     ``feeds`` may be a list (e.g. one per branch an ``If`` can take): each is checked.
     """
     original_bytes = model.SerializeToString()
-    result = bnfold.optimize(model, lower_standalone=lower_standalone)
-    folded = result.model
-    assert model.SerializeToString() == original_bytes, "optimize modified its input proto"
+    with violation("crash"):
+        result = bnfold.optimize(model, lower_standalone=lower_standalone)
+        folded = result.model
+    with violation("input-modified"):
+        assert model.SerializeToString() == original_bytes, "optimize modified its input proto"
 
-    assert_still_valid(model, folded)
-    assert folded.ir_version == model.ir_version
-    assert list(folded.opset_import) == list(model.opset_import)
-    assert list(folded.graph.input) == list(model.graph.input)
-    assert list(folded.graph.output) == list(model.graph.output)
+    with violation("invalid-output"):
+        assert_still_valid(model, folded)
+        assert folded.ir_version == model.ir_version
+        assert list(folded.opset_import) == list(model.opset_import)
+        assert list(folded.graph.input) == list(model.graph.input)
+        assert list(folded.graph.output) == list(model.graph.output), "graph outputs changed"
 
     report = result.report
-    before, after = batchnorm_count_all(model), batchnorm_count_all(folded)
-    bn_folds = [f for f in report.folds if f.kind == "BatchNormalization"]
-    assert len(bn_folds) + after == before, (len(bn_folds), after, before)
-    kept = {
-        _label(node) for node in walk_nodes(folded.graph) if node.op_type == "BatchNormalization"
-    }
-    reasons = {skip.bn: skip.reason for skip in report.skipped}
-    assert all(reasons.get(label) for label in kept), (kept, report.skipped)
-    assert_report_names_exist(report, folded)
-    if not report.folds:
-        assert folded.SerializeToString() == original_bytes, "nothing folded, yet it changed"
+    with violation("false-report"):
+        before, after = batchnorm_count_all(model), batchnorm_count_all(folded)
+        bn_folds = [f for f in report.folds if f.kind == "BatchNormalization"]
+        assert len(bn_folds) + after == before, (len(bn_folds), after, before)
+        kept = {
+            _label(node)
+            for node in walk_nodes(folded.graph)
+            if node.op_type == "BatchNormalization"
+        }
+        reasons = {skip.bn: skip.reason for skip in report.skipped}
+        assert all(reasons.get(label) for label in kept), (kept, report.skipped)
+        assert_report_names_exist(report, folded)
+        if not report.folds:
+            assert folded.SerializeToString() == original_bytes, "nothing folded, yet it changed"
 
     for one_feeds in [feeds] if isinstance(feeds, dict) else feeds:
         _assert_same_outputs(model, folded, one_feeds, dtype, report.folds)
 
-    again = bnfold.optimize(folded, lower_standalone=lower_standalone)
-    assert not again.report.folds, f"not idempotent: {again.report.folds}"
-    assert again.model.SerializeToString() == folded.SerializeToString()
+    with violation("crash"):
+        again = bnfold.optimize(folded, lower_standalone=lower_standalone)
+    with violation("non-idempotent"):
+        assert not again.report.folds, f"not idempotent: {again.report.folds}"
+        assert again.model.SerializeToString() == folded.SerializeToString(), "other bytes"
     return result
 
 
@@ -120,14 +161,27 @@ def _assert_same_outputs(
     dtype: np.dtype,
     folds: list,
 ) -> None:
-    """Property 4 for one set of feeds."""
+    """Property 4 for one set of feeds (the original must run: if not, the case is broken)."""
     expected = run_reference(model, feeds)
-    actual = run_reference(folded, feeds)
-    assert expected.keys() == actual.keys()
+    with violation("invalid-output"):
+        actual = run_reference(folded, feeds)
+        assert expected.keys() == actual.keys()
     truth = None
     if np.dtype(dtype) == np.float16:
         truth = run_reference(as_float32(model), _as_float32_feeds(feeds))
     rtol, atol = TOLERANCE[np.dtype(dtype)]
+    with violation("wrong-fold"):
+        _compare_outputs(expected, actual, truth, rtol, atol, folds)
+
+
+def _compare_outputs(
+    expected: dict[str, np.ndarray],
+    actual: dict[str, np.ndarray],
+    truth: dict[str, np.ndarray] | None,
+    rtol: float,
+    atol: float,
+    folds: list,
+) -> None:
     for name, reference in expected.items():
         got = actual[name]
         assert got.shape == reference.shape and got.dtype == reference.dtype, name
@@ -273,10 +327,27 @@ def assert_report_names_exist(report: object, folded: onnx.ModelProto) -> None:
         assert fold.into in labels, (
             f"report: folded into {fold.into!r}, no such node {sorted(labels)}"
         )
+    constants = _constant_names(folded)
     for skip in report.skipped:  # type: ignore[attr-defined]
+        for name in re.findall(r"'([^']+)' is a constant", skip.detail):
+            assert name in constants, f"report on {skip.bn}: {name!r} is not a constant"
         assert skip.bn in kept, (
             f"report: kept {skip.bn!r}, no such BatchNormalization {sorted(kept)}"
         )
+
+
+def _constant_names(model: onnx.ModelProto) -> set[str]:
+    """Names that are constants in some graph of the model (initializers that are not also
+    overridable graph inputs at IR >= 4, and Constant outputs); a name reused across scopes
+    counts if any scope makes it a constant (a lenient, never-false test)."""
+    names: set[str] = set()
+    for graph in walk_graphs(model.graph):
+        inputs = {value.name for value in graph.input}
+        names.update(
+            t.name for t in graph.initializer if model.ir_version < 4 or t.name not in inputs
+        )
+        names.update(n.output[0] for n in graph.node if n.op_type == "Constant")
+    return names
 
 
 def _label(node: onnx.NodeProto) -> str:
