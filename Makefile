@@ -15,7 +15,7 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.core
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,openvino]'
 	touch $@
 
 demo: $(VENV)/.core

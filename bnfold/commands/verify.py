@@ -90,6 +90,13 @@ _LEVEL_HELP = (
     "tensor both models produce under one name (all), or none.",
 )
 @click.option("--verbose", is_flag=True, help="Show onnxruntime's own log lines.")
+@click.option(
+    "--provider-option",
+    "provider_option_args",
+    multiple=True,
+    metavar="PROVIDER:KEY=VALUE",
+    help="An execution provider option (repeatable), e.g. cuda:use_tf32=0 (cuDNN without TF32).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line, not the table.")
 def command(
     original: str,
@@ -111,6 +118,7 @@ def command(
     save_failing: str | None,
     sites: str,
     verbose: bool,
+    provider_option_args: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Prove CANDIDATE computes what ORIGINAL computes, under onnxruntime.
@@ -123,6 +131,7 @@ def command(
     """
     from rich.console import Console
 
+    from ..providers import parse_provider_options
     from ..verify import verify
     from ..verify.inputs import parse_dim_options, parse_range_options, parse_shape_options
 
@@ -144,6 +153,7 @@ def command(
         save_failing=save_failing,
         sites=sites,
         verbose=verbose,
+        provider_options=parse_provider_options(provider_option_args),
     )
     # Logs (CI) are not terminals: rich would wrap at 80 columns, too narrow for the table.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)

@@ -36,6 +36,7 @@ import onnx
 
 from ..errors import UsageError
 from ..modelio import LoadedModel, load_model
+from .drift import provider_references
 from .evidence import weak_outputs
 from .inputs import InputSpec, check_inputs, generate_inputs, input_specs, load_inputs, save_inputs
 from .report import ProviderResult, VerifyReport
@@ -206,13 +207,27 @@ def _verify(
 
     # Keys may be short or full names ("cuda" or "CUDAExecutionProvider").
     options = {canonical_provider(k): dict(v) for k, v in (provider_options or {}).items()}
+    # Like with like: on provider P the candidate is compared with the original on P (same
+    # kernels, same precision); how far P's original is from the CPU reference is drift,
+    # reported on its own line (``drift.py``).
+    same_provider, drift = provider_references(
+        original_run,
+        [p for p in use if canonical_provider(p) != "cpu"],
+        input_sets,
+        reference,
+        output_names,
+        atol=atol,
+        rtol=rtol,
+        threads=threads,
+        options=options,
+    )
     results = [
         run_candidate(
             candidate_run,
             provider,
             level,
             input_sets,
-            reference,
+            same_provider.get(canonical_provider(provider), reference),
             plan,
             output_names,
             atol=atol,
@@ -247,6 +262,7 @@ def _verify(
         sites_left_out=[s.name for s in plan.left_out],
         weak_outputs=list(weak.values()),
         output_names=output_names,
+        drift=drift,
     )
     _keep_failing_inputs(report, candidate_model, input_sets, sources, save_failing)
     return report

@@ -13,6 +13,7 @@ JSON schema (``to_dict``), stable keys::
                  sites: {name: <same as outputs>}, site_error, first_divergence}]
     sites: {mode, compared: [{name, bn, into}], left_out: [name], notes: [str]}
     weak_outputs: [{output, kind: saturated|constant|same-argmax, message, share}]
+    provider_drift: {provider: {status, outputs, sites, summary} | {status, reason}}
     inconclusive: bool               every output weak and no site compared: not a pass
     seeds: [int], runs: int, input_files: [str], inputs: [{name, dtype, shape, low, high, source}]
     tolerances: {defaults: {dtype: {atol, rtol}}, atol_override, rtol_override}
@@ -29,6 +30,7 @@ from typing import Any
 
 from ..errors import ProviderUnavailable, VerificationFailed
 from .compare import DEFAULT_TOLERANCES, OutputComparison
+from .drift import drift_line, drift_to_dict
 from .evidence import Weakness
 from .session import LEVELS, provider_full_name
 
@@ -124,6 +126,7 @@ class VerifyReport:
     sites_left_out: list[str] = field(default_factory=list)
     weak_outputs: list[Weakness] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- verdict -------------------------------------------------------------------------
 
@@ -247,6 +250,7 @@ class VerifyReport:
                 "left_out": list(self.sites_left_out),
             },
             "weak_outputs": [w.to_dict() for w in self.weak_outputs],
+            "provider_drift": drift_to_dict(self.drift),
             "inconclusive": self.inconclusive,
             "notes": list(self.notes),
             "failing_inputs": self.failing_inputs,
@@ -298,7 +302,7 @@ class VerifyReport:
             f"**Tolerances**: {_tolerance_text(self.atol, self.rtol, self._output_dtypes())}"
         )
         details = [r for r in self.providers if r.reason or r.site_error]
-        if details or self.notes or self.weak_outputs:
+        if details or self.notes or self.weak_outputs or self.drift:
             lines.append("")
             for result in details:
                 if result.reason:
@@ -311,6 +315,8 @@ class VerifyReport:
                     )
             for weak in self.weak_outputs:
                 lines.append(f"- weak evidence: {weak.message}")
+            for provider, entry in self.drift.items():
+                lines.append(f"- {drift_line(provider, entry)}")
             for note in self.notes:
                 lines.append(f"- {note}")
         if self.failing_inputs:

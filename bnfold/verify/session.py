@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 
 from ..errors import ModelLoadError, UsageError
+from ..providers import describe_devices, is_plugin, plugin_devices, register_plugin
 
 # Short names -> onnxruntime provider names. Full names are accepted too (any spelling of case).
 PROVIDER_NAMES: dict[str, str] = {
@@ -320,15 +321,30 @@ def create_session(
         return SessionResult(short, level, session, actual, status, reason, ms, options)
 
     available = list(ort.get_available_providers())
-    if full not in available:
+    devices: list[Any] = []
+    if full not in available and is_plugin(short):
+        with capture_native_output():
+            registered, why = register_plugin(short)
+            devices = plugin_devices(full) if registered else []
+        if not registered:
+            return result(None, [], "unavailable", f"{full} (plugin): {why}", 0.0)
+        if not devices:
+            reason = (
+                f"{full} (plugin) is registered but offers no device on this machine"
+                f" (onnxruntime found: {describe_devices()})"
+            )
+            return result(None, [], "unavailable", reason, 0.0)
+    elif full not in available:
         reason = f"{full} is not in this onnxruntime build ({ort.__version__}; it has {', '.join(available)})"
         return result(None, [], "unavailable", reason, 0.0)
 
-    providers: list[Any] = (
+    providers: list[Any] | None = (
         ["CPUExecutionProvider"] if full == "CPUExecutionProvider" else [(full, options)]
     )
-    if full != "CPUExecutionProvider":
+    if full != "CPUExecutionProvider" and providers is not None:
         providers.append("CPUExecutionProvider")  # for the nodes the provider does not take
+    if devices:
+        providers = None  # a plugin EP is added to the session options, per device
     start = time.perf_counter()
     with capture_native_output() as log:
         try:
@@ -338,6 +354,11 @@ def create_session(
             if external_data_dir is not None and isinstance(model, onnx.ModelProto):
                 sess_options.add_session_config_entry(
                     "session.model_external_initializers_file_folder_path", str(external_data_dir)
+                )
+            if devices:
+                # Plugin EPs take string options; the CPU EP still runs what the plugin does not take.
+                sess_options.add_provider_for_devices(
+                    devices[:1], {str(k): str(v) for k, v in options.items()}
                 )
             session = ort.InferenceSession(
                 _model_source(model),
