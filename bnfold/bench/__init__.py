@@ -2,14 +2,16 @@
 
 For every execution provider, onnxruntime optimization level and batch size (a *setting*):
 
-1. Both sessions are created in this process (creation time recorded), each model is run once
-   (first-run time recorded), then ``warmup`` more times.
-2. Both are timed in interleaved rounds ``original, candidate, original, candidate, ...`` on
-   the same inputs, for ``iters`` rounds or until ``min_time`` seconds have passed
-   (see ``runner``). On CUDA, inputs and outputs are bound to device memory so host copies
-   are not timed, unless ``include_copies``.
-3. Per model: p50/p90/p99/mean/std/min. Per setting: ``speedup = p50(original) / p50(candidate)``
-   with a percentile-bootstrap confidence interval and a verdict (see ``stats``).
+1. ``pairs`` times: a fresh session of each model is created in this process (the order
+   alternating between pairs; creation time recorded), run once (first-run time recorded),
+   warmed up, and both are timed in interleaved rounds on the same inputs (``design``,
+   ``runner``). The number of rounds per pair adapts to the model's latency unless ``iters``
+   fixes it. On CUDA, inputs and outputs are bound to device memory so host copies are not
+   timed, unless ``include_copies``.
+2. Per model: p50/p90/p99/mean/std/min over all rounds. Per setting: each pair's ratio of
+   medians; the speedup, its t-interval over pairs and a verdict with a margin of practical
+   equivalence (``stats``). With ``calibrate``, a second session of the original in every
+   pair gives the A/A noise floor beside it.
 
 A provider that does not really run (``session.get_providers()`` says otherwise) becomes an
 ``unavailable`` entry, never a silent CPU measurement. ``BenchReport.failure()`` gives the
@@ -19,6 +21,7 @@ error the CLI exits with (exit 4: an explicitly requested provider is unavailabl
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,21 +34,30 @@ from ..errors import UsageError
 from ..modelio import LoadedModel, load_model
 from ..verify.inputs import describe_inputs
 from ..verify.session import default_providers, onnxruntime_version, parse_levels, parse_providers
+from .design import DEFAULT_PAIRS, DEFAULT_SECONDS, DEFAULT_WARMUP, PairPlan
 from .feeds import build_feed_sets, feeds_for
 from .machine import machine_info
 from .measure import Measurement
+from .placement import Threads, parse_cpus, pinned
 from .progress import ProgressSink, RichProgress
 from .report import BenchReport, Comparison, ModelResult, Unavailable
-from .runner import RoundPlan
-from .stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from .stats import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
 
-__all__ = ["BenchReport", "Comparison", "ModelResult", "RichProgress", "Unavailable", "bench"]
+__all__ = [
+    "BenchReport",
+    "Comparison",
+    "ModelResult",
+    "RichProgress",
+    "Unavailable",
+    "bench",
+    "parse_batches",
+    "parse_fail_if_slower",
+]
 
 DEFAULT_LEVELS = ("disable", "all")
-DEFAULT_ITERS = 100
-DEFAULT_WARMUP = 10
+DEFAULT_MARGIN_PCT = DEFAULT_MARGIN * 100.0
 
-ModelSource = str | Path | onnx.ModelProto
+ModelSource = str | os.PathLike[str] | onnx.ModelProto
 
 
 def bench(
@@ -60,16 +72,21 @@ def bench(
     ranges: Mapping[str, tuple[float, float]] | None = None,
     default_dim: int = 1,
     inputs: str | Path | Mapping[str, np.ndarray] | None = None,
+    pairs: int = DEFAULT_PAIRS,
     iters: int | None = None,
     min_time: float | None = None,
     warmup: int = DEFAULT_WARMUP,
     threads: int | None = None,
+    inter_threads: int | None = None,
+    spinning: bool | None = None,
+    cpus: str | Sequence[int] | None = None,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     include_copies: bool = False,
     seed: int = 0,
-    resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
-    fail_if_slower: float | None = None,
+    margin: float = DEFAULT_MARGIN_PCT,
+    calibrate: bool = False,
+    fail_if_slower: float | bool | None = None,
     progress: ProgressSink | None = None,
 ) -> BenchReport:
     """Measure ``original`` and ``candidate`` (paths or ModelProtos) and compare them.
@@ -77,14 +94,24 @@ def bench(
     ``providers``: ``'cpu,cuda'`` or a list; None means CPU plus CUDA when it really works
     (then an unavailable provider is reported, not an error). ``levels``: onnxruntime
     optimization levels, each its own setting (default ``disable,all``). ``batches``: sizes
-    for dimension 0 of the inputs whose dimension 0 is symbolic (see ``feeds``). ``iters``:
-    timed rounds (default 100); ``min_time``: seconds per setting (then ``iters`` is a
-    minimum). ``threads``: onnxruntime intra-op threads. ``fail_if_slower``: percent, see
-    ``stats.slower_beyond``; the report's ``failure()`` carries the verdict, nothing is raised
+    for dimension 0 of the inputs whose dimension 0 is symbolic (see ``feeds``). ``pairs``:
+    fresh session pairs per setting; ``iters``: timed rounds per pair (default: adapted to
+    the latency so that the timed rounds of a setting take about ``min_time`` seconds,
+    default 8). ``threads``/``inter_threads``: onnxruntime intra-/inter-op threads;
+    ``spinning``: worker threads spin-wait (None: onnxruntime's default); ``cpus``: pin to
+    these CPUs (``'0,2-3'``). ``margin``: δ in percent (faster/slower only beyond ±δ).
+    ``calibrate``: also time the original against itself. ``fail_if_slower``: True for the
+    margin, or a percent; the report's ``failure()`` carries the verdict, nothing is raised
     for it here. Raises ``UsageError``/``ModelLoadError`` for bad arguments or models.
     """
-    plan = _round_plan(iters, min_time, warmup)
-    _check_options(threads, resamples, confidence, fail_if_slower)
+    plan = _pair_plan(pairs, iters, min_time, warmup)
+    fail_pct = _check_options(threads, inter_threads, confidence, margin, fail_if_slower)
+    placement = Threads(
+        intra_op=threads,
+        inter_op=inter_threads,
+        spinning=spinning,
+        cpus=parse_cpus(cpus) if isinstance(cpus, str) or cpus is None else tuple(sorted(cpus)),
+    )
     level_list = parse_levels(levels if isinstance(levels, str) else list(levels))
     batch_list = (
         parse_batches(batches) if isinstance(batches, str) else (list(batches) if batches else None)
@@ -111,27 +138,38 @@ def bench(
         loaded_original,
         loaded_candidate,
         plan=plan,
-        threads=threads,
+        threads=placement,
         provider_options=provider_options,
         include_copies=include_copies,
-        seed=seed,
-        resamples=resamples,
         confidence=confidence,
+        margin=margin / 100.0,
+        calibrate=calibrate,
         progress=progress,
     )
-    for provider in provider_list:
-        for level in level_list:
-            measurement.measure_setting(provider, level, feed_sets, explicit=explicit)
+    with pinned(placement.cpus):
+        for provider in provider_list:
+            for level in level_list:
+                began = time.perf_counter()
+                done = len(measurement.comparisons)
+                measurement.measure_setting(provider, level, feed_sets, explicit=explicit)
+                per_pair = (time.perf_counter() - began) / plan.pairs
+                for comparison in measurement.comparisons[done:]:
+                    comparison.seconds_per_pair = per_pair
 
     settings: dict[str, Any] = {
-        "iters": plan.minimum_rounds() if min_time is None else iters,
-        "min_time_s": min_time,
-        "warmup": warmup,
-        "threads": threads,
+        "design": "hierarchical: fresh session pairs, interleaved rounds, t-interval over pairs",
+        "pairs": plan.pairs,
+        "rounds": plan.rounds,
+        "seconds_per_setting": plan.seconds,
+        "warmup": plan.warmup,
+        "threads": placement.to_dict(),
+        "threads_text": placement.describe(),
         "include_copies": include_copies,
         "seed": seed,
-        "resamples": resamples,
         "confidence": confidence,
+        "margin": margin / 100.0,
+        "margin_pct": margin,
+        "calibrate": calibrate,
         "providers": provider_list,
         "providers_explicit": explicit,
         "levels": level_list,
@@ -149,7 +187,7 @@ def bench(
         machine=machine_info(),
         onnxruntime_version=onnxruntime_version(),
         notes=notes,
-        fail_if_slower_pct=fail_if_slower,
+        fail_if_slower_pct=fail_pct,
         inputs=[{"batch": f.batch, "inputs": describe_inputs(f.feeds)} for f in feed_sets],
     )
 
@@ -170,31 +208,63 @@ def parse_batches(text: str | None) -> list[int] | None:
     return sizes
 
 
-def _round_plan(iters: int | None, min_time: float | None, warmup: int) -> RoundPlan:
-    if iters is None and min_time is None:
-        iters = DEFAULT_ITERS
+def parse_fail_if_slower(text: str | None) -> float | bool | None:
+    """``--fail-if-slower``: absent -> None; given alone (``'margin'``) -> True (use the
+    margin); ``'5'`` -> 5.0. Raises UsageError for anything else."""
+    if text is None:
+        return None
+    if text == "margin":
+        return True
     try:
-        return RoundPlan(iters=iters, min_time_s=min_time, warmup=warmup)
+        return float(text)
+    except ValueError:
+        raise UsageError(
+            f"--fail-if-slower {text!r} is not a percentage",
+            hint="write --fail-if-slower=PCT, or put --fail-if-slower after the two models",
+        ) from None
+
+
+def _pair_plan(pairs: int, iters: int | None, min_time: float | None, warmup: int) -> PairPlan:
+    try:
+        return PairPlan(
+            pairs=pairs,
+            rounds=iters,
+            seconds=DEFAULT_SECONDS if min_time is None else min_time,
+            warmup=warmup,
+        )
     except ValueError as exc:
-        raise UsageError(str(exc).replace("min_time_s", "min_time")) from None
+        text = str(exc).replace("seconds", "min_time").replace("rounds", "iters")
+        raise UsageError(text) from None
 
 
 def _check_options(
-    threads: int | None, resamples: int, confidence: float, fail_if_slower: float | None
-) -> None:
-    if threads is not None and threads < 0:
-        raise UsageError(f"threads must be 0 (onnxruntime's default) or more, got {threads}")
-    if resamples < 100:
-        raise UsageError(
-            f"resamples must be at least 100 for a meaningful interval, got {resamples}"
-        )
+    threads: int | None,
+    inter_threads: int | None,
+    confidence: float,
+    margin: float,
+    fail_if_slower: float | bool | None,
+) -> float | None:
+    """Validate; return the percent ``--fail-if-slower`` trips beyond (None: off)."""
+    for name, value in (("threads", threads), ("inter_threads", inter_threads)):
+        if value is not None and value < 0:
+            raise UsageError(f"{name} must be 0 (onnxruntime's default) or more, got {value}")
     if not 0.5 <= confidence < 1.0:
         raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
-    if fail_if_slower is not None and not 0.0 <= fail_if_slower < 100.0:
+    if not 0.0 <= margin < 100.0:
+        raise UsageError(
+            f"--margin must be a percentage in [0, 100), got {margin:g}",
+            hint="the default, 3, is what the same graph against itself stays within",
+        )
+    if fail_if_slower is None or fail_if_slower is False:
+        return None
+    if fail_if_slower is True:
+        return margin
+    if not 0.0 <= fail_if_slower < 100.0:
         raise UsageError(
             f"--fail-if-slower must be a percentage in [0, 100), got {fail_if_slower:g}",
-            hint="0 fails on any significant slowdown, 10 on more than 10%",
+            hint="without a value it uses --margin",
         )
+    return float(fail_if_slower)
 
 
 def _providers(providers: str | Sequence[str] | None) -> tuple[list[str], bool]:

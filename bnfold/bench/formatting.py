@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from .stats import SpeedupEstimate
+from .stats import INCONCLUSIVE, SpeedupEstimate
+
+if TYPE_CHECKING:
+    from .report import Comparison
 
 
 def setting_label(provider: str, level: str, batch: int | None) -> str:
@@ -65,3 +69,49 @@ def format_batch(batch: int | None) -> str:
 def confidence_text(confidence: float) -> str:
     """``0.95`` -> ``95%``."""
     return f"{confidence * 100:g}%"
+
+
+def format_seconds(seconds: float) -> str:
+    """``42.3 s``, ``3 min 05 s``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def format_percent(fraction: float) -> str:
+    """``0.0123`` -> ``1.2%``; non-finite -> ``?``."""
+    return f"{fraction * 100:.1f}%" if math.isfinite(fraction) else "?"
+
+
+def verdict_text(comparison: Comparison) -> str:
+    """The verdict; for ``inconclusive`` also what a decisive run would need."""
+    estimate = comparison.estimate
+    if estimate.verdict != INCONCLUSIVE:
+        return estimate.verdict
+    needed = estimate.pairs_needed
+    if needed is None:
+        return f"{INCONCLUSIVE} (the difference is about the margin: no practical run decides)"
+    seconds = comparison.seconds_needed()
+    cost = f", about {format_seconds(seconds)} for this setting" if seconds is not None else ""
+    return f"{INCONCLUSIVE} (a decisive run needs about --pairs {needed}{cost})"
+
+
+def noise_floor_text(comparison: Comparison) -> str:
+    """What the machine's noise was in this setting.
+
+    With ``--calibrate``: the A/A result (original against a second session of itself) and
+    its pair-to-pair spread. Without: the spread of this run's pairs (under A/A, that is the
+    noise) and the interval's half-width.
+    """
+    estimate = comparison.estimate
+    calibration = comparison.calibration
+    if calibration is not None:
+        return (
+            f"A/A {format_speedup(calibration)} {calibration.verdict}, "
+            f"pairs vary ±{format_percent(calibration.pair_sd)}"
+        )
+    return (
+        f"pairs vary ±{format_percent(estimate.pair_sd)}, "
+        f"interval ±{format_percent(estimate.half_width)} (--calibrate: A/A)"
+    )

@@ -1,13 +1,18 @@
-"""Measuring one setting: two sessions, first run, interleaved timing, statistics.
+"""Measuring one setting: ``K`` fresh session pairs, each timed in interleaved rounds.
 
 A setting is (execution provider, optimization level); each batch size of it is measured
-with the same two sessions, since a session serves every shape its model allows.
+with the same sessions, since a session serves every shape its model allows. Pair ``k``
+creates its sessions in alternating order (original first for even ``k``, candidate first
+for odd ``k``: the first session created can land on fresher memory), warms them up, and
+times ``R`` rounds (``design``). With ``calibrate``, every pair also gets a second session of
+the original, timed in the same rounds: original against itself is the A/A noise floor.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +22,21 @@ import onnx
 from ..errors import BnfoldError, UsageError
 from ..modelio import LoadedModel
 from ..verify.session import SessionResult, create_session
+from .design import WARMUP_FRACTION, PairPlan
 from .feeds import FeedSet, feeds_for
 from .formatting import setting_label
 from .modelinfo import ModelFacts, model_facts
+from .placement import Threads
 from .progress import ProgressSink
-from .report import CANDIDATE, ORIGINAL, UNAVAILABLE, Comparison, ModelResult, Unavailable
+from .report import (
+    CALIBRATION,
+    CANDIDATE,
+    ORIGINAL,
+    UNAVAILABLE,
+    Comparison,
+    ModelResult,
+    Unavailable,
+)
 from .runner import (
     RoundPlan,
     binding_device,
@@ -29,8 +44,23 @@ from .runner import (
     needs_host_binding,
     prepare_run,
     time_once_ms,
+    warm_up,
 )
-from .stats import speedup_estimate, summarize
+from .stats import pair_log_speedup, speedup_over_pairs, summarize
+
+
+@dataclass
+class _BatchRecord:
+    """What the pairs of one batch size measured so far."""
+
+    feed_set: FeedSet
+    rounds: int | None = None
+    samples: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    create_ms: dict[str, list[float]] = field(default_factory=dict)
+    first_run_ms: dict[str, list[float]] = field(default_factory=dict)
+    log_speedups: list[float] = field(default_factory=list)
+    calibration: list[float] = field(default_factory=list)
+    actual_providers: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Measurement:
@@ -41,29 +71,29 @@ class Measurement:
         original: LoadedModel,
         candidate: LoadedModel,
         *,
-        plan: RoundPlan,
-        threads: int | None,
+        plan: PairPlan,
+        threads: Threads,
         provider_options: Mapping[str, Mapping[str, Any]] | None,
         include_copies: bool,
-        seed: int,
-        resamples: int,
         confidence: float,
+        margin: float,
+        calibrate: bool,
         progress: ProgressSink | None,
     ) -> None:
-        self.models = {ORIGINAL: original, CANDIDATE: candidate}
+        self.models = {ORIGINAL: original, CANDIDATE: candidate, CALIBRATION: original}
         self.facts: dict[str, ModelFacts] = {
             ORIGINAL: model_facts(original),
             CANDIDATE: model_facts(candidate),
         }
+        self.roles = (ORIGINAL, CANDIDATE, CALIBRATION) if calibrate else (ORIGINAL, CANDIDATE)
         self.plan = plan
         self.threads = threads
         self.provider_options = {
             name: dict(options) for name, options in (provider_options or {}).items()
         }
         self.include_copies = include_copies
-        self.seed = seed
-        self.resamples = resamples
         self.confidence = confidence
+        self.margin = margin
         self.progress = progress
         self.results: list[ModelResult] = []
         self.comparisons: list[Comparison] = []
@@ -72,116 +102,149 @@ class Measurement:
     def measure_setting(
         self, provider: str, level: str, feed_sets: list[FeedSet], *, explicit: bool
     ) -> None:
-        sessions: dict[str, SessionResult] = {}
-        for role in (ORIGINAL, CANDIDATE):
-            attempt = create_session(
-                _session_source(self.models[role]),
-                provider,
-                level,
-                threads=self.threads,
-                provider_options=self.provider_options.get(provider),
-                role=role,
-            )
-            if attempt.status != "ok":
-                reason = attempt.reason or "unavailable"
-                if role == CANDIDATE:
-                    reason = f"candidate session: {reason}"
-                self._record_unavailable(attempt, reason, feed_sets, explicit=explicit)
-                return
-            sessions[role] = attempt
-        for feed_set in feed_sets:
-            self._measure_batch(sessions, feed_set)
+        records = [_BatchRecord(feed_set) for feed_set in feed_sets]
+        progress = self.progress
+        if progress is not None:
+            progress.begin(f"{provider}/{level}", float(self.plan.pairs), "pairs")
+        try:
+            for pair in range(self.plan.pairs):
+                order = self.roles if pair % 2 == 0 else self.roles[::-1]
+                sessions: dict[str, SessionResult] = {}
+                for role in order:
+                    attempt = self._session(role, provider, level)
+                    if attempt.status != "ok":
+                        self._record_unavailable(attempt, role, feed_sets, explicit=explicit)
+                        return
+                    sessions[role] = attempt
+                for record in records:
+                    self._measure_pair(sessions, record)
+                del sessions  # release both sessions (and their thread pools) before the next
+                if progress is not None:
+                    progress.update(float(pair + 1))
+        finally:
+            if progress is not None:
+                progress.end()
+        for record in records:
+            self._finish(provider, level, record)
+
+    def _session(self, role: str, provider: str, level: str) -> SessionResult:
+        return create_session(
+            _session_source(self.models[role]),
+            provider,
+            level,
+            threads=self.threads.intra_op,
+            inter_threads=self.threads.inter_op,
+            spinning=self.threads.spinning,
+            provider_options=self.provider_options.get(provider),
+            role=role,
+        )
 
     def _record_unavailable(
-        self, attempt: SessionResult, reason: str, feed_sets: list[FeedSet], *, explicit: bool
+        self, attempt: SessionResult, role: str, feed_sets: list[FeedSet], *, explicit: bool
     ) -> None:
+        reason = attempt.reason or "unavailable"
+        if role != ORIGINAL:
+            reason = f"{role} session: {reason}"
         self.unavailable.append(Unavailable(attempt.provider, attempt.level, reason, explicit))
         for feed_set in feed_sets:
-            for role in (ORIGINAL, CANDIDATE):
+            for model in (ORIGINAL, CANDIDATE):
                 self.results.append(
                     ModelResult(
-                        model=role,
+                        model=model,
                         provider=attempt.provider,
                         level=attempt.level,
                         batch=feed_set.batch,
-                        facts=self.facts[role],
+                        facts=self.facts[model],
                         status=UNAVAILABLE,
                         reason=reason,
                         actual_providers=list(attempt.actual_providers),
                     )
                 )
 
-    def _measure_batch(self, sessions: dict[str, SessionResult], feed_set: FeedSet) -> None:
-        provider = sessions[ORIGINAL].provider
-        level = sessions[ORIGINAL].level
-        label = setting_label(provider, level, feed_set.batch)
-        runs = {}
-        first_run_ms = {}
-        for role, attempt in sessions.items():
-            feeds = feeds_for(self.models[role].model, feed_set.feeds, role)
-            device = binding_device(provider, include_copies=self.include_copies)
+    def _measure_pair(self, sessions: dict[str, SessionResult], record: _BatchRecord) -> None:
+        """Warm up and time one pair (plus the calibration session) on one batch size."""
+        first = sessions[ORIGINAL]
+        label = setting_label(first.provider, first.level, record.feed_set.batch)
+        runs = []
+        for role in self.roles:
+            attempt = sessions[role]
+            feeds = feeds_for(self.models[role].model, record.feed_set.feeds, role)
+            device = binding_device(first.provider, include_copies=self.include_copies)
             if device is None and needs_host_binding(attempt.session, feeds):
                 device = "cpu"
             device_id = int(attempt.provider_options.get("device_id", 0))
             run = prepare_run(attempt.session, feeds, device=device, device_id=device_id).run_once
             with _onnxruntime_failure(role, label):
-                first_run_ms[role] = time_once_ms(run)
-            runs[role] = run
+                record.first_run_ms.setdefault(role, []).append(time_once_ms(run))
+            record.create_ms.setdefault(role, []).append(attempt.create_ms)
+            record.actual_providers[role] = list(attempt.actual_providers)
+            runs.append(run)
 
-        on_round = self._progress_callback(label)
-        try:
-            with _onnxruntime_failure("models", label):
-                original_ms, candidate_ms = measure_interleaved(
-                    [runs[ORIGINAL], runs[CANDIDATE]], self.plan, on_round=on_round
-                )
-        finally:
-            if self.progress is not None:
-                self.progress.end()
+        with _onnxruntime_failure("models", label):
+            warmed = 0
+            if record.rounds is None:  # the first pair sizes the timed phase for all pairs
+                round_ms = warm_up(runs, max(self.plan.warmup, 1))
+                warmed = max(self.plan.warmup, 1)
+                record.rounds = self.plan.rounds_for(round_ms)
+            limit = self.plan.pair_time_limit_s()
+            warm_up(
+                runs,
+                self.plan.warmup_for(record.rounds) - warmed,
+                time_limit_s=None if limit is None else limit * WARMUP_FRACTION,
+                minimum=self.plan.warmup - warmed,
+            )
+            samples = measure_interleaved(
+                runs, RoundPlan(iters=record.rounds, warmup=0, time_limit_s=limit)
+            )
+        for role, sample in zip(self.roles, samples, strict=True):
+            record.samples.setdefault(role, []).append(sample)
+        record.log_speedups.append(pair_log_speedup(samples[0], samples[1]))
+        if len(samples) > 2:
+            record.calibration.append(pair_log_speedup(samples[0], samples[2]))
 
-        for role, samples in ((ORIGINAL, original_ms), (CANDIDATE, candidate_ms)):
-            attempt = sessions[role]
+    def _finish(self, provider: str, level: str, record: _BatchRecord) -> None:
+        batch = record.feed_set.batch
+        for role in (ORIGINAL, CANDIDATE):
+            pooled = np.concatenate(record.samples[role])
             self.results.append(
                 ModelResult(
                     model=role,
                     provider=provider,
                     level=level,
-                    batch=feed_set.batch,
+                    batch=batch,
                     facts=self.facts[role],
-                    actual_providers=list(attempt.actual_providers),
-                    latency=summarize(samples),
-                    session_create_ms=attempt.create_ms,
-                    first_run_ms=first_run_ms[role],
-                    samples_ms=samples,
+                    actual_providers=record.actual_providers.get(role, []),
+                    latency=summarize(pooled),
+                    session_create_ms=float(np.median(record.create_ms[role])),
+                    first_run_ms=float(np.median(record.first_run_ms[role])),
+                    samples_ms=pooled,
                 )
             )
-        estimate = speedup_estimate(
-            original_ms,
-            candidate_ms,
-            resamples=self.resamples,
-            confidence=self.confidence,
-            seed=self.seed,
+        medians = {
+            role: float(np.median([np.median(s) for s in record.samples[role]]))
+            for role in (ORIGINAL, CANDIDATE)
+        }
+        estimate = speedup_over_pairs(
+            record.log_speedups, confidence=self.confidence, margin=self.margin
+        )
+        calibration = (
+            speedup_over_pairs(record.calibration, confidence=self.confidence, margin=self.margin)
+            if record.calibration
+            else None
         )
         self.comparisons.append(
             Comparison(
                 provider=provider,
                 level=level,
-                batch=feed_set.batch,
-                original_p50_ms=float(np.median(original_ms)),
-                candidate_p50_ms=float(np.median(candidate_ms)),
+                batch=batch,
+                original_p50_ms=medians[ORIGINAL],
+                candidate_p50_ms=medians[CANDIDATE],
                 estimate=estimate,
+                rounds_per_pair=record.rounds or 0,
+                pair_speedups=[float(np.exp(d)) for d in record.log_speedups],
+                calibration=calibration,
             )
         )
-
-    def _progress_callback(self, label: str) -> Callable[[int, float], None] | None:
-        progress = self.progress
-        if progress is None:
-            return None
-        plan = self.plan
-        if plan.min_time_s is None:
-            progress.begin(label, float(plan.minimum_rounds()), "rounds")
-            return lambda rounds, _elapsed: progress.update(float(rounds))
-        progress.begin(label, plan.min_time_s, "s")
-        return lambda _rounds, elapsed: progress.update(min(elapsed, plan.min_time_s or elapsed))
 
 
 @contextlib.contextmanager

@@ -18,17 +18,29 @@ from .formatting import (
     confidence_text,
     format_bytes,
     format_ms,
+    format_seconds,
     format_speedup,
+    noise_floor_text,
     setting_label,
+    verdict_text,
 )
 from .modelinfo import ModelFacts
-from .stats import DEFAULT_CONFIDENCE, SLOWER, LatencySummary, SpeedupEstimate, slower_beyond
+from .stats import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MARGIN,
+    SLOWER,
+    LatencySummary,
+    SpeedupEstimate,
+    slower_beyond,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 ORIGINAL = "original"
 CANDIDATE = "candidate"
+# A second session of the original in every pair (``--calibrate``): the A/A comparison.
+CALIBRATION = "original (A/A)"
 OK = "ok"
 UNAVAILABLE = "unavailable"
 
@@ -81,7 +93,14 @@ class ModelResult:
 
 @dataclass
 class Comparison:
-    """Candidate against original under one measured setting."""
+    """Candidate against original under one measured setting.
+
+    ``original_p50_ms``/``candidate_p50_ms``: median over pairs of each pair's median.
+    ``pair_speedups``: each pair's ``median(original) / median(candidate)``.
+    ``calibration``: original against a second session of itself (``--calibrate``).
+    ``seconds_per_pair``: wall time one pair took (sessions, warm-up, rounds), to price a
+    longer run.
+    """
 
     provider: str
     level: str
@@ -89,23 +108,45 @@ class Comparison:
     original_p50_ms: float
     candidate_p50_ms: float
     estimate: SpeedupEstimate
+    rounds_per_pair: int = 0
+    pair_speedups: list[float] = field(default_factory=list)
+    calibration: SpeedupEstimate | None = None
+    seconds_per_pair: float | None = None
 
     @property
     def verdict(self) -> str:
         return self.estimate.verdict
 
+    def seconds_needed(self) -> float | None:
+        """About how long this setting would take with ``pairs_needed`` pairs."""
+        needed = self.estimate.pairs_needed
+        if needed is None or self.seconds_per_pair is None:
+            return None
+        return needed * self.seconds_per_pair
+
     def to_dict(self) -> dict[str, Any]:
+        estimate = self.estimate
         return {
             "provider": self.provider,
             "level": self.level,
             "batch": self.batch,
             "original_p50_ms": self.original_p50_ms,
             "candidate_p50_ms": self.candidate_p50_ms,
-            "speedup": self.estimate.speedup,
-            "ci_low": self.estimate.ci_low,
-            "ci_high": self.estimate.ci_high,
-            "confidence": self.estimate.confidence,
-            "verdict": self.estimate.verdict,
+            "speedup": estimate.speedup,
+            "ci_low": estimate.ci_low,
+            "ci_high": estimate.ci_high,
+            "confidence": estimate.confidence,
+            "margin_pct": estimate.margin * 100.0,
+            "verdict": estimate.verdict,
+            "pairs": estimate.pairs,
+            "rounds_per_pair": self.rounds_per_pair,
+            "pair_sd_pct": estimate.pair_sd * 100.0,
+            "ci_half_width_pct": estimate.half_width * 100.0,
+            "pairs_needed": estimate.pairs_needed,
+            "seconds_needed": self.seconds_needed(),
+            "pair_speedups": list(self.pair_speedups),
+            "calibration": _estimate_dict(self.calibration),
+            "noise_floor": noise_floor_text(self),
         }
 
     def setting_label(self) -> str:
@@ -158,7 +199,8 @@ class BenchReport:
     # --- exit decision -------------------------------------------------------------------
 
     def slower_than_allowed(self) -> list[Comparison]:
-        """Comparisons that trip ``fail_if_slower_pct``: ``ci_high < 1 - pct/100``."""
+        """Comparisons that trip ``fail_if_slower_pct``: the ``slower`` rule with that margin,
+        ``ci_high < 1 / (1 + pct/100)``."""
         if self.fail_if_slower_pct is None:
             return []
         pct = self.fail_if_slower_pct
@@ -180,12 +222,12 @@ class BenchReport:
         slower = self.slower_than_allowed()
         if slower and self.fail_if_slower_pct is not None:
             worst = min(slower, key=lambda c: c.estimate.ci_high)
-            limit = 1.0 - self.fail_if_slower_pct / 100.0
             return CandidateSlower(
-                f"candidate is significantly slower at {worst.setting_label()}: speedup "
+                f"candidate is slower at {worst.setting_label()}: speedup "
                 f"{format_speedup(worst.estimate)} ({confidence_text(self.confidence)} CI) lies "
-                f"entirely below {limit:.3f} (--fail-if-slower {self.fail_if_slower_pct:g})",
-                hint="keep the original model, or raise --fail-if-slower",
+                f"entirely beyond -{self.fail_if_slower_pct:g}% "
+                f"(below {1.0 / (1.0 + self.fail_if_slower_pct / 100.0):.3f})",
+                hint="keep the original model, or allow more with --fail-if-slower PCT",
             )
         return None
 
@@ -201,14 +243,38 @@ class BenchReport:
         if error is not None:
             raise error
 
+    @property
+    def margin(self) -> float:
+        return float(self.settings.get("margin", DEFAULT_MARGIN))
+
     def summary_line(self) -> str:
-        """One line per report: each setting's verdict and speedup."""
+        """One line per report: each setting's verdict and speedup, and the time spent."""
         parts = [
             f"{c.setting_label()}: {c.verdict} ({format_speedup(c.estimate)})"
             for c in self.comparisons
         ]
         parts += [f"{u.provider}/{u.level}: unavailable" for u in self.unavailable]
-        return "; ".join(parts) or "nothing was measured"
+        text = "; ".join(parts) or "nothing was measured"
+        return f"{text} (margin ±{self.margin * 100:g}%, took {self.time_spent_text()})"
+
+    def time_spent_text(self) -> str:
+        """Wall time of the whole measurement, ``23.4 s``."""
+        return format_seconds(float(self.settings.get("duration_s", 0.0)))
+
+    def design_text(self) -> str:
+        """``20 session pairs × 4000 rounds (cpu/all: 4000, ...), threads ...``."""
+        rounds = sorted({c.rounds_per_pair for c in self.comparisons})
+        pairs = self.settings.get("pairs")
+        rounds_text = "/".join(str(r) for r in rounds) or "?"
+        adapted = " (adapted to latency)" if self.settings.get("rounds") is None else ""
+        return (
+            f"{pairs} fresh session pairs per setting × {rounds_text} interleaved rounds"
+            f"{adapted}, ≥{self.settings.get('warmup')} warm-up runs per session"
+        )
+
+    def noise_lines(self) -> list[str]:
+        """One noise-floor line per comparison (A/A when calibrated, else the pair spread)."""
+        return [f"{c.setting_label()}: {noise_floor_text(c)}" for c in self.comparisons]
 
     # --- JSON ----------------------------------------------------------------------------
 
@@ -222,7 +288,6 @@ class BenchReport:
             "onnxruntime_version": self.onnxruntime_version,
             "bnfold_version": _bnfold_version(),
             "machine": dict(self.machine),
-            "iters": self.settings.get("iters"),
             "settings": dict(self.settings),
             "fail_if_slower_pct": self.fail_if_slower_pct,
             "results": [result.to_dict() for result in self.results],
@@ -245,25 +310,33 @@ class BenchReport:
             "## bnfold bench",
             "",
             f"original `{self.original}` vs candidate `{self.candidate}` · "
-            f"onnxruntime {self.onnxruntime_version} · {self.plan_text()} · "
-            f"{self.machine.get('platform', '?')}, {self.machine.get('cpu_count', '?')} CPUs",
+            f"onnxruntime {self.onnxruntime_version} · "
+            f"{self.machine.get('platform', '?')}, {self.machine.get('cpu_count', '?')} CPUs · "
+            f"took {self.time_spent_text()}",
             "",
-            f"| setting | original p50 (ms) | candidate p50 (ms) | speedup [{ci} CI] | verdict |",
-            "|---|---:|---:|---|---|",
+            f"| setting | original p50 (ms) | candidate p50 (ms) | speedup [{ci} CI] | "
+            f"verdict (margin ±{self.margin * 100:g}%) | noise floor |",
+            "|---|---:|---:|---|---|---|",
         ]
         for c in self.comparisons:
-            verdict = f"**{c.verdict}**" if c.verdict == SLOWER else c.verdict
+            text = verdict_text(c)
+            verdict = f"**{text}**" if c.verdict == SLOWER else text
             lines.append(
                 f"| {c.setting_label()} | {format_ms(c.original_p50_ms)} | "
-                f"{format_ms(c.candidate_p50_ms)} | {format_speedup(c.estimate)} | {verdict} |"
+                f"{format_ms(c.candidate_p50_ms)} | {format_speedup(c.estimate)} | {verdict} | "
+                f"{noise_floor_text(c)} |"
             )
         for u in self.unavailable:
             lines.append(
-                f"| {u.provider}/{u.level} | - | - | - | unavailable: {_escape_md(u.reason)} |"
+                f"| {u.provider}/{u.level} | - | - | - | unavailable: {_escape_md(u.reason)} | - |"
             )
         lines += [
             "",
-            "speedup = p50(original) / p50(candidate); above 1 the candidate is faster.",
+            "speedup = p50(original) / p50(candidate), the geometric mean over session pairs; "
+            "above 1 the candidate is faster. faster/slower: the whole interval lies beyond "
+            "±margin; equivalent: within it; inconclusive: neither.",
+            "",
+            f"Design: {self.design_text()}. Threads: {self.settings.get('threads_text', '?')}.",
             "",
             "<details><summary>Per-model latency and model facts</summary>",
             "",
@@ -297,12 +370,9 @@ class BenchReport:
         return "\n".join(lines) + ("\n" if self.notes else "")
 
     def plan_text(self) -> str:
-        """``100 rounds`` or ``≥2 s per setting, ≥10 rounds``."""
-        iters = self.settings.get("iters")
-        min_time = self.settings.get("min_time_s")
-        if min_time is not None:
-            return f"≥{min_time:g} s per setting" + (f", ≥{iters} rounds" if iters else "")
-        return f"{iters} rounds"
+        """``20 pairs × 4000 rounds``."""
+        rounds = "/".join(str(r) for r in sorted({c.rounds_per_pair for c in self.comparisons}))
+        return f"{self.settings.get('pairs')} pairs × {rounds or '?'} rounds"
 
     def model_facts(self) -> dict[str, ModelFacts]:
         """Static facts per model role, in order original, candidate."""
@@ -320,6 +390,19 @@ class BenchReport:
         from .terminal import render_report
 
         render_report(self, console or Console())
+
+
+def _estimate_dict(estimate: SpeedupEstimate | None) -> dict[str, Any] | None:
+    if estimate is None:
+        return None
+    return {
+        "speedup": estimate.speedup,
+        "ci_low": estimate.ci_low,
+        "ci_high": estimate.ci_high,
+        "verdict": estimate.verdict,
+        "pair_sd_pct": estimate.pair_sd * 100.0,
+        "ci_half_width_pct": estimate.half_width * 100.0,
+    }
 
 
 def _bnfold_version() -> str:
@@ -343,6 +426,7 @@ def _escape_md(text: str) -> str:
 
 
 __all__ = [
+    "CALIBRATION",
     "CANDIDATE",
     "OK",
     "ORIGINAL",

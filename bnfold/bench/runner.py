@@ -157,6 +157,9 @@ class RoundPlan:
     min_time_s: float | None = None
     warmup: int = 10
     max_rounds: int = MAX_ROUNDS
+    # Stop after this many seconds once ``MIN_ROUNDS_FOR_MIN_TIME`` rounds are done, even
+    # short of ``iters``: a machine that got busy must not stretch a pair tenfold.
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.iters is not None and self.iters < 1:
@@ -178,6 +181,44 @@ class RoundPlan:
         return max(self.minimum_rounds(), self.max_rounds)
 
 
+def round_order(runs: Sequence[RunOnce], round_index: int) -> list[tuple[int, RunOnce]]:
+    """``(index, run)`` in the order of round ``round_index``.
+
+    Two runs alternate (``A, B`` then ``B, A``). With more (an A/A calibration session
+    beside the pair), each rotation is taken forward and then backward, so every run takes
+    every position and follows every other run equally often over ``2n`` rounds.
+    """
+    order = list(enumerate(runs))
+    if len(order) > 2:
+        shift = (round_index // 2) % len(order)
+        order = order[shift:] + order[:shift]
+    return order if round_index % 2 == 0 else order[::-1]
+
+
+def warm_up(
+    runs: Sequence[RunOnce],
+    count: int,
+    *,
+    time_limit_s: float | None = None,
+    minimum: int = 0,
+) -> float:
+    """Run each of ``runs`` ``count`` times in turn (stopping early once ``minimum`` rounds
+    are done and ``time_limit_s`` has passed); return the mean milliseconds per round (one
+    call of every run), the latency estimate that sizes the timed phase."""
+    if count < 1 or not runs:
+        return 0.0
+    start = time.perf_counter_ns()
+    done = 0
+    while done < count:
+        for run in runs:
+            run()
+        done += 1
+        elapsed_ns = time.perf_counter_ns() - start
+        if time_limit_s is not None and done >= minimum and elapsed_ns >= time_limit_s * 1e9:
+            break
+    return (time.perf_counter_ns() - start) / 1e6 / done
+
+
 def measure_interleaved(
     runs: Sequence[RunOnce],
     plan: RoundPlan,
@@ -186,7 +227,8 @@ def measure_interleaved(
     clock: Callable[[], int] = time.perf_counter_ns,
 ) -> list[NDArray[np.float64]]:
     """Warm up each run ``plan.warmup`` times, then time rounds of every run, the order
-    alternating between rounds (``runs[0], runs[1]``, then ``runs[1], runs[0]``).
+    alternating between rounds (``runs[0], runs[1]``, then ``runs[1], runs[0]``; see
+    ``round_order`` for three runs).
 
     Returns one array of per-call milliseconds per run, all of equal length (the number of
     rounds). ``on_round(rounds_done, elapsed_s)`` is called after each round (progress bars).
@@ -194,9 +236,7 @@ def measure_interleaved(
     """
     if not runs:
         return []
-    for _ in range(plan.warmup):
-        for run in runs:
-            run()
+    warm_up(runs, plan.warmup)
     minimum = plan.minimum_rounds()
     samples = np.empty((len(runs), plan.capacity()), dtype=np.float64)
     was_enabled = gc.isenabled()
@@ -205,8 +245,7 @@ def measure_interleaved(
     try:
         began = clock()
         while rounds < samples.shape[1]:
-            order = list(enumerate(runs))
-            for index, run in order if rounds % 2 == 0 else reversed(order):
+            for index, run in round_order(runs, rounds):
                 start = clock()
                 run()
                 samples[index, rounds] = (clock() - start) / 1e6
@@ -215,6 +254,9 @@ def measure_interleaved(
             if on_round is not None:
                 on_round(rounds, elapsed_s)
             if rounds >= minimum and (plan.min_time_s is None or elapsed_s >= plan.min_time_s):
+                break
+            limit = plan.time_limit_s
+            if limit is not None and elapsed_s >= limit and rounds >= MIN_ROUNDS_FOR_MIN_TIME:
                 break
     finally:
         if was_enabled:

@@ -1,27 +1,38 @@
 """Latency statistics: pure numpy, no onnxruntime, no I/O.
 
-Speedup is the ratio of medians ``speedup = median(original) / median(candidate)``; above 1
-the candidate is faster. Its uncertainty comes from a percentile bootstrap: both samples are
-resampled independently with replacement, the ratio of medians is recomputed for each
-resample, and the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of those
-ratios bound the confidence interval (Efron & Tibshirani, *An Introduction to the Bootstrap*,
-ch. 13). The median is used rather than the mean because latency samples carry rare large
-outliers (scheduler preemption, page faults) that would dominate a mean.
+**Why pairs, not iterations.** Two sessions of the *same* graph differ by a few percent from
+one creation to the next (memory placement, allocator state, thread scheduling), and the
+machine drifts over time. Iterations of one session pair share that offset, so treating
+them as independent (a bootstrap over iterations) gives an interval far too narrow: on a
+shared two-core machine it called the same graph faster or slower in 15 of 20 comparisons.
+The design here is hierarchical (Kalibera & Jones, "Rigorous Benchmarking in Reasonable
+Time", ISMM 2013): ``K`` fresh session pairs per setting, each timed in interleaved rounds;
+each pair gives one number and the statistic and its interval are computed over the pairs.
 
-Verdict rule (``verdict``): interval entirely above 1 (``ci_low > 1``) -> ``faster``;
-entirely below 1 (``ci_high < 1``) -> ``slower``; containing 1 -> ``no significant
-difference``. Ties count as containing 1.
+**Statistic.** Pair ``k`` gives ``d_k = ln(median(original_k) / median(candidate_k))`` (the
+median within a pair is robust to preemption outliers; the log makes "2× faster" and "2×
+slower" symmetric). Over the ``K`` pairs::
 
-Cost: ``resamples x n`` per sample. For a sample longer than ``m =
-DEFAULT_MAX_BOOTSTRAP_SAMPLES`` each replicate draws only ``m`` values from the full sample
-(the m-out-of-n bootstrap without rescaling): the replicates are still centred on the full
-sample's median, and their spread is that of an ``m``-round run, wider than the full run's
-(the median's standard error shrinks as 1/sqrt(n)). The interval is then conservative: in
-a very long run it errs toward ``no significant difference``, not toward a verdict.
+    m = mean(d_k),  s = sd(d_k) (ddof 1),  h = t_{K-1, (1+c)/2} · s / sqrt(K)
+    speedup = exp(m),  interval = [exp(m - h), exp(m + h)]
+
+a Student-t interval at confidence ``c`` (pairs are independent replicates; ``d_k`` averages
+thousands of runs, so it is close to normal). Above 1 the candidate is faster.
+
+**Verdict with a margin of practical equivalence δ** (``L = ln(1 + δ)``)::
+
+    faster       m - h >  L       (the whole interval beyond +δ)
+    slower       m + h < -L       (the whole interval beyond -δ: latency up by more than δ)
+    equivalent   -L <= m - h  and  m + h <= L   (the whole interval within ±δ)
+    inconclusive otherwise; ``pairs_needed`` says how many pairs would decide
+
+A difference smaller than δ is never called faster or slower, however precise: this is what
+keeps the noise a machine makes between sessions from becoming a verdict.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,16 +40,17 @@ from numpy.typing import ArrayLike, NDArray
 
 FASTER = "faster"
 SLOWER = "slower"
-NO_DIFFERENCE = "no significant difference"
-VERDICTS = (FASTER, SLOWER, NO_DIFFERENCE)
+EQUIVALENT = "equivalent"
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (FASTER, SLOWER, EQUIVALENT, INCONCLUSIVE)
+DECISIVE = (FASTER, SLOWER)  # the verdicts that claim a difference
 
-DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
-DEFAULT_SEED = 0
-DEFAULT_MAX_BOOTSTRAP_SAMPLES = 20_000
-# Upper bound on resamples x draws held in memory at once (int64 indices + float64 values:
-# 64 MiB).
-_BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
+# ±3%: from A/A runs on a shared two-core machine (see docs/bench-verdicts.md): the same graph
+# against itself gave pair-to-pair spreads of 1-4% and intervals within ±2.5%.
+DEFAULT_MARGIN = 0.03
+# No run recommends more pairs than this: beyond it the effect is the margin itself.
+MAX_PAIRS_NEEDED = 1000
 
 
 @dataclass(frozen=True)
@@ -60,15 +72,30 @@ class LatencySummary:
 
 @dataclass(frozen=True)
 class SpeedupEstimate:
-    """``speedup = median(original) / median(candidate)`` and its bootstrap interval."""
+    """``speedup = exp(mean_k d_k)`` over ``pairs`` session pairs, its t-interval and verdict.
+
+    ``pair_sd``: standard deviation of the per-pair log speedups ``d_k`` (≈ relative spread
+    of one pair's speedup: the noise between sessions). ``margin``: δ as a fraction.
+    ``pairs_needed``: for ``inconclusive``, about how many pairs a decisive run would need
+    (None when decided, or when the estimate sits on the margin so no run length decides).
+    """
 
     speedup: float
     ci_low: float
     ci_high: float
     confidence: float
-    resamples: int
-    seed: int
+    pairs: int
+    pair_sd: float
+    margin: float
     verdict: str
+    pairs_needed: int | None = None
+
+    @property
+    def half_width(self) -> float:
+        """Relative half-width of the interval, ``(ci_high / ci_low) ** 0.5 - 1``."""
+        if self.ci_low <= 0 or not math.isfinite(self.ci_high / self.ci_low):
+            return math.inf
+        return math.sqrt(self.ci_high / self.ci_low) - 1.0
 
 
 def summarize(samples_ms: ArrayLike) -> LatencySummary:
@@ -87,95 +114,151 @@ def summarize(samples_ms: ArrayLike) -> LatencySummary:
     )
 
 
-def bootstrap_median_ratios(
-    original_ms: ArrayLike,
-    candidate_ms: ArrayLike,
-    *,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-    max_samples: int = DEFAULT_MAX_BOOTSTRAP_SAMPLES,
-) -> NDArray[np.float64]:
-    """Return ``resamples`` bootstrap replicates of ``median(original*) / median(candidate*)``.
-
-    Each replicate draws ``min(len(original), max_samples)`` values from ``original`` and
-    ``min(len(candidate), max_samples)`` from ``candidate``, uniformly with replacement and
-    independently (see the module docstring for why at most ``max_samples``). The same
-    ``seed`` and inputs always give the same replicates. Work is vectorized in chunks of
-    resamples so that memory stays bounded.
-    """
+def pair_log_speedup(original_ms: ArrayLike, candidate_ms: ArrayLike) -> float:
+    """``d = ln(median(original) / median(candidate))`` for one session pair."""
     original = _as_sample(original_ms, "original_ms")
     candidate = _as_sample(candidate_ms, "candidate_ms")
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be at least 1, got {max_samples}")
-    rng = np.random.default_rng(seed)
-    original_medians = _bootstrap_medians(original, resamples, min(original.size, max_samples), rng)
-    candidate_medians = _bootstrap_medians(
-        candidate, resamples, min(candidate.size, max_samples), rng
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return original_medians / candidate_medians
+    low = min(float(np.median(original)), float(np.median(candidate)))
+    if low <= 0.0:
+        raise ValueError("a median latency is zero: the timer cannot resolve this model")
+    return math.log(float(np.median(original)) / float(np.median(candidate)))
 
 
-def speedup_estimate(
-    original_ms: ArrayLike,
-    candidate_ms: ArrayLike,
+def speedup_over_pairs(
+    log_speedups: ArrayLike,
     *,
-    resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
-    seed: int = DEFAULT_SEED,
-    max_samples: int = DEFAULT_MAX_BOOTSTRAP_SAMPLES,
+    margin: float = DEFAULT_MARGIN,
 ) -> SpeedupEstimate:
-    """Point estimate, percentile-bootstrap interval and verdict for the candidate's speedup.
+    """Speedup, t-interval over pairs and verdict from per-pair log speedups ``d_k``.
 
-    ``speedup = median(original) / median(candidate)``;
-    ``[ci_low, ci_high]`` = quantiles ``(1 - confidence)/2`` and ``(1 + confidence)/2`` of
-    ``bootstrap_median_ratios``.
+    See the module docstring for the formulas. With a single pair there is no spread to
+    estimate: the interval is unbounded and the verdict ``inconclusive``.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
-    original = _as_sample(original_ms, "original_ms")
-    candidate = _as_sample(candidate_ms, "candidate_ms")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        point = float(np.median(original) / np.median(candidate))
-    ratios = bootstrap_median_ratios(
-        original, candidate, resamples=resamples, seed=seed, max_samples=max_samples
-    )
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(ratios, [tail, 1.0 - tail])
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must be in [0, 1), got {margin}")
+    d = _as_sample(log_speedups, "log_speedups")
+    pairs = int(d.size)
+    mean = float(np.mean(d))
+    if pairs < 2:
+        return SpeedupEstimate(
+            math.exp(mean), 0.0, math.inf, confidence, pairs, math.nan, margin, INCONCLUSIVE
+        )
+    sd = float(np.std(d, ddof=1))
+    half = t_quantile(confidence, pairs - 1) * sd / math.sqrt(pairs)
+    low, high = mean - half, mean + half
+    decision = verdict(math.exp(low), math.exp(high), margin)
+    needed = pairs_needed(mean, sd, margin, confidence, pairs) if decision == INCONCLUSIVE else None
     return SpeedupEstimate(
-        speedup=point,
-        ci_low=float(low),
-        ci_high=float(high),
+        speedup=math.exp(mean),
+        ci_low=math.exp(low),
+        ci_high=math.exp(high),
         confidence=confidence,
-        resamples=resamples,
-        seed=seed,
-        verdict=verdict(float(low), float(high)),
+        pairs=pairs,
+        pair_sd=sd,
+        margin=margin,
+        verdict=decision,
+        pairs_needed=needed,
     )
 
 
-def verdict(ci_low: float, ci_high: float) -> str:
-    """``faster`` when ``ci_low > 1``, ``slower`` when ``ci_high < 1``, else no difference."""
-    if ci_low > 1.0:
+def verdict(ci_low: float, ci_high: float, margin: float = DEFAULT_MARGIN) -> str:
+    """``faster`` when ``ci_low > 1 + δ``; ``slower`` when ``ci_high < 1 / (1 + δ)``;
+    ``equivalent`` when ``1 / (1 + δ) <= ci_low`` and ``ci_high <= 1 + δ``; otherwise
+    ``inconclusive``. Ties at ±δ are not beyond it."""
+    upper = 1.0 + margin
+    lower = 1.0 / upper
+    if ci_low > upper:
         return FASTER
-    if ci_high < 1.0:
+    if ci_high < lower:
         return SLOWER
-    return NO_DIFFERENCE
+    if lower <= ci_low and ci_high <= upper:
+        return EQUIVALENT
+    return INCONCLUSIVE
+
+
+def pairs_needed(
+    mean: float, sd: float, margin: float, confidence: float, pairs: int
+) -> int | None:
+    """About how many pairs make the interval decisive if mean and spread stay as measured.
+
+    The interval must shrink to the distance between the estimate and the margin,
+    ``gap = | |m| - L |``: ``t · sd / sqrt(K') < gap`` gives ``K' > (t · sd / gap)²`` (t for
+    the new K', found by iterating). None when the answer exceeds ``MAX_PAIRS_NEEDED``
+    (the estimate sits on the margin: no practical run decides).
+    """
+    gap = abs(abs(mean) - math.log1p(margin))
+    if sd == 0.0:
+        return pairs
+    if gap == 0.0:
+        return None
+    needed = pairs
+    for _ in range(20):
+        guess = math.ceil((t_quantile(confidence, max(needed - 1, 1)) * sd / gap) ** 2) + 1
+        if guess > MAX_PAIRS_NEEDED:
+            return None
+        if guess == needed:
+            break
+        needed = max(guess, 2)
+    return max(needed, pairs + 1)
 
 
 def slower_beyond(ci_high: float, percent: float) -> bool:
-    """True when the candidate is significantly slower by more than ``percent`` percent.
+    """True when the whole interval lies beyond ``percent`` % slower: ``ci_high < 1/(1 + p)``.
 
-    Defined on the speedup interval: ``ci_high < 1 - percent / 100``. In words, even the most
-    favourable end of the confidence interval says the candidate runs at less than
-    ``(100 - percent)`` % of the original's speed (1/latency). ``percent = 0`` trips on any
-    significant slowdown; ``percent = 10`` trips when the candidate's median latency is,
-    with the stated confidence, above ``1 / 0.9 = 1.11`` times the original's.
+    The ``slower`` rule of ``verdict`` with ``δ = percent / 100``: the candidate's latency is,
+    with the stated confidence, more than ``(1 + p)`` times the original's.
     """
     if not 0.0 <= percent < 100.0:
         raise ValueError(f"percent must be in [0, 100), got {percent}")
-    return ci_high < 1.0 - percent / 100.0
+    return ci_high < 1.0 / (1.0 + percent / 100.0)
+
+
+def t_quantile(confidence: float, df: int) -> float:
+    """Two-sided Student-t quantile: ``t`` with ``P(|T_df| <= t) = confidence``.
+
+    Bisection on the exact CDF for integer ``df`` (Abramowitz & Stegun 26.7.3-4, finite sums
+    in ``θ = atan(t / sqrt(df))``); no scipy needed. Known values: ``df = 9`` -> 2.2622,
+    ``df = 1`` -> 12.706 at 95%.
+    """
+    if df < 1:
+        raise ValueError(f"df must be at least 1, got {df}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    low, high = 0.0, 1.0
+    while _t_central(high, df) < confidence:
+        high *= 2.0
+    for _ in range(100):
+        mid = (low + high) / 2.0
+        if _t_central(mid, df) < confidence:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+def _t_central(t: float, df: int) -> float:
+    """``P(|T_df| <= t)`` for integer ``df`` (A&S 26.7.3 odd, 26.7.4 even)."""
+    theta = math.atan(t / math.sqrt(df))
+    sin, cos = math.sin(theta), math.cos(theta)
+    cos2 = cos * cos
+    if df % 2 == 1:
+        if df == 1:
+            return 2.0 * theta / math.pi
+        term = cos
+        total = cos
+        for k in range(1, (df - 1) // 2):
+            term *= cos2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2.0 / math.pi * (theta + sin * total)
+    term = 1.0
+    total = 1.0
+    for k in range(1, df // 2):
+        term *= cos2 * (2 * k - 1) / (2 * k)
+        total += term
+    return sin * total
 
 
 def thin(sample: NDArray[np.float64], max_samples: int) -> NDArray[np.float64]:
@@ -186,18 +269,6 @@ def thin(sample: NDArray[np.float64], max_samples: int) -> NDArray[np.float64]:
     if sample.size <= max_samples:
         return sample
     return sample[np.linspace(0, sample.size - 1, max_samples).round().astype(np.intp)]
-
-
-def _bootstrap_medians(
-    sample: NDArray[np.float64], resamples: int, draw_size: int, rng: np.random.Generator
-) -> NDArray[np.float64]:
-    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // draw_size)
-    medians = np.empty(resamples, dtype=np.float64)
-    for start in range(0, resamples, chunk):
-        stop = min(start + chunk, resamples)
-        indices = rng.integers(0, sample.size, size=(stop - start, draw_size))
-        medians[start:stop] = np.median(sample[indices], axis=1)
-    return medians
 
 
 def _as_sample(values: ArrayLike, name: str) -> NDArray[np.float64]:

@@ -1,7 +1,8 @@
-"""The terminal view of a BenchReport: three rich tables.
+"""The terminal view of a BenchReport: three rich tables and the lines that qualify them.
 
 1. Candidate vs original per setting: both medians, speedup with its interval, verdict
-   (unavailable providers appear here with the reason, so they cannot be missed).
+   (unavailable providers appear here with the reason, so they cannot be missed), then one
+   noise-floor line per setting, the design, the threads and the time spent.
 2. Latency per setting and model: p50/p90/p99/mean/std/min, session creation, first run.
 3. Model facts: file size, node count, BatchNormalization count.
 """
@@ -20,8 +21,9 @@ from .formatting import (
     format_in_unit,
     format_ms,
     format_speedup,
+    verdict_text,
 )
-from .stats import FASTER, SLOWER
+from .stats import EQUIVALENT, FASTER, INCONCLUSIVE, SLOWER
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,11 +32,19 @@ if TYPE_CHECKING:
 
 # Narrower than this, the latency table keeps only the columns that fit in 80.
 WIDE_TERMINAL = 110
-_VERDICT_STYLE = {FASTER: "green", SLOWER: "bold red"}
+_VERDICT_STYLE = {FASTER: "green", SLOWER: "bold red", EQUIVALENT: "cyan", INCONCLUSIVE: "yellow"}
 
 
 def render_report(report: BenchReport, console: Console) -> None:
     console.print(comparison_table(report))
+    for line in report.noise_lines():
+        console.print(f"noise floor {line}", markup=False, highlight=False)
+    console.print(f"design: {report.design_text()}", markup=False, highlight=False)
+    console.print(
+        f"threads: {report.settings.get('threads_text', '?')}", markup=False, highlight=False
+    )
+    console.print(f"time spent: {report.time_spent_text()}", markup=False, highlight=False)
+    console.print()
     if report.measured():
         console.print(latency_table(report, console.width))
     console.print(facts_table(report))
@@ -46,7 +56,8 @@ def comparison_table(report: BenchReport) -> Table:
     medians = [m for c in report.comparisons for m in (c.original_p50_ms, c.candidate_p50_ms)]
     unit = display_unit(medians)
     table = Table(
-        title=f"Candidate vs original ({report.plan_text()}; p50 in {unit})",
+        title=f"Candidate vs original ({report.plan_text()}; p50 in {unit}; "
+        f"margin ±{report.margin * 100:g}%)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
@@ -59,12 +70,13 @@ def comparison_table(report: BenchReport) -> Table:
     table.add_column("verdict")
     for c in report.comparisons:
         style = _VERDICT_STYLE.get(c.verdict)
+        text = verdict_text(c).replace("[", "\\[")
         table.add_row(
             c.setting_label(),
             format_in_unit(c.original_p50_ms, unit),
             format_in_unit(c.candidate_p50_ms, unit),
             format_speedup(c.estimate),
-            f"[{style}]{c.verdict}[/]" if style else c.verdict,
+            f"[{style}]{text}[/]" if style else text,
         )
     for u in report.unavailable:
         table.add_row(

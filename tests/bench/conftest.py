@@ -12,8 +12,10 @@ import pytest
 from bnfold.bench import BenchReport, bench
 from tests.bench.bench_models import fast_model, slow_model
 
-# Enough rounds for a stable median, few enough to keep the whole directory fast.
-QUICK = {"iters": 20, "warmup": 2, "threads": 1}
+# Enough pairs for an interval and rounds for a stable median, few enough to keep the whole
+# directory fast.
+QUICK = {"pairs": 3, "iters": 20, "warmup": 2, "threads": 1}
+QUICK_SAMPLES = 60  # pairs x iters
 
 
 @pytest.fixture(scope="session")

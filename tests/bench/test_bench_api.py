@@ -7,6 +7,7 @@ slower than the original, so ``slower`` cannot flake.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from tests.bench.bench_models import (
     slow_model,
     two_input_model,
 )
-from tests.bench.conftest import QUICK
+from tests.bench.conftest import QUICK, QUICK_SAMPLES
 
 
 def test_much_slower_candidate_is_reported_slower(slow_report: BenchReport) -> None:
@@ -47,8 +48,8 @@ def test_one_result_per_model_and_setting(slow_report: BenchReport) -> None:
     for result in slow_report.results:
         assert result.status == "ok"
         assert result.actual_providers[0] == "CPUExecutionProvider"
-        assert result.latency is not None and result.latency.samples == QUICK["iters"]
-        assert result.samples_ms is not None and len(result.samples_ms) == QUICK["iters"]
+        assert result.latency is not None and result.latency.samples == QUICK_SAMPLES
+        assert result.samples_ms is not None and len(result.samples_ms) == QUICK_SAMPLES
         assert result.session_create_ms is not None and result.session_create_ms > 0
         assert result.first_run_ms is not None and result.first_run_ms > 0
         assert (
@@ -108,13 +109,18 @@ def test_fail_if_slower_stays_quiet_when_the_candidate_is_faster() -> None:
     assert report.failure() is None
 
 
-def test_min_time_measures_for_a_while() -> None:
+def test_rounds_adapt_to_the_latency_within_min_time() -> None:
     report = bench(
-        fast_model(), fast_model(), providers="cpu", levels="disable", min_time=0.05, warmup=1
+        fast_model(), fast_model(), providers="cpu", levels="disable", min_time=0.2, pairs=2
     )
+    comparison = report.comparisons[0]
+    # A microsecond model gets far more than the 20-round floor in 0.1 s per pair.
+    assert comparison.rounds_per_pair > 200
     samples = report.results[0].latency.samples  # type: ignore[union-attr]
-    assert samples >= 10
-    assert report.settings["min_time_s"] == 0.05
+    assert samples >= 2 * 20  # the per-pair time limit never cuts below 20 rounds
+    assert report.settings["seconds_per_setting"] == 0.2
+    assert report.settings["rounds"] is None
+    assert "adapted to latency" in report.design_text()
 
 
 def test_given_inputs_are_used(tmp_path: Path) -> None:
@@ -149,11 +155,11 @@ def test_progress_sink_follows_each_setting() -> None:
     )
     begins = [e for e in events if e[0] == "begin"]
     assert begins == [
-        ("begin", "cpu/disable/batch 1", 20.0, "rounds"),
-        ("begin", "cpu/all/batch 1", 20.0, "rounds"),
+        ("begin", "cpu/disable", 3.0, "pairs"),
+        ("begin", "cpu/all", 3.0, "pairs"),
     ]
     assert events.count(("end",)) == 2
-    assert [e for e in events if e[0] == "update"][-1] == ("update", 20.0)
+    assert [e for e in events if e[0] == "update"][-1] == ("update", 3.0)
 
 
 def test_unavailable_default_cuda_is_a_row_not_an_error(
@@ -198,6 +204,12 @@ def test_top_level_bnfold_bench_forwards() -> None:
     ("options", "message"),
     [
         ({"iters": 0}, "iters"),
+        ({"pairs": 1}, "pairs"),
+        ({"margin": 100}, "margin"),
+        ({"margin": -1}, "margin"),
+        ({"cpus": "0-x"}, "cpus"),
+        ({"cpus": "100000"}, "cpus"),
+        ({"inter_threads": -1}, "inter_threads"),
         ({"fail_if_slower": 100}, "fail-if-slower"),
         ({"levels": "fastest"}, "optimization level"),
         ({"providers": "abacus"}, "execution provider"),
@@ -231,3 +243,125 @@ def test_candidate_with_other_inputs_is_refused() -> None:
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError):
         bench(tmp_path / "nope.onnx", fast_model(), providers="cpu")
+
+
+def test_fail_if_slower_alone_uses_the_margin() -> None:
+    report = bench(
+        fast_model(), slow_model(), providers="cpu", levels="disable", fail_if_slower=True, **QUICK
+    )
+    assert report.fail_if_slower_pct == report.margin * 100 == 3.0
+    assert isinstance(report.failure(), CandidateSlower)
+
+
+def _recording_sessions(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record every session bench creates (role and options), then create it for real."""
+    measure = importlib.import_module("bnfold.bench.measure")
+    real = measure.create_session
+    calls: list[dict[str, Any]] = []
+
+    def recording(model: Any, provider: str, level: str, **kwargs: Any) -> Any:
+        calls.append({"level": level, **kwargs})
+        return real(model, provider, level, **kwargs)
+
+    monkeypatch.setattr(measure, "create_session", recording)
+    return calls
+
+
+def test_each_pair_creates_fresh_sessions_in_alternating_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _recording_sessions(monkeypatch)
+    report = bench(fast_model(), fast_model(), providers="cpu", levels="disable", **QUICK)
+    assert [c["role"] for c in calls] == [
+        "original",
+        "candidate",
+        "candidate",
+        "original",
+        "original",
+        "candidate",
+    ]
+    comparison = report.comparisons[0]
+    assert comparison.estimate.pairs == 3
+    assert len(comparison.pair_speedups) == 3
+    assert comparison.rounds_per_pair == 20
+
+
+def test_threads_spinning_and_cpus_reach_the_sessions_and_the_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _recording_sessions(monkeypatch)
+    before = os.sched_getaffinity(0)
+    seen: list[set[int]] = []
+    measure = importlib.import_module("bnfold.bench.measure")
+    real_session = measure.create_session
+
+    def pinned_check(*args: Any, **kwargs: Any) -> Any:
+        seen.append(os.sched_getaffinity(0))
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(measure, "create_session", pinned_check)
+    first_cpu = min(before)
+    report = bench(
+        fast_model(),
+        fast_model(),
+        providers="cpu",
+        levels="disable",
+        pairs=2,
+        iters=20,
+        threads=1,
+        inter_threads=1,
+        spinning=False,
+        cpus=str(first_cpu),
+    )
+    assert os.sched_getaffinity(0) == before  # restored
+    assert seen and all(cpus == {first_cpu} for cpus in seen)
+    assert {(c["threads"], c["inter_threads"], c["spinning"]) for c in calls} == {(1, 1, False)}
+    assert report.settings["threads"] == {
+        "intra_op_threads": 1,
+        "inter_op_threads": 1,
+        "spinning": False,
+        "cpus": [first_cpu],
+    }
+    assert f"pinned to CPUs {first_cpu}" in report.settings["threads_text"]
+    assert "spinning off" in report.settings["threads_text"]
+
+
+def test_calibrate_times_the_original_against_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _recording_sessions(monkeypatch)
+    report = bench(
+        fast_model(), slow_model(), providers="cpu", levels="disable", calibrate=True, **QUICK
+    )
+    roles = [c["role"] for c in calls]
+    assert roles[:6] == [
+        "original",
+        "candidate",
+        "original (A/A)",
+        "original (A/A)",
+        "candidate",
+        "original",
+    ]
+    comparison = report.comparisons[0]
+    assert comparison.verdict == "slower"
+    calibration = comparison.calibration
+    assert calibration is not None and calibration.pairs == 3
+    # The same model against itself is nowhere near the 40x of the candidate.
+    assert 0.5 < calibration.speedup < 2.0
+    assert report.noise_lines()[0].startswith("cpu/disable/batch 1: A/A ")
+
+
+def test_real_aa_run_of_a_bundled_model_gives_no_verdict(tmp_path: Path) -> None:
+    """The bundled MLP against a copy with other bytes (a doc_string): the same graph. A
+    short run must not call it faster or slower; equivalent or inconclusive are honest."""
+    import onnx
+
+    source = Path(__file__).parents[2] / "models" / "mlp_bn.onnx"
+    twin = onnx.load(source)
+    twin.doc_string = "same graph, different bytes"
+    twin_path = tmp_path / "twin.onnx"
+    onnx.save(twin, twin_path)
+    assert twin_path.read_bytes() != source.read_bytes()
+    report = bench(source, twin_path, providers="cpu", levels="all", pairs=4, min_time=0.4)
+    comparison = report.comparisons[0]
+    assert comparison.estimate.pairs == 4
+    assert comparison.verdict in ("equivalent", "inconclusive"), report.summary_line()
+    assert "pairs vary" in report.noise_lines()[0]

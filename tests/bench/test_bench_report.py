@@ -9,12 +9,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
 from bnfold.bench import BenchReport, RichProgress, bench
+from bnfold.bench.formatting import noise_floor_text, verdict_text
 from bnfold.bench.plot import require_matplotlib, write_plot
 from bnfold.bench.report import Unavailable
+from bnfold.bench.stats import speedup_over_pairs
 from bnfold.errors import UsageError
 from tests.bench.bench_models import fast_model
 from tests.bench.conftest import QUICK
@@ -38,15 +41,34 @@ RESULT_KEYS = {
     "node_count",
     "batchnorm_count",
 }
-COMPARISON_KEYS = {"provider", "level", "batch", "speedup", "ci_low", "ci_high", "verdict"}
+COMPARISON_KEYS = {
+    "provider",
+    "level",
+    "batch",
+    "speedup",
+    "ci_low",
+    "ci_high",
+    "verdict",
+    "margin_pct",
+    "pairs",
+    "rounds_per_pair",
+    "pair_sd_pct",
+    "ci_half_width_pct",
+    "pairs_needed",
+    "seconds_needed",
+    "pair_speedups",
+    "calibration",
+    "noise_floor",
+}
 
 
 def test_json_schema(slow_report: BenchReport) -> None:
     data = json.loads(slow_report.to_json())
-    assert {"results", "comparisons", "machine", "onnxruntime_version", "iters", "settings"} <= set(
-        data
-    )
-    assert data["iters"] == 20
+    assert {"results", "comparisons", "machine", "onnxruntime_version", "settings"} <= set(data)
+    settings = data["settings"]
+    assert (settings["pairs"], settings["rounds"], settings["margin_pct"]) == (3, 20, 3.0)
+    assert settings["threads"]["intra_op_threads"] == 1
+    assert settings["duration_s"] > 0
     assert data["machine"]["cpu_count"] >= 1
     assert data["machine"]["platform"]
     assert len(data["results"]) == 8
@@ -61,10 +83,14 @@ def test_json_schema(slow_report: BenchReport) -> None:
     for comparison in data["comparisons"]:
         assert set(comparison) >= COMPARISON_KEYS
         assert comparison["verdict"] == "slower"
-        assert comparison["ci_low"] <= comparison["ci_high"]
+        assert comparison["ci_low"] <= comparison["speedup"] <= comparison["ci_high"]
+        # The geometric mean of the pairs' ratios of medians.
         assert comparison["speedup"] == pytest.approx(
-            comparison["original_p50_ms"] / comparison["candidate_p50_ms"]
+            float(np.exp(np.mean(np.log(comparison["pair_speedups"]))))
         )
+        assert (comparison["pairs"], comparison["rounds_per_pair"]) == (3, 20)
+        assert comparison["calibration"] is None
+        assert "pairs vary" in comparison["noise_floor"]
     assert [(c["level"], c["batch"]) for c in data["comparisons"]] == [
         ("disable", 1),
         ("disable", 2),
@@ -90,13 +116,18 @@ def test_markdown_has_the_comparison_and_details(slow_report: BenchReport) -> No
     markdown = report.to_markdown()
     assert markdown.startswith("## bnfold bench")
     assert (
-        "| setting | original p50 (ms) | candidate p50 (ms) | speedup [95% CI] | verdict |"
-        in markdown
+        "| setting | original p50 (ms) | candidate p50 (ms) | speedup [95% CI] | "
+        "verdict (margin ±3%) | noise floor |" in markdown
     )
+    assert "Design: 3 fresh session pairs per setting × 20 interleaved rounds" in markdown
+    assert "Threads: intra-op threads 1" in markdown
+    assert "took " in markdown
     for comparison in report.comparisons:
         assert f"| {comparison.setting_label()} |" in markdown
     assert markdown.count("**slower**") == 4
-    assert "| cuda/all | - | - | - | unavailable: no GPU \\| here |" in markdown  # pipes escaped
+    assert (
+        "| cuda/all | - | - | - | unavailable: no GPU \\| here | - |" in markdown
+    )  # pipes escaped
     assert "<details>" in markdown and "</details>" in markdown
     assert "| original | " in markdown and "| candidate | " in markdown
     assert "onnxruntime " + report.onnxruntime_version in markdown
@@ -106,7 +137,12 @@ def test_terminal_tables(slow_report: BenchReport) -> None:
     buffer = io.StringIO()
     slow_report.render(Console(file=buffer, width=160, color_system=None))
     text = buffer.getvalue()
-    assert "Candidate vs original (20 rounds; p50 in " in text
+    assert "Candidate vs original (3 pairs × 20 rounds; p50 in " in text
+    assert "margin ±3%" in text
+    assert text.count("noise floor cpu/") == 4
+    assert "design: 3 fresh session pairs" in text
+    assert "threads: intra-op threads 1" in text
+    assert "time spent: " in text
     assert text.count("slower") >= 4
     assert "cpu/disable/batch 2" in text
     assert "BatchNormalization" in text
@@ -128,6 +164,44 @@ def test_summary_line(slow_report: BenchReport) -> None:
     line = slow_report.summary_line()
     assert line.count("slower") == 4
     assert "cpu/all/batch 2" in line
+    assert "(margin ±3%, took " in line
+
+
+def _with_estimate(report: BenchReport, d: list[float]) -> BenchReport:
+    changed = copy.deepcopy(report)
+    comparison = changed.comparisons[0]
+    comparison.estimate = speedup_over_pairs(d, margin=0.03)
+    comparison.seconds_per_pair = 0.5
+    return changed
+
+
+def test_inconclusive_says_what_a_decisive_run_needs(slow_report: BenchReport) -> None:
+    report = _with_estimate(slow_report, [0.02, 0.09, -0.01, 0.08])  # ~4.5% faster, noisy
+    comparison = report.comparisons[0]
+    assert comparison.verdict == "inconclusive"
+    needed = comparison.estimate.pairs_needed
+    assert needed is not None and needed > 4
+    assert comparison.seconds_needed() == pytest.approx(needed * 0.5)
+    text = verdict_text(comparison)
+    assert f"--pairs {needed}" in text and "for this setting" in text
+    assert f"inconclusive (a decisive run needs about --pairs {needed}" in report.to_markdown()
+    data = json.loads(report.to_json())["comparisons"][0]
+    assert data["pairs_needed"] == needed
+
+
+def test_equivalent_is_reported_as_such(slow_report: BenchReport) -> None:
+    report = _with_estimate(slow_report, [0.001, -0.002, 0.0, 0.002, -0.001])
+    assert report.comparisons[0].verdict == "equivalent"
+    assert verdict_text(report.comparisons[0]) == "equivalent"
+    assert report.failure() is None
+
+
+def test_noise_floor_with_calibration_shows_the_aa_result(slow_report: BenchReport) -> None:
+    report = copy.deepcopy(slow_report)
+    report.comparisons[0].calibration = speedup_over_pairs([0.004, -0.003, 0.001], margin=0.03)
+    line = noise_floor_text(report.comparisons[0])
+    assert line.startswith("A/A 1.001× [")
+    assert "equivalent, pairs vary ±0.4%" in line
 
 
 def test_plot_writes_a_png(slow_report: BenchReport, tmp_path: Path) -> None:
@@ -165,4 +239,4 @@ def test_rich_progress_draws_on_a_terminal() -> None:
             progress=progress,
             **QUICK,
         )
-    assert "cpu/disable/batch 1 (rounds)" in buffer.getvalue()
+    assert "cpu/disable (pairs)" in buffer.getvalue()
