@@ -26,16 +26,21 @@ from tests.engine.edge_build import (
 BOOL, INT64 = TensorProto.BOOL, TensorProto.INT64
 
 
-def _conv_bn_branch(seed: int, name: str, bn_name: str) -> object:
-    """``Conv(x, W) → c → BN → y`` with the branch's own W, g, b, m, v (same names in every
-    branch built here, different values)."""
+def _conv_bn_branch(seed: int, name: str, bn_name: str, layer: str = "Conv") -> object:
+    """``Conv(x, W) → c → BN → y`` (or ``MatMul`` on ``x[2, 3]``) with the branch's own W,
+    g, b, m, v (same names in every branch built here, different values)."""
     rng = np.random.default_rng(seed)
-    inits = [array(weights(rng, [3, 3, 1, 1]), "W"), *bn_params(rng, 3)]
-    nodes = [
-        helper.make_node("Conv", ["x", "W"], ["c"], name=f"{name}_conv", kernel_shape=[1, 1]),
-        bn_node("c", "y", name=bn_name),
-    ]
-    return branch(nodes, [("y", [1, 3, 4, 4])], inits, name=name)
+    if layer == "Conv":
+        inits = [array(weights(rng, [3, 3, 1, 1]), "W"), *bn_params(rng, 3)]
+        first = helper.make_node(
+            "Conv", ["x", "W"], ["c"], name=f"{name}_conv", kernel_shape=[1, 1]
+        )
+        shape = [1, 3, 4, 4]
+    else:
+        inits = [array(weights(rng, [3, 3]), "W"), *bn_params(rng, 3)]
+        first = helper.make_node("MatMul", ["x", "W"], ["c"], name=f"{name}_matmul")
+        shape = [2, 3]
+    return branch([first, bn_node("c", "y", name=bn_name)], [("y", shape)], inits, name=name)
 
 
 def _both_ways(rng: np.random.Generator, shapes: dict) -> list[dict[str, np.ndarray]]:
@@ -60,6 +65,29 @@ def if_branches_reuse_names() -> EdgeCase:
         "if-branches-reuse-names",
         model,
         _both_ways(rng, {"x": [1, 3, 4, 4]}),
+        {"then_bn": outcome(FOLDED), "else_bn": outcome(FOLDED)},
+    )
+
+
+def if_branches_reuse_names_matmul() -> EdgeCase:
+    """As ``if_branches_reuse_names``, with MatMul + BN on ``x[2, 3]`` in both branches
+    (found by the edge fuzzer: the else branch was folded with the then branch's values)."""
+    rng = np.random.default_rng(33)
+    nodes = [
+        helper.make_node(
+            "If",
+            ["cond"],
+            ["out"],
+            name="if",
+            then_branch=_conv_bn_branch(34, "then", "then_bn", "MatMul"),
+            else_branch=_conv_bn_branch(35, "else", "else_bn", "MatMul"),
+        )
+    ]
+    model = build_model(nodes, [value("x", [2, 3]), value("cond", [], BOOL)], ["out"])
+    return EdgeCase(
+        "if-branches-reuse-names-matmul",
+        model,
+        _both_ways(rng, {"x": [2, 3]}),
         {"then_bn": outcome(FOLDED), "else_bn": outcome(FOLDED)},
     )
 
@@ -135,6 +163,45 @@ def loop_body_reuses_outer_names() -> EdgeCase:
         model,
         [normal_feeds(rng, {"x": [1, 3, 4, 4]})],
         {"bn": outcome("nonpositive-variance"), "body_bn": outcome(FOLDED)},
+    )
+
+
+def loop_body_variance_named_like_a_folded_outer_constant() -> EdgeCase:
+    """Outside: ``MatMul → Mul(v)`` where ``v`` is a negative per-feature constant that the
+    first run folds into the MatMul (and so removes); inside a Loop body: ``MatMul → BN``
+    whose positive variance is also named ``v``. A name-keyed lookup refuses the body BN in
+    the first run (``nonpositive-variance``) and folds it in the second: it must fold in the
+    first (the property's second run must fold nothing)."""
+    rng = np.random.default_rng(32)
+    body_inits = [array(weights(rng, [3, 3]), "W"), *bn_params(rng, 3)]
+    body = branch(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep_going"),
+            helper.make_node("MatMul", ["h", "W"], ["hm"], name="body_matmul"),
+            bn_node("hm", "h_out", name="body_bn"),
+        ],
+        [("cond_out", []), ("h_out", [2, 3])],
+        body_inits,
+        [value("i", [], INT64), value("cond_in", [], BOOL), value("h", [2, 3])],
+        name="body",
+    )
+    _set_output_types(body, {"cond_out": BOOL})
+    outer = [
+        array(weights(rng, [3, 3]), "W"),
+        array(-rng.uniform(0.5, 2.0, 3).astype(np.float32), "v"),
+        array(np.array(2, np.int64), "trips"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["mm"], name="matmul"),
+        helper.make_node("Mul", ["mm", "v"], ["z"], name="negative_scale"),
+        helper.make_node("Loop", ["trips", "", "x"], ["looped"], name="loop", body=body),
+    ]
+    model = build_model(nodes, [value("x", [2, 3])], ["z", ("looped", [2, 3])], outer)
+    return EdgeCase(
+        "loop-body-variance-named-like-folded-outer-constant",
+        model,
+        [normal_feeds(rng, {"x": [2, 3]})],
+        {"body_bn": outcome(FOLDED)},
     )
 
 
@@ -290,8 +357,10 @@ def _set_output_types(graph: object, types: dict[str, int]) -> None:
 
 CASES = [
     if_branches_reuse_names,
+    if_branches_reuse_names_matmul,
     branch_initializer_shadows_outer,
     loop_body_reuses_outer_names,
+    loop_body_variance_named_like_a_folded_outer_constant,
     loop_state_shadows_outer_initializer,
     scan_body_reuses_outer_names,
     branch_bn_reads_outer_graph_input,

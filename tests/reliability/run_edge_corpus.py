@@ -1,0 +1,119 @@
+"""Fold N unseen random graphs of the issue-10 edge classes and count what went wrong.
+
+    .venv/bin/python tests/reliability/run_edge_corpus.py -n 500 --seed 1
+    .venv/bin/python tests/reliability/run_edge_corpus.py -n 200 --seed 7 --kind scopes --show 5
+
+Graph i of a run is drawn from ``numpy.random.default_rng([seed, i])`` by
+``fuzz_edge_graphs.edge_graph`` (classes in turn unless ``--kind``), so a (seed, i) pair
+names one graph for good. Each is checked with the fuzzer's property
+(``fuzz_property.check_optimize_is_safe``) and each failure counted under its category:
+wrong folds, invalid outputs, non-idempotent runs, false report statements, crashes (and
+an input proto modified). ``generator-error`` counts graphs the generator built badly
+(they are not bnfold's fault; it should be 0). ``--save DIR`` writes each failing model and
+its feeds (``DIR/<seed>-<i>-<class>.onnx`` and ``.npz``) to turn into regression tests.
+Exit status 1 when any failure was found, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``tests`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+from tests.reliability.fuzz_edge_graphs import GENERATORS, RandomChoices, edge_graph  # noqa: E402
+from tests.reliability.fuzz_property import (  # noqa: E402
+    CATEGORIES,
+    PropertyViolation,
+    check_optimize_is_safe,
+)
+
+LABELS = {
+    "wrong-fold": "wrong folds",
+    "invalid-output": "invalid outputs",
+    "non-idempotent": "non-idempotent runs",
+    "false-report": "false report statements",
+    "crash": "crashes",
+    "input-modified": "input protos modified",
+}
+
+
+def run(count: int, seed: int, kind: str | None, show: int, save: Path | None) -> int:
+    kinds = [kind] if kind else list(GENERATORS)
+    totals: collections.Counter[str] = collections.Counter()
+    by_class: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    examples: dict[str, list[str]] = collections.defaultdict(list)
+    started = time.perf_counter()
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        chosen = kinds[index % len(kinds)]
+        try:
+            graph = edge_graph(RandomChoices(rng), rng, chosen)
+        except Exception as error:  # the generator's fault, not bnfold's
+            _count("generator-error", chosen, f"{index}: {error}", totals, by_class, examples)
+            continue
+        by_class[graph.kind.split("/")[0]]["graphs"] += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                check_optimize_is_safe(graph.model, graph.feeds, graph.dtype)
+        except PropertyViolation as failure:
+            line = f"{seed}-{index} {graph.kind}: {str(failure).splitlines()[0][:300]}"
+            _count(failure.category, graph.kind, line, totals, by_class, examples)
+            if save is not None:
+                _save(save, f"{seed}-{index}-{graph.kind.replace('/', '_')}", graph)
+        except Exception as error:  # the original did not run: a generator bug
+            line = f"{seed}-{index} {graph.kind}: {type(error).__name__}: {error}"
+            _count("generator-error", graph.kind, line.splitlines()[0], totals, by_class, examples)
+    _print(count, seed, totals, by_class, examples, show, time.perf_counter() - started)
+    return 1 if any(totals[c] for c in CATEGORIES) else 0
+
+
+def _count(category, kind, line, totals, by_class, examples) -> None:  # type: ignore[no-untyped-def]
+    totals[category] += 1
+    by_class[kind.split("/")[0]][category] += 1
+    examples[category].append(line)
+
+
+def _save(folder: Path, stem: str, graph) -> None:  # type: ignore[no-untyped-def]
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph.model, folder / f"{stem}.onnx")
+    arrays = {f"{i}:{name}": v for i, feeds in enumerate(graph.feeds) for name, v in feeds.items()}
+    np.savez(folder / f"{stem}.npz", **arrays)
+
+
+def _print(count, seed, totals, by_class, examples, show, seconds) -> None:  # type: ignore[no-untyped-def]
+    print(f"{count} unseen edge graphs, seed {seed}, {seconds:.1f} s")
+    for category, label in LABELS.items():
+        print(f"  {label:<26} {totals[category]}")
+    print(f"  {'generator errors':<26} {totals['generator-error']}")
+    columns = ["graphs", *CATEGORIES, "generator-error"]
+    print("\nper class: " + ", ".join(columns))
+    for name in sorted(by_class):
+        print(f"  {name:<14} " + " ".join(f"{by_class[name][c]:>4}" for c in columns))
+    for category in [*CATEGORIES, "generator-error"]:
+        for line in examples[category][:show]:
+            print(f"[{category}] {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--count", type=int, default=200, help="graphs to draw")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=sorted(GENERATORS), help="only this class")
+    parser.add_argument("--show", type=int, default=3, help="examples to print per category")
+    parser.add_argument("--save", type=Path, help="folder for failing models and feeds")
+    args = parser.parse_args(argv)
+    return run(args.count, args.seed, args.kind, args.show, args.save)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
