@@ -47,49 +47,31 @@ def _both_ways(rng: np.random.Generator, shapes: dict) -> list[dict[str, np.ndar
     return [{**normal_feeds(rng, shapes), "cond": np.array(flag)} for flag in (True, False)]
 
 
-def if_branches_reuse_names() -> EdgeCase:
-    """Both branches: Conv + BN with the same tensor names and different statistics."""
-    rng = np.random.default_rng(20)
-    nodes = [
-        helper.make_node(
-            "If",
-            ["cond"],
-            ["out"],
-            name="if",
-            then_branch=_conv_bn_branch(21, "then", "then_bn"),
-            else_branch=_conv_bn_branch(22, "else", "else_bn"),
-        )
-    ]
-    model = build_model(nodes, [value("x", [1, 3, 4, 4]), value("cond", [], BOOL)], ["out"])
+def _if_siblings(name: str, layer: str, seed: int, shape: list[int]) -> EdgeCase:
+    rng = np.random.default_rng(seed)
+    branches = {
+        "then_branch": _conv_bn_branch(seed + 1, "then", "then_bn", layer),
+        "else_branch": _conv_bn_branch(seed + 2, "else", "else_bn", layer),
+    }
+    nodes = [helper.make_node("If", ["cond"], ["out"], name="if", **branches)]
+    model = build_model(nodes, [value("x", shape), value("cond", [], BOOL)], ["out"])
     return EdgeCase(
-        "if-branches-reuse-names",
+        name,
         model,
-        _both_ways(rng, {"x": [1, 3, 4, 4]}),
+        _both_ways(rng, {"x": shape}),
         {"then_bn": outcome(FOLDED), "else_bn": outcome(FOLDED)},
     )
+
+
+def if_branches_reuse_names() -> EdgeCase:
+    """Both branches: Conv + BN with the same tensor names and different statistics."""
+    return _if_siblings("if-branches-reuse-names", "Conv", 20, [1, 3, 4, 4])
 
 
 def if_branches_reuse_names_matmul() -> EdgeCase:
     """As ``if_branches_reuse_names``, with MatMul + BN on ``x[2, 3]`` in both branches
     (found by the edge fuzzer: the else branch was folded with the then branch's values)."""
-    rng = np.random.default_rng(33)
-    nodes = [
-        helper.make_node(
-            "If",
-            ["cond"],
-            ["out"],
-            name="if",
-            then_branch=_conv_bn_branch(34, "then", "then_bn", "MatMul"),
-            else_branch=_conv_bn_branch(35, "else", "else_bn", "MatMul"),
-        )
-    ]
-    model = build_model(nodes, [value("x", [2, 3]), value("cond", [], BOOL)], ["out"])
-    return EdgeCase(
-        "if-branches-reuse-names-matmul",
-        model,
-        _both_ways(rng, {"x": [2, 3]}),
-        {"then_bn": outcome(FOLDED), "else_bn": outcome(FOLDED)},
-    )
+    return _if_siblings("if-branches-reuse-names-matmul", "MatMul", 33, [2, 3])
 
 
 def branch_initializer_shadows_outer() -> EdgeCase:

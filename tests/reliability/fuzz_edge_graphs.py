@@ -37,6 +37,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from tests.engine.edge_build import array, branch, build_model, value
+from tests.helpers import random_feeds
 
 T = TypeVar("T")
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -278,28 +279,12 @@ def two_slot(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
         outputs.append(net.node("Mul", ["u", params[0]]))
         extra.append(value("u", [channels], helper.np_dtype_to_tensor_dtype(net.dtype)))
     graph = net.finish(f"two-slot/{kind}", {"x": shape}, outputs, extra_inputs=extra, feeds=[])
-    graph.feeds = [_feeds_for(graph.model, rng)]
+    graph.feeds = [random_feeds(graph.model, seed=int(rng.integers(2**31)))]
     return graph
 
 
 def _attrs_of(node: onnx.NodeProto) -> dict[str, object]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _feeds_for(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for graph_input in model.graph.input:
-        if graph_input.name in inits:
-            continue
-        tensor_type = graph_input.type.tensor_type
-        shape = [d.dim_value for d in tensor_type.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        if dtype == np.bool_:
-            feeds[graph_input.name] = np.array(True)
-        else:
-            feeds[graph_input.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
 
 
 # ---- class 2 -----------------------------------------------------------------------------------
