@@ -12,6 +12,12 @@ Structure is drawn from hypothesis (so failures shrink to small graphs); array v
 from a numpy generator seeded by a drawn integer. Weights are scaled by 1/sqrt(fan-in) so
 activations stay O(1); BN parameters include negative and zero gammas and tiny variances.
 Models are float32 or float16, IR version 10, opset 17, 15 or 13.
+
+One example in ``EDGE_ONE_IN`` is instead a graph of the issue-10 edge classes
+(``fuzz_edge_graphs``: tensors read in two slots, If/Loop/Scan name reuse and shadowing,
+broadcast-up chains, rank-changing paths, typed value fields, opsets 6/7/9/11 (opset 6 runs
+under ``legacy_runtime``), unnamed nodes, float16 extremes), drawn with the same hypothesis
+data so it shrinks too. They are small: the fixed 500-example CI run stays fast.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 from tests.helpers import IR_VERSION
+from tests.reliability.fuzz_edge_graphs import DrawChoices, edge_graph
 
 MAX_STEPS = 8
+EDGE_ONE_IN = 5  # share of examples drawn from the edge classes (fuzz_edge_graphs)
 MAX_SPATIAL = 12  # ops that grow spatial size are not drawn past this
 
 
@@ -42,7 +50,7 @@ class FuzzModel:
     """A drawn model, its input feeds, and what was built (for failure messages)."""
 
     model: onnx.ModelProto
-    feeds: dict[str, np.ndarray]
+    feeds: dict[str, np.ndarray] | list[dict[str, np.ndarray]]  # a list: one run per feeds
     dtype: np.dtype
     steps: list[str] = field(default_factory=list)
 
@@ -330,6 +338,8 @@ OTHERS: list[Callable[[_Builder, Value], Value | None]] = [
 @st.composite
 def random_models(draw: st.DrawFn) -> FuzzModel:
     """A random valid model (see the module docstring), with feeds for its one input."""
+    if draw(st.integers(1, EDGE_ONE_IN)) == 1:
+        return draw(edge_models())
     dtype = np.dtype(draw(st.sampled_from([np.float32, np.float32, np.float32, np.float16])))
     opset = draw(st.sampled_from([17, 17, 15, 13]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -384,3 +394,11 @@ def _finish(
     onnx.checker.check_model(model, full_check=True)
     feeds = {"x": rng.standard_normal(source.shape).astype(dtype)}
     return FuzzModel(model, feeds, dtype, builder.steps)
+
+
+@st.composite
+def edge_models(draw: st.DrawFn, kind: str | None = None) -> FuzzModel:
+    """A random graph of the issue-10 edge classes (``fuzz_edge_graphs``), or of ``kind``."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    graph = edge_graph(DrawChoices(draw), rng, kind)
+    return FuzzModel(graph.model, graph.feeds, graph.dtype, [graph.kind, *graph.steps])

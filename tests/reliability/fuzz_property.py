@@ -90,15 +90,29 @@ CATEGORIES = (
 )
 
 
-@contextmanager
-def violation(category: str) -> Iterator[None]:
-    """Report any failure inside the block as a ``PropertyViolation`` of ``category``."""
-    try:
-        yield
-    except PropertyViolation:
-        raise
-    except Exception as error:
-        raise PropertyViolation(category, f"{type(error).__name__}: {error}") from error
+class _Violations:
+    """Where failures go: raised at once (the default; hypothesis shrinks the first), or,
+    with ``collect``, recorded so that one run reports every property that broke."""
+
+    def __init__(self, collect: list[PropertyViolation] | None) -> None:
+        self.collect = collect
+        self.failed: set[str] = set()
+
+    @contextmanager
+    def check(self, category: str) -> Iterator[None]:
+        """Report any failure inside the block as a ``PropertyViolation`` of ``category``."""
+        try:
+            yield
+        except Exception as error:
+            found = (
+                error
+                if isinstance(error, PropertyViolation)
+                else PropertyViolation(category, f"{type(error).__name__}: {error}")
+            )
+            if self.collect is None:
+                raise found from error
+            self.failed.add(found.category)
+            self.collect.append(found)
 
 
 def check_optimize_is_safe(
@@ -107,20 +121,25 @@ def check_optimize_is_safe(
     dtype: np.dtype,
     *,
     lower_standalone: bool = False,
-) -> bnfold.OptimizeResult:
+    collect: list[PropertyViolation] | None = None,
+) -> bnfold.OptimizeResult | None:
     """Assert properties 1-6 above; return the result for further checks. A failure is a
-    ``PropertyViolation`` whose ``category`` says which property broke.
+    ``PropertyViolation`` whose ``category`` says which property broke; with ``collect``
+    every failure is appended there instead and the checks go on (None if optimize raised).
 
     ``feeds`` may be a list (e.g. one per branch an ``If`` can take): each is checked.
     """
+    found = _Violations(collect)
     original_bytes = model.SerializeToString()
-    with violation("crash"):
+    with found.check("crash"):
         result = bnfold.optimize(model, lower_standalone=lower_standalone)
         folded = result.model
-    with violation("input-modified"):
+    if "crash" in found.failed:
+        return None
+    with found.check("input-modified"):
         assert model.SerializeToString() == original_bytes, "optimize modified its input proto"
 
-    with violation("invalid-output"):
+    with found.check("invalid-output"):
         assert_still_valid(model, folded)
         assert folded.ir_version == model.ir_version
         assert list(folded.opset_import) == list(model.opset_import)
@@ -128,7 +147,7 @@ def check_optimize_is_safe(
         assert list(folded.graph.output) == list(model.graph.output), "graph outputs changed"
 
     report = result.report
-    with violation("false-report"):
+    with found.check("false-report"):
         before, after = batchnorm_count_all(model), batchnorm_count_all(folded)
         bn_folds = [f for f in report.folds if f.kind == "BatchNormalization"]
         assert len(bn_folds) + after == before, (len(bn_folds), after, before)
@@ -144,13 +163,13 @@ def check_optimize_is_safe(
             assert folded.SerializeToString() == original_bytes, "nothing folded, yet it changed"
 
     for one_feeds in [feeds] if isinstance(feeds, dict) else feeds:
-        _assert_same_outputs(model, folded, one_feeds, dtype, report.folds)
+        _assert_same_outputs(model, folded, one_feeds, dtype, report.folds, found)
 
-    with violation("crash"):
+    with found.check("crash"):
         again = bnfold.optimize(folded, lower_standalone=lower_standalone)
-    with violation("non-idempotent"):
-        assert not again.report.folds, f"not idempotent: {again.report.folds}"
-        assert again.model.SerializeToString() == folded.SerializeToString(), "other bytes"
+        with found.check("non-idempotent"):
+            assert not again.report.folds, f"not idempotent: {again.report.folds}"
+            assert again.model.SerializeToString() == folded.SerializeToString(), "other bytes"
     return result
 
 
@@ -160,17 +179,21 @@ def _assert_same_outputs(
     feeds: dict[str, np.ndarray],
     dtype: np.dtype,
     folds: list,
+    found: _Violations,
 ) -> None:
     """Property 4 for one set of feeds (the original must run: if not, the case is broken)."""
     expected = run_reference(model, feeds)
-    with violation("invalid-output"):
+    actual = None
+    with found.check("invalid-output"):
         actual = run_reference(folded, feeds)
         assert expected.keys() == actual.keys()
+    if actual is None or expected.keys() != actual.keys():
+        return
     truth = None
     if np.dtype(dtype) == np.float16:
         truth = run_reference(as_float32(model), _as_float32_feeds(feeds))
     rtol, atol = TOLERANCE[np.dtype(dtype)]
-    with violation("wrong-fold"):
+    with found.check("wrong-fold"):
         _compare_outputs(expected, actual, truth, rtol, atol, folds)
 
 
