@@ -1,0 +1,192 @@
+"""The CI integrations: the pre-commit hook (through ``pre-commit try-repo``) and the composite
+GitHub Action's script (``scripts/bnfold-action.sh``, run as the action runs it).
+
+The hook test installs bnfold into pre-commit's own environment from a copy of this checkout,
+as a user's ``pre-commit`` would from the repository; it is skipped when pre-commit is not
+installed (``pip install pre-commit``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bnfold
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "bnfold-action.sh"
+MODEL = ROOT / "models" / "resnet_tiny.onnx"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """original.onnx (with foldable BN), folded.onnx, wrong.onnx (folded, first Conv off by 5%)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    folder = tmp_path_factory.mktemp("models")
+    paths = {name: folder / f"{name}.onnx" for name in ("original", "folded", "wrong")}
+    shutil.copy(MODEL, paths["original"])
+    bnfold.optimize(MODEL).save(paths["folded"])
+    wrong = onnx.load(str(paths["folded"]))
+    conv = next(n for n in wrong.graph.node if n.op_type == "Conv")
+    weight = next(t for t in wrong.graph.initializer if t.name == conv.input[1])
+    array = numpy_helper.to_array(weight).copy()
+    array *= np.float32(1.05)
+    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+    onnx.save(wrong, str(paths["wrong"]))
+    return paths
+
+
+def _git(folder: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
+
+
+def _pre_commit() -> str | None:
+    found = shutil.which("pre-commit", path=str(BIN)) or shutil.which("pre-commit")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_pre_commit() is None, reason="pre-commit is not installed")
+def test_pre_commit_hook_through_try_repo(tmp_path, models):
+    hook_repo = tmp_path / "bnfold-repo"
+    hook_repo.mkdir()
+    for name in ("pyproject.toml", "README.md", ".pre-commit-hooks.yaml"):
+        shutil.copy(ROOT / name, hook_repo / name)
+    shutil.copytree(
+        ROOT / "bnfold", hook_repo / "bnfold", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    _git(hook_repo, "init", "-q")
+    _git(hook_repo, "add", ".")
+    _git(hook_repo, "commit", "-q", "-m", "bnfold")
+
+    user_repo = tmp_path / "user-repo"
+    user_repo.mkdir()
+    shutil.copy(models["original"], user_repo / "unfolded.onnx")
+    shutil.copy(models["folded"], user_repo / "folded.onnx")
+    (user_repo / "notes.txt").write_text("not a model\n")
+    _git(user_repo, "init", "-q")
+    _git(user_repo, "add", ".")
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+
+    def try_repo(*files: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(_pre_commit()), "try-repo", str(hook_repo), "bnfold-check", "--files", *files],
+            cwd=user_repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    both = try_repo("unfolded.onnx", "folded.onnx", "notes.txt")
+    assert both.returncode == 1, both.stdout + both.stderr
+    assert re.search(r"error: 6 BatchNormalization.* can be folded", both.stdout)
+    assert "run `bnfold optimize unfolded.onnx`" in both.stdout
+    assert "ok: no foldable BatchNormalization" in both.stdout  # folded.onnx was checked too
+    assert "notes.txt" not in both.stdout  # only *.onnx reach the hook
+
+    folded_only = try_repo("folded.onnx")
+    assert folded_only.returncode == 0, folded_only.stdout + folded_only.stderr
+    assert "Passed" in folded_only.stdout
+
+
+def _run_action(
+    tmp_path: Path, candidate: Path | str, original: Path | None = None, **extra: str
+) -> tuple[subprocess.CompletedProcess[str], Path, Path, Path]:
+    summary, output, reports = tmp_path / "summary.md", tmp_path / "output.txt", tmp_path / "rep"
+    env = {
+        **os.environ,
+        "BNFOLD": str(BIN / "bnfold"),
+        "BNFOLD_CANDIDATE": str(candidate),
+        "BNFOLD_ORIGINAL": str(original or ""),
+        "BNFOLD_REPORT_DIR": str(reports),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "GITHUB_OUTPUT": str(output),
+        **extra,
+    }
+    result = subprocess.run(
+        ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300
+    )
+    return result, summary, output, reports
+
+
+def test_action_script_passes_a_folded_equivalent_model(tmp_path, models):
+    result, summary, output, reports = _run_action(tmp_path, models["folded"], models["original"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = summary.read_text()
+    assert "| `bnfold check` | passed |" in text
+    assert "| `bnfold verify` (cpu; levels disable,all) | passed |" in text
+    assert "### bnfold optimize" in text  # check's own Markdown was appended
+    verify = json.loads((reports / "verify.json").read_text())
+    assert verify["passed"] and {p["level"] for p in verify["providers"]} == {"disable", "all"}
+    assert json.loads((reports / "check.json").read_text())["folds"] == []
+    assert (reports / "verify.md").is_file()
+    assert output.read_text() == f"report-dir={reports}\n"
+
+
+def test_action_script_fails_on_foldable_bn_and_still_verifies(tmp_path, models):
+    result, summary, _, reports = _run_action(tmp_path, models["original"], models["original"])
+    assert result.returncode == 1
+    text = summary.read_text()
+    assert "| `bnfold check` | failed (exit 1) |" in text
+    assert "| passed |" in text  # verify of a model against itself still ran and passed
+    assert len(json.loads((reports / "check.json").read_text())["folds"]) == 6
+
+
+def test_action_script_fails_on_a_wrong_model_and_keeps_the_inputs(tmp_path, models):
+    result, summary, _, reports = _run_action(tmp_path, models["wrong"], models["original"])
+    assert result.returncode == 1
+    assert "| `bnfold check` | passed |" in summary.read_text()
+    assert "bnfold verify` (cpu; levels disable,all) | failed (exit 1) |" in summary.read_text()
+    assert not json.loads((reports / "verify.json").read_text())["passed"]
+    assert list(reports.glob("*.npz")), "the failing input set is kept for the artifact"
+
+
+def test_action_script_without_original_only_checks(tmp_path, models):
+    result, summary, _, reports = _run_action(tmp_path, models["folded"])
+    assert result.returncode == 0
+    assert "skipped (no original given)" in summary.read_text()
+    assert not (reports / "verify.json").exists()
+
+
+def test_action_script_errors(tmp_path, models):
+    missing, *_ = _run_action(tmp_path, "")
+    assert missing.returncode == 2 and "candidate model is required" in missing.stderr
+    unavailable, *_ = _run_action(
+        tmp_path, models["folded"], models["original"], BNFOLD_PROVIDERS="no-such-provider"
+    )
+    assert unavailable.returncode not in (0, 1)
+
+
+def test_action_yml_runs_the_script_with_its_inputs():
+    yaml = pytest.importorskip("yaml")
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite"
+    assert set(action["inputs"]) >= {"original", "candidate", "providers", "levels"}
+    steps = action["runs"]["steps"]
+    run_step = next(s for s in steps if s.get("id") == "bnfold")
+    assert "scripts/bnfold-action.sh" in run_step["run"]
+    for name in ("candidate", "original", "providers", "levels"):
+        assert f"inputs.{name}" in json.dumps(run_step["env"])
+    upload = next(s for s in steps if "upload-artifact" in s.get("uses", ""))
+    assert upload["if"].startswith("always()")
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert [hook["id"] for hook in hooks] == ["bnfold-check"]
+    assert hooks[0]["files"] == r"\.onnx$"
