@@ -113,5 +113,5 @@ def noise_floor_text(comparison: Comparison) -> str:
         )
     return (
         f"pairs vary ±{format_percent(estimate.pair_sd)}, "
-        f"interval ±{format_percent(estimate.half_width)} (--calibrate: A/A)"
+        f"interval ±{format_percent(estimate.half_width)} (--calibrate measures A/A)"
     )

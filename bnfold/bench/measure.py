@@ -22,7 +22,7 @@ import onnx
 from ..errors import BnfoldError, UsageError
 from ..modelio import LoadedModel
 from ..verify.session import SessionResult, create_session
-from .design import WARMUP_FRACTION, PairPlan
+from .design import PairPlan
 from .feeds import FeedSet, feeds_for
 from .formatting import setting_label
 from .modelinfo import ModelFacts, model_facts
@@ -38,7 +38,6 @@ from .report import (
     Unavailable,
 )
 from .runner import (
-    RoundPlan,
     binding_device,
     measure_interleaved,
     needs_host_binding,
@@ -54,7 +53,6 @@ class _BatchRecord:
     """What the pairs of one batch size measured so far."""
 
     feed_set: FeedSet
-    rounds: int | None = None
     samples: dict[str, list[np.ndarray]] = field(default_factory=dict)
     create_ms: dict[str, list[float]] = field(default_factory=dict)
     first_run_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -181,21 +179,10 @@ class Measurement:
             runs.append(run)
 
         with _onnxruntime_failure("models", label):
-            warmed = 0
-            if record.rounds is None:  # the first pair sizes the timed phase for all pairs
-                round_ms = warm_up(runs, max(self.plan.warmup, 1))
-                warmed = max(self.plan.warmup, 1)
-                record.rounds = self.plan.rounds_for(round_ms)
-            limit = self.plan.pair_time_limit_s()
-            warm_up(
-                runs,
-                self.plan.warmup_for(record.rounds) - warmed,
-                time_limit_s=None if limit is None else limit * WARMUP_FRACTION,
-                minimum=self.plan.warmup - warmed,
-            )
-            samples = measure_interleaved(
-                runs, RoundPlan(iters=record.rounds, warmup=0, time_limit_s=limit)
-            )
+            limit = self.plan.warmup_seconds()
+            count = self.plan.warmup_runs() if limit is None else self.plan.max_rounds
+            warm_up(runs, count, time_limit_s=limit, minimum=self.plan.warmup)
+            samples = measure_interleaved(runs, self.plan.timed_phase())
         for role, sample in zip(self.roles, samples, strict=True):
             record.samples.setdefault(role, []).append(sample)
         record.log_speedups.append(pair_log_speedup(samples[0], samples[1]))
@@ -240,7 +227,7 @@ class Measurement:
                 original_p50_ms=medians[ORIGINAL],
                 candidate_p50_ms=medians[CANDIDATE],
                 estimate=estimate,
-                rounds_per_pair=record.rounds or 0,
+                rounds_per_pair=int(np.median([s.size for s in record.samples[ORIGINAL]])),
                 pair_speedups=[float(np.exp(d)) for d in record.log_speedups],
                 calibration=calibration,
             )

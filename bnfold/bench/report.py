@@ -262,14 +262,18 @@ class BenchReport:
         return format_seconds(float(self.settings.get("duration_s", 0.0)))
 
     def design_text(self) -> str:
-        """``20 session pairs × 4000 rounds (cpu/all: 4000, ...), threads ...``."""
-        rounds = sorted({c.rounds_per_pair for c in self.comparisons})
+        """``20 fresh session pairs per setting, each timed 0.4 s in interleaved rounds
+        (median 4000/6100 rounds per pair), ≥10 warm-up runs per session``."""
         pairs = self.settings.get("pairs")
-        rounds_text = "/".join(str(r) for r in rounds) or "?"
-        adapted = " (adapted to latency)" if self.settings.get("rounds") is None else ""
+        rounds_text = self._rounds_text()
+        if self.settings.get("rounds") is None:
+            seconds = float(self.settings.get("seconds_per_setting", 0.0)) / float(pairs or 1)
+            timing = f"each timed {seconds:.3g} s in interleaved rounds (median {rounds_text}"
+        else:
+            timing = f"each timed in interleaved rounds ({rounds_text}"
         return (
-            f"{pairs} fresh session pairs per setting × {rounds_text} interleaved rounds"
-            f"{adapted}, ≥{self.settings.get('warmup')} warm-up runs per session"
+            f"{pairs} fresh session pairs per setting, {timing} rounds per pair), "
+            f"≥{self.settings.get('warmup')} warm-up runs per session"
         )
 
     def noise_lines(self) -> list[str]:
@@ -370,9 +374,13 @@ class BenchReport:
         return "\n".join(lines) + ("\n" if self.notes else "")
 
     def plan_text(self) -> str:
-        """``20 pairs × 4000 rounds``."""
-        rounds = "/".join(str(r) for r in sorted({c.rounds_per_pair for c in self.comparisons}))
-        return f"{self.settings.get('pairs')} pairs × {rounds or '?'} rounds"
+        """``20 pairs × 4000/6100 rounds`` (median rounds per pair, per setting)."""
+        return f"{self.settings.get('pairs')} pairs × {self._rounds_text()} rounds"
+
+    def _rounds_text(self) -> str:
+        """Rounds per pair of each setting, repeats dropped: ``4000/6100``."""
+        unique = dict.fromkeys(str(c.rounds_per_pair) for c in self.comparisons)
+        return "/".join(unique) or "?"
 
     def model_facts(self) -> dict[str, ModelFacts]:
         """Static facts per model role, in order original, candidate."""

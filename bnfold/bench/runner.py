@@ -157,9 +157,6 @@ class RoundPlan:
     min_time_s: float | None = None
     warmup: int = 10
     max_rounds: int = MAX_ROUNDS
-    # Stop after this many seconds once ``MIN_ROUNDS_FOR_MIN_TIME`` rounds are done, even
-    # short of ``iters``: a machine that got busy must not stretch a pair tenfold.
-    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.iters is not None and self.iters < 1:
@@ -254,9 +251,6 @@ def measure_interleaved(
             if on_round is not None:
                 on_round(rounds, elapsed_s)
             if rounds >= minimum and (plan.min_time_s is None or elapsed_s >= plan.min_time_s):
-                break
-            limit = plan.time_limit_s
-            if limit is not None and elapsed_s >= limit and rounds >= MIN_ROUNDS_FOR_MIN_TIME:
                 break
     finally:
         if was_enabled:

@@ -120,7 +120,7 @@ def test_rounds_adapt_to_the_latency_within_min_time() -> None:
     assert samples >= 2 * 20  # the per-pair time limit never cuts below 20 rounds
     assert report.settings["seconds_per_setting"] == 0.2
     assert report.settings["rounds"] is None
-    assert "adapted to latency" in report.design_text()
+    assert "each timed 0.1 s in interleaved rounds (median " in report.design_text()
 
 
 def test_given_inputs_are_used(tmp_path: Path) -> None:

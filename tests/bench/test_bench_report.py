@@ -119,7 +119,10 @@ def test_markdown_has_the_comparison_and_details(slow_report: BenchReport) -> No
         "| setting | original p50 (ms) | candidate p50 (ms) | speedup [95% CI] | "
         "verdict (margin ±3%) | noise floor |" in markdown
     )
-    assert "Design: 3 fresh session pairs per setting × 20 interleaved rounds" in markdown
+    assert (
+        "Design: 3 fresh session pairs per setting, each timed in interleaved rounds "
+        "(20 rounds per pair), ≥2 warm-up runs per session" in markdown
+    )
     assert "Threads: intra-op threads 1" in markdown
     assert "took " in markdown
     for comparison in report.comparisons:
