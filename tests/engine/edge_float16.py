@@ -45,11 +45,11 @@ def _bn(
 
 
 def conv_bn_tiny_scale_subnormal_weights() -> EdgeCase:
-    """float16 ``Conv → BN`` with γ = ±3e-4 and σ² = 1e4, so s ≈ 3e-6: the folded weights
-    (~6e-7) are float16 subnormals with about 10 levels, a ~5% rounding per weight."""
+    """float16 ``Conv → BN`` with γ = ±1e-4 and σ² = 1e4, so s ≈ 1e-6: the folded weights
+    (~2e-7) are float16 subnormals a few steps of 6e-8 apart: tens of percent per weight."""
     rng = np.random.default_rng(90)
     channels = 4
-    gamma = 3e-4 * rng.choice([-1.0, 1.0], channels)
+    gamma = 1e-4 * rng.choice([-1.0, 1.0], channels)
     params = _bn("", gamma, np.zeros(channels), np.zeros(channels), np.full(channels, 1e4))
     nodes = [
         helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[3, 3]),
