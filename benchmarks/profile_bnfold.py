@@ -3,7 +3,7 @@
 ``python benchmarks/profile_bnfold.py MODEL [--out OUT.onnx] [--json R.json] [--cprofile P.txt]``
 
 1. Phases, in a fresh process: ``load`` (``bnfold.modelio.load_model``), ``fold``
-   (``bnfold.passes.fold_model``), ``save`` (``bnfold.modelio.save_model``, external data
+   (``bnfold.passes.fold_model``), ``save`` (``bnfold.output.Outputs.save_model``, external data
    when the input had it); for each, the wall time, resident memory at its end and the
    peak resident memory during it (VmHWM, reset before each phase via /proc/self/clear_refs).
 2. Then ``bnfold.optimize(MODEL).save(OUT)`` under cProfile; the top functions by cumulative
@@ -46,7 +46,8 @@ def reset_hwm() -> bool:
 
 
 def phases(model: str, out: str) -> dict:
-    from bnfold.modelio import load_model, save_model
+    from bnfold.modelio import load_model
+    from bnfold.output import Outputs
     from bnfold.passes import FoldOptions, fold_model
 
     result: dict = {"rss_start_mb": rss_mb(), "phases": []}
@@ -72,7 +73,10 @@ def phases(model: str, out: str) -> dict:
     loaded = phase("load", lambda: load_model(model))
     phase("fold", lambda: fold_model(loaded.model, FoldOptions()))
     phase(
-        "save", lambda: save_model(loaded.model, Path(out), external_data=loaded.has_external_data)
+        "save",
+        lambda: Outputs().save_model(
+            loaded.model, Path(out), external_data=loaded.has_external_data
+        ),
     )
     result["rss_hwm_mb"] = max([hwm_before] + [p["rss_peak_mb"] or 0.0 for p in result["phases"]])
     return result

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import EXIT_CODES, BnfoldError, Interrupted
+from .errors import EXIT_CODES, BnfoldError, Interrupted, first_line
 
 INTERNAL_ERROR_EXIT = 70
 
@@ -43,7 +43,7 @@ class BnfoldGroup(click.Group):
             if debug:
                 traceback.print_exc()
             _print_error(
-                f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                f"internal error: {type(exc).__name__}: {first_line(exc)}"
                 " (a bug in bnfold: rerun with --debug and report it)"
             )
             ctx.exit(INTERNAL_ERROR_EXIT)

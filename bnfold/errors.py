@@ -66,10 +66,19 @@ class Interrupted(BnfoldError):
     exit_code = 130
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``str(exc)`` (at most ``limit`` characters), or the class name.
+
+    Third-party errors (protobuf, onnx, onnxruntime) span many lines; a user gets one.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success (verify: equivalent; check: no foldable BatchNormalization left)",
     1: "verify: outputs differ; check: foldable BatchNormalization remains",
-    2: "usage error (bad option or argument)",
+    2: "usage error (bad option or argument; an output that would overwrite an input)",
     3: "input cannot be read or is not a valid ONNX model",
     4: "a requested execution provider is unavailable",
     5: "bench --fail-if-slower: candidate significantly slower",

@@ -1,11 +1,21 @@
-"""FoldReport: what optimize folded and refused, as a terminal table, JSON and Markdown."""
+"""FoldReport: what optimize folded and refused, as a terminal table, JSON and Markdown.
+
+Each fold has a ``kind`` (the engine's: ``BatchNormalization`` or the ops of an elementwise
+chain such as ``Mul+Add``); counts group them into three categories:
+
+- ``BatchNormalization``: a BatchNormalization node;
+- ``Mul/Add chain``: a BN-equivalent chain with a per-channel scale (BN exported as Mul + Add,
+  or Div), the form tf2onnx writes;
+- ``bias Add``: a chain of ``Add``/``Sub`` only, a per-channel shift such as a layer's bias
+  that could move into the next layer: foldable, but nothing a BN left behind.
+
+``bnfold check`` fails on the first two (``must_fold``) and lists the third as optional.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -13,6 +23,21 @@ from .outcomes import Fold
 from .passes import SkippedBatchNorm
 
 LOW_PRECISION = {"float16", "bfloat16"}
+BATCHNORM, SCALE_CHAIN, BIAS_ADD = "BatchNormalization", "Mul/Add chain", "bias Add"
+CATEGORIES = (BATCHNORM, SCALE_CHAIN, BIAS_ADD)
+
+
+def fold_category(kind: str) -> str:
+    """``BatchNormalization``, ``Mul/Add chain`` (has a scale) or ``bias Add`` (shift only)."""
+    if kind == BATCHNORM:
+        return BATCHNORM
+    ops = set(kind.split("+"))
+    return SCALE_CHAIN if ops & {"Mul", "Div"} else BIAS_ADD
+
+
+def count_line(counts: dict[str, int]) -> str:
+    """``3 BatchNormalization, 1 Mul/Add chain`` (categories with a count only)."""
+    return ", ".join(f"{n} {category}" for category, n in counts.items() if n) or "nothing"
 
 
 @dataclass
@@ -26,9 +51,22 @@ class FoldReport:
     output: str | None = None
     seconds: float = 0.0
 
+    def folds_by_kind(self) -> dict[str, int]:
+        """How many folds of each category (see the module doc), every category present."""
+        counts = dict.fromkeys(CATEGORIES, 0)
+        for fold in self.folds:
+            counts[fold_category(fold.kind)] += 1
+        return counts
+
     @property
-    def changed(self) -> bool:
-        return bool(self.folds)
+    def must_fold(self) -> list[Fold]:
+        """Folds of BatchNormalization nodes and BN-equivalent Mul/Add chains."""
+        return [f for f in self.folds if fold_category(f.kind) != BIAS_ADD]
+
+    @property
+    def optional_folds(self) -> list[Fold]:
+        """Other foldable affines (bias Adds): listed by ``check``, never a failure."""
+        return [f for f in self.folds if fold_category(f.kind) == BIAS_ADD]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +76,7 @@ class FoldReport:
             "folds": [asdict(fold) for fold in self.folds],
             "skipped": [asdict(skip) for skip in self.skipped],
             "counts": dict(self.counts),
+            "folds_by_kind": self.folds_by_kind(),
             "seconds": round(self.seconds, 4),
         }
 
@@ -55,11 +94,14 @@ class FoldReport:
         ]
         if self.folds:
             lines += [
-                "| BatchNormalization | folded into | pattern | through | dtype |",
-                "|---|---|---|---|---|",
+                f"Folded: {count_line(self.folds_by_kind())}",
+                "",
+                "| node | kind | folded into | pattern | through | dtype |",
+                "|---|---|---|---|---|---|",
             ]
             lines += [
-                f"| `{f.bn}` | `{f.into}` | {f.pattern} | {' → '.join(f.through) or '-'} | {f.dtype} |"
+                f"| `{f.bn}` | {fold_category(f.kind)} | `{f.into}` | {f.pattern} | "
+                f"{' → '.join(f.through) or '-'} | {f.dtype} |"
                 for f in self.folds
             ]
             lines.append("")
@@ -69,25 +111,26 @@ class FoldReport:
             lines.append("")
         return "\n".join(lines)
 
-    def write_json(self, path: str | os.PathLike[str]) -> None:
-        """Write the JSON report atomically."""
-        from .modelio import write_text_atomic
-
-        write_text_atomic(Path(path), self.to_json())
-
     def render(self, console: Any) -> None:
         """Print the report with a rich ``Console``."""
         from rich.table import Table
 
         if self.folds:
-            table = Table(title=f"Folded ({len(self.folds)})", title_justify="left")
-            for column in ("BatchNormalization", "folded into", "pattern", "through"):
+            title = f"Folded: {count_line(self.folds_by_kind())}"
+            table = Table(title=title, title_justify="left")
+            for column in ("node", "kind", "folded into", "pattern", "through"):
                 table.add_column(column)
             low = any(f.dtype in LOW_PRECISION for f in self.folds)
             if low:
                 table.add_column("rounding (rel.)", justify="right")
             for fold in self.folds:
-                row = [fold.bn, fold.into, fold.pattern, " → ".join(fold.through) or "-"]
+                row = [
+                    fold.bn,
+                    fold_category(fold.kind),
+                    fold.into,
+                    fold.pattern,
+                    " → ".join(fold.through) or "-",
+                ]
                 if low:
                     row.append(
                         f"{fold.rounding_error:.2e} ({fold.dtype})"
@@ -97,7 +140,9 @@ class FoldReport:
                 table.add_row(*row)
             console.print(table)
         if self.skipped:
-            table = Table(title=f"Kept ({len(self.skipped)})", title_justify="left")
+            # Only BatchNormalization nodes are ever reported as kept.
+            title = f"Kept: {len(self.skipped)} BatchNormalization"
+            table = Table(title=title, title_justify="left")
             for column in ("BatchNormalization", "reason", "detail"):
                 table.add_column(column)
             for skip in self.skipped:

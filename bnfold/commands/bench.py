@@ -13,26 +13,29 @@ from typing import Any
 
 import click
 
-from ..errors import OutputWriteError
-from .common import input_options
+from ..output import Outputs
+from .common import ReportFiles
+from .options import (
+    input_arguments,
+    input_options,
+    one_inputs_file,
+    provider_options,
+    report_options,
+)
 
-_PROVIDERS_HELP = (
-    "Comma list of execution providers: cpu, cuda, tensorrt, rocm (or full onnxruntime names). "
-    "Default: cpu, plus cuda when CUDA really works here. A provider named here that cannot "
-    "run exits 4."
-)
-_LEVEL_HELP = (
-    "Comma list of onnxruntime optimization levels, each measured as its own row: disable, "
-    "basic, extended, all."
-)
 _BATCH_HELP = (
     "Comma list of batch sizes to sweep, e.g. 1,8,32: sets dimension 0 of every input whose "
     "dimension 0 is symbolic or unknown in the model (inputs with a fixed dimension 0 keep it)."
 )
 _FAIL_HELP = (
-    "Exit 5 when, for any setting, the candidate is significantly slower by more than PCT "
-    "percent: the upper end of the speedup's 95% CI is below 1 - PCT/100. 0 = any significant "
-    "slowdown."
+    "Exit 5 when, for any setting, the verdict is slower: the whole 95% interval lies beyond "
+    "the margin (speedup below 1/(1 + margin)). Alone it uses --margin; with a value "
+    "(--fail-if-slower=PCT) that percent instead."
+)
+_MARGIN_HELP = (
+    "Margin of practical equivalence, percent: faster/slower only when the whole 95% interval "
+    "lies beyond +-PCT, equivalent when it lies within, otherwise inconclusive. The default is "
+    "what the same graph against itself stayed within in our A/A runs (see --calibrate)."
 )
 
 
@@ -40,43 +43,71 @@ _FAIL_HELP = (
 @click.argument("original")
 @click.argument("candidate")
 @input_options
-@click.option("--providers", "providers", metavar="LIST", help=_PROVIDERS_HELP)
-@click.option(
-    "--level", "levels", metavar="LIST", default="disable,all", show_default=True, help=_LEVEL_HELP
-)
+@provider_options(level_default="disable,all")
 @click.option("--batch", "batches", metavar="LIST", help=_BATCH_HELP)
-@click.option(
-    "--inputs",
-    "input_file",
-    metavar="FILE.npz",
-    help="Real input data instead of random: one array per input name.",
-)
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of inputs and bootstrap."
 )
 @click.option(
+    "--pairs",
+    type=click.IntRange(min=2),
+    default=20,
+    show_default=True,
+    help="Fresh session pairs per setting; the interval is computed over pairs.",
+)
+@click.option(
     "--iters",
     type=click.IntRange(min=1),
-    help="Timed rounds per setting (one run of each model per round). Default 100; "
-    "with --min-time, the minimum number of rounds (default 10).",
+    help="Timed rounds per pair (one run of each model per round). Default: adapted to the "
+    "model's latency so the timed rounds of a setting take about --min-time seconds.",
 )
 @click.option(
     "--min-time",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECONDS",
-    help="Time each setting for at least this long (at most 1000000 rounds).",
+    help="Seconds of timed rounds per setting, spread over the pairs (default 8; at least "
+    "20 rounds per pair, so a slow model takes longer).",
 )
 @click.option(
     "--warmup",
     type=click.IntRange(min=0),
     default=10,
     show_default=True,
-    help="Untimed runs of each model before timing.",
+    help="Untimed runs of each new session before timing (at least 10% of its rounds).",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(min=0, max=100, max_open=True),
+    default=3.0,
+    show_default=True,
+    metavar="PCT",
+    help=_MARGIN_HELP,
+)
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Also time a second session of the original in every pair: the A/A noise floor of "
+    "this machine, shown beside each verdict (1.5x the time).",
 )
 @click.option(
     "--threads",
     type=click.IntRange(min=0),
-    help="onnxruntime intra-op threads (default: onnxruntime's choice).",
+    help="onnxruntime intra-op threads (default: onnxruntime's choice, one per physical core).",
+)
+@click.option(
+    "--inter-threads",
+    type=click.IntRange(min=0),
+    help="onnxruntime inter-op threads (default: onnxruntime's choice).",
+)
+@click.option(
+    "--spinning/--no-spinning",
+    default=None,
+    help="Let onnxruntime's worker threads spin-wait for work (default: onnxruntime's, on).",
+)
+@click.option(
+    "--cpus",
+    metavar="LIST",
+    help="Pin the measurement to these CPUs, e.g. 0 or 0,2-3 (Linux).",
 )
 @click.option(
     "--include-copies",
@@ -86,14 +117,13 @@ _FAIL_HELP = (
 )
 @click.option(
     "--fail-if-slower",
-    type=click.FloatRange(min=0, max=100, max_open=True),
-    metavar="PCT",
+    "fail_if_slower",
+    is_flag=False,
+    flag_value="margin",
+    metavar="[PCT]",
     help=_FAIL_HELP,
 )
-@click.option("--report", "report_path", metavar="FILE.json", help="Write the full report as JSON.")
-@click.option(
-    "--markdown", "markdown_path", metavar="FILE.md", help="Write the report as Markdown."
-)
+@report_options
 @click.option(
     "--plot",
     "plot_path",
@@ -116,32 +146,44 @@ def command(
     dims: tuple[str, ...],
     ranges: tuple[str, ...],
     default_dim: int,
-    input_file: str | None,
+    input_files: tuple[str, ...],
     seed: int,
+    pairs: int,
     iters: int | None,
     min_time: float | None,
     warmup: int,
+    margin: float,
+    calibrate: bool,
     threads: int | None,
+    inter_threads: int | None,
+    spinning: bool | None,
+    cpus: str | None,
     include_copies: bool,
-    fail_if_slower: float | None,
-    report_path: str | None,
-    markdown_path: str | None,
+    fail_if_slower: str | None,
+    report_path: Path | None,
+    markdown_path: Path | None,
     plot_path: str | None,
     quiet: bool,
 ) -> None:
     """Compare the latency of CANDIDATE with ORIGINAL under onnxruntime.
 
-    Both models run in one process, in interleaved rounds (original, candidate, original, ...)
-    on the same inputs, after warm-up. For each provider, level and batch size it reports
-    p50/p90/p99/mean/std/min, and speedup = p50(original) / p50(candidate) with a 95%
-    bootstrap confidence interval. Verdict: faster when the whole interval is above 1,
-    slower when it is below 1, otherwise no significant difference.
+    For each provider, level and batch size, --pairs fresh session pairs are created in this
+    process and timed in interleaved rounds on the same inputs, after warm-up. speedup =
+    p50(original) / p50(candidate), the geometric mean over pairs, with a 95% interval over
+    pairs. Verdict: faster/slower when the whole interval lies beyond +-margin, equivalent when
+    it lies within, otherwise inconclusive (with the run length that would decide). Every
+    report shows the noise floor; --calibrate measures it as original against itself.
     When GITHUB_STEP_SUMMARY is set, the Markdown report is appended to it.
     """
-    from ..bench import RichProgress, bench, parse_batches
+    outputs = Outputs()
+    outputs.read_model(original, "original model")
+    outputs.read_model(candidate, "candidate model")
+    reports = ReportFiles(outputs, report_path, markdown_path)
+    if plot_path:
+        outputs.plan(plot_path, "--plot file")
+    from ..bench import RichProgress, bench, parse_batches, parse_fail_if_slower
     from ..bench.plot import require_matplotlib
-    from ..verify.inputs import parse_dim_options, parse_range_options, parse_shape_options
-    from .common import append_github_summary, stdout_console
+    from .common import stdout_console
 
     if plot_path:
         require_matplotlib()  # before minutes of measuring, not after
@@ -149,18 +191,21 @@ def command(
         "providers": providers,
         "levels": levels,
         "batches": parse_batches(batches),
-        "shapes": parse_shape_options(shapes),
-        "dims": parse_dim_options(dims),
-        "ranges": parse_range_options(ranges),
-        "default_dim": default_dim,
-        "inputs": input_file,
+        **input_arguments(shapes, dims, ranges, default_dim),
+        "inputs": one_inputs_file(input_files, "bench"),
         "seed": seed,
+        "pairs": pairs,
         "iters": iters,
         "min_time": min_time,
         "warmup": warmup,
+        "margin": margin,
+        "calibrate": calibrate,
         "threads": threads,
+        "inter_threads": inter_threads,
+        "spinning": spinning,
+        "cpus": cpus,
         "include_copies": include_copies,
-        "fail_if_slower": fail_if_slower,
+        "fail_if_slower": parse_fail_if_slower(fail_if_slower),
     }
     if quiet or not sys.stderr.isatty():
         report = bench(original, candidate, **options)
@@ -174,28 +219,9 @@ def command(
     else:
         report.render(console)
 
-    markdown = report.to_markdown()
-    if report_path:
-        _write(Path(report_path), report.to_json())
-    if markdown_path:
-        _write(Path(markdown_path), markdown)
+    reports.write(report.to_json(), report.to_markdown())
     if plot_path:
         from ..bench.plot import write_plot
 
-        write_plot(report, plot_path)
-    try:
-        append_github_summary(markdown)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror or exc}"
-        ) from None
+        write_plot(report, plot_path, outputs)
     report.raise_for_status()
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise OutputWriteError(
-            f"cannot write {path}: {exc.strerror or exc}", hint="check the path"
-        ) from None

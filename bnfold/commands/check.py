@@ -1,4 +1,5 @@
-"""``bnfold check MODEL``: the CI lint; exit 1 while a foldable BatchNormalization remains."""
+"""``bnfold check MODEL``: the CI lint; exit 1 while BatchNormalization (or a BN written as a
+Mul/Add chain) that ``bnfold optimize`` would fold remains."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import click
 
 from ..api import check
 from ..errors import BnfoldError
-from ..modelio import check_side_file
+from ..output import Outputs
 from ..patterns import PATTERN_NAMES
-from .common import append_github_summary, existing_model, stdout_console, write_text
+from ..report import BIAS_ADD, count_line
+from .common import ReportFiles, stdout_console
+from .options import model_path_argument, report_options
 
 
 class FoldableBatchNormRemains(BnfoldError):
@@ -18,10 +21,8 @@ class FoldableBatchNormRemains(BnfoldError):
 
 
 @click.command(name="check")
-@click.argument("model", type=existing_model)
-@click.option(
-    "--report", "report_path", type=click.Path(path_type=Path), help="Write the findings as JSON."
-)
+@click.argument("model", type=model_path_argument)
+@report_options
 @click.option(
     "--disable",
     multiple=True,
@@ -29,21 +30,34 @@ class FoldableBatchNormRemains(BnfoldError):
     help="Ignore this pattern (repeatable).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the verdict line.")
-def command(model: Path, report_path: Path | None, disable: tuple[str, ...], quiet: bool) -> None:
-    """Exit 1 while MODEL still has BatchNormalization that `bnfold optimize` would fold.
+def command(
+    model: Path,
+    report_path: Path | None,
+    markdown_path: Path | None,
+    disable: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Exit 1 while MODEL has BatchNormalization that `bnfold optimize` would fold.
 
-    BatchNormalization that cannot be folded is listed with its reason and does not fail.
+    Fails on BatchNormalization nodes and on BN-equivalent Mul/Add chains with a per-channel
+    scale; other foldable affines (a bias Add) are listed as optional and do not fail, nor
+    does BatchNormalization that cannot be folded (listed with its reason).
     """
-    if report_path is not None:
-        check_side_file(report_path, what="--report", input_path=model, output=None)
+    outputs = Outputs()
+    outputs.read_model(model)
+    reports = ReportFiles(outputs, report_path, markdown_path)
     report = check(model, disable=disable)
     report.render(stdout_console(quiet))
-    if report_path is not None:
-        write_text(report_path, report.to_json())
-    append_github_summary(report.to_markdown())
-    if report.folds:
+    reports.write(report.to_json(), report.to_markdown())
+    must = report.must_fold
+    optional = len(report.optional_folds)
+    note = f"; {optional} optional bias Add fold(s) listed" if optional else ""
+    if must:
+        counts = report.folds_by_kind()
+        counts.pop(BIAS_ADD)
         raise FoldableBatchNormRemains(
-            f"{len(report.folds)} BatchNormalization node(s) can be folded",
-            hint=f"run `bnfold optimize {model}`",
+            f"{count_line(counts)} can be folded{note}", hint=f"run `bnfold optimize {model}`"
         )
-    click.echo(f"ok: no foldable BatchNormalization ({len(report.skipped)} kept with a reason)")
+    click.echo(
+        f"ok: no foldable BatchNormalization ({len(report.skipped)} kept with a reason{note})"
+    )

@@ -1,4 +1,4 @@
-"""Options and rendering helpers shared by the commands."""
+"""Rendering helpers and the report files every command writes (through ``bnfold.output``)."""
 
 from __future__ import annotations
 
@@ -8,39 +8,58 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import click
 from rich.console import Console
 
-from ..modelio import write_text_atomic
+from ..output import Outputs
+
+SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
 def stdout_console(quiet: bool = False) -> Console:
-    """A console for the human-readable report (plain text when not a terminal)."""
+    """A console for the human-readable report (plain text, 160 columns, when not a terminal)."""
     return Console(quiet=quiet, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
-def append_github_summary(markdown: str) -> None:
-    """Append ``markdown`` to the GitHub Actions job summary when running there.
+class ReportFiles:
+    """``--report``, ``--markdown`` and the ``GITHUB_STEP_SUMMARY`` append of one command.
 
-    Best effort: a summary that cannot be written is a warning, never a failed fold.
+    Every path is planned (checked against the files the command reads, exit 2; and for a
+    usable folder, exit 6) when this is made, before the command does any work.
     """
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not summary:
-        return
-    try:
-        with open(summary, "a", encoding="utf-8") as handle:
-            handle.write(markdown + "\n")
-    except OSError as exc:
-        click.echo(f"warning: cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", err=True)
 
+    def __init__(
+        self,
+        outputs: Outputs,
+        report_path: Path | None = None,
+        markdown_path: Path | None = None,
+        *,
+        summary: bool = True,
+    ) -> None:
+        self.outputs = outputs
+        self.report_path = report_path
+        self.markdown_path = markdown_path
+        self.summary_path = Path(os.environ[SUMMARY_ENV]) if os.environ.get(SUMMARY_ENV) else None
+        if not summary:
+            self.summary_path = None
+        for path, what in self._targets():
+            outputs.plan(path, what)
 
-def write_text(path: Path, text: str) -> None:
-    """Write a report file atomically (``OutputWriteError``, exit 6, when it cannot be)."""
-    write_text_atomic(path, text)
+    def _targets(self) -> list[tuple[Path, str]]:
+        targets = [
+            (self.report_path, "--report file"),
+            (self.markdown_path, "--markdown file"),
+            (self.summary_path, f"{SUMMARY_ENV} file"),
+        ]
+        return [(path, what) for path, what in targets if path is not None]
 
-
-# The loader gives a clearer one-line error than click (missing, folder, empty, FIFO...).
-existing_model = click.Path(exists=False, dir_okay=True, path_type=Path)
+    def write(self, json_text: str, markdown: str) -> None:
+        """Write the JSON and Markdown reports atomically; append the Markdown to the summary."""
+        if self.report_path is not None:
+            self.outputs.write_text(self.report_path, json_text, "--report file")
+        if self.markdown_path is not None:
+            self.outputs.write_text(self.markdown_path, markdown, "--markdown file")
+        if self.summary_path is not None:
+            self.outputs.append(self.summary_path, markdown + "\n", f"{SUMMARY_ENV} file")
 
 
 @contextlib.contextmanager
@@ -55,43 +74,3 @@ def progress_status(enabled: bool) -> Iterator[Callable[[str], None]]:
         return
     with Console(stderr=True).status("") as status:
         yield status.update
-
-
-def input_options(command: Callable[..., object]) -> Callable[..., object]:
-    """``--shape``, ``--dim``, ``--range``, ``--default-dim``: how verify and bench size and
-    fill the inputs they generate (``bnfold.verify.inputs``)."""
-    options = [
-        click.option(
-            "--shape",
-            "shapes",
-            multiple=True,
-            metavar="NAME=AxBxC",
-            help="Shape of one input (repeatable).",
-        ),
-        click.option(
-            "--dim",
-            "dims",
-            multiple=True,
-            metavar="SYMBOL=N",
-            help="Size of a symbolic dim, by name (repeatable).",
-        ),
-        click.option(
-            "--range",
-            "ranges",
-            multiple=True,
-            metavar="NAME=LO:HI",
-            help="Values of one input drawn from [LO, HI) (repeatable). Default: floats N(0,1), "
-            "integers [0,10), gather indices [0, table size).",
-        ),
-        click.option(
-            "--default-dim",
-            type=click.IntRange(min=0),
-            default=None,
-            help="Size of every symbolic dim not set otherwise. Default: 1 for the batch "
-            "(axis 0); other dims get a size every Conv/pool in the graph accepts (1 when "
-            "there is none). dim_value <= 0 counts as symbolic.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command

@@ -1,51 +1,43 @@
-"""``bnfold optimize MODEL``: fold, optionally verify and bench, then write atomically."""
+"""``bnfold optimize MODEL``: parse, call ``bnfold.optimize`` (fold, write, verify, bench), render."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..api import OptimizeResult, optimize
-from ..errors import UsageError, VerificationFailed
-from ..modelio import (
-    check_inputs_survive,
-    check_output_path,
-    check_side_file,
-    default_output_path,
-    external_data_path,
-)
+from ..api import optimize
+from ..modelio import default_output_path
+from ..output import Outputs
 from ..patterns import PATTERN_NAMES
-from ..report import FoldReport
-from .common import (
-    append_github_summary,
-    existing_model,
-    progress_status,
-    stdout_console,
-    write_text,
+from .common import ReportFiles, progress_status, stdout_console
+from .options import (
+    input_arguments,
+    input_options,
+    model_path_argument,
+    one_inputs_file,
+    provider_options,
+    report_options,
 )
 
 
 @click.command(name="optimize")
-@click.argument("model", type=existing_model)
+@click.argument("model", type=model_path_argument)
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
     help="Output path [default: MODEL.folded.onnx].",
 )
-@click.option("--in-place", is_flag=True, help="Replace the input file (atomically).")
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Replace the input file (atomically; its external data file may get a new name).",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would be folded; write nothing.")
-@click.option(
-    "--report", "report_path", type=click.Path(path_type=Path), help="Write the report as JSON."
-)
-@click.option(
-    "--markdown",
-    "markdown_path",
-    type=click.Path(path_type=Path),
-    help="Write the report as Markdown.",
-)
+@report_options
 @click.option(
     "--disable",
     multiple=True,
@@ -61,7 +53,7 @@ from .common import (
     "--verify",
     "run_verify",
     is_flag=True,
-    help="Verify with onnxruntime before writing; write nothing on failure.",
+    help="Verify the written file with onnxruntime before it lands; write nothing on failure.",
 )
 @click.option(
     "--force", is_flag=True, help="With --verify: write the output even when verification fails."
@@ -69,6 +61,8 @@ from .common import (
 @click.option(
     "--bench", "run_bench", is_flag=True, help="Benchmark original against folded after writing."
 )
+@provider_options(level_default=None)
+@input_options
 @click.option(
     "--external-data/--no-external-data",
     default=None,
@@ -87,26 +81,36 @@ def command(
     run_verify: bool,
     force: bool,
     run_bench: bool,
+    providers: str | None,
+    levels: str | None,
+    shapes: tuple[str, ...],
+    dims: tuple[str, ...],
+    ranges: tuple[str, ...],
+    default_dim: int,
+    input_files: tuple[str, ...],
     external_data: bool | None,
     quiet: bool,
 ) -> None:
     """Fold every BatchNormalization in MODEL that can be folded exactly.
 
     Writes MODEL.folded.onnx (or -o PATH) and reports each fold and each refusal with its
-    reason code.
+    reason code. --verify and --bench take the input options of `bnfold verify`/`bench`.
     """
-    if in_place and output is not None:
-        raise UsageError("--in-place and -o cannot be used together", hint="drop one of them")
-    target = model if in_place else (output or default_output_path(model))
-    # Every path is checked before the (possibly long) fold, and again against the files the
-    # input was read from once they are known: a failure never leaves half the outputs.
+    outputs = Outputs()
+    outputs.read_model(model)
+    reports = ReportFiles(outputs, report_path, markdown_path)
+    judge: dict[str, Any] = {
+        **input_arguments(shapes, dims, ranges, default_dim),
+        **({"providers": providers} if providers else {}),
+        **({"levels": levels} if levels else {}),
+    }
+    verify_options = {**judge, "inputs": list(input_files) or None} if run_verify else None
+    bench_options = None
+    if run_bench:
+        bench_options = {**judge, "inputs": one_inputs_file(input_files, "--bench")}
+    target = None  # --dry-run writes nothing; --in-place writes MODEL (and refuses -o)
     if not dry_run:
-        check_output_path(target, model, in_place=in_place)
-    side_files = [
-        (p, w) for p, w in ((report_path, "--report"), (markdown_path, "--markdown")) if p
-    ]
-    for path, what in side_files:
-        check_side_file(path, what=what, input_path=model, output=None if dry_run else target)
+        target = output if in_place else (output or default_output_path(model))
     console = stdout_console(quiet)
     show_progress = not quiet and sys.stderr.isatty()
     with progress_status(show_progress) as status:
@@ -118,84 +122,27 @@ def command(
             folded += count
             status(f"folding {model.name}: {folded} folded")
 
+        def render(step: str, value: Any) -> None:
+            if step == "written":
+                console.print(f"wrote {value[-1]}")
+            else:
+                value.render(console)  # the fold, verify or bench report
+
         result = optimize(
-            model, disable=disable, lower_standalone=lower_standalone, progress=count_fold
+            model,
+            disable=disable,
+            lower_standalone=lower_standalone,
+            output=target,
+            in_place=in_place and not dry_run,
+            external_data=external_data,
+            verify=verify_options,
+            bench=bench_options,
+            force=force,
+            outputs=outputs,
+            progress=count_fold,
+            on_step=render,
         )
-    _check_nothing_of_the_input_is_overwritten(result, target, side_files, in_place, dry_run)
-    report = result.report
-    if not dry_run:
-        report.output = str(target)
-    report.render(console)
-
-    verification: list[bool] = []
-
-    def verify_staged(staged: Path) -> None:
-        """Verify the written file itself, before it is renamed into place."""
-        from ..verify import verify
-
-        verify_report = verify(model, staged)
-        verify_report.render(console)
-        verification.append(verify_report.passed)
-        if not verify_report.passed and not force:
-            raise VerificationFailed(
-                "the folded model does not match the original; nothing was written",
-                hint="rerun `bnfold verify` for details, or pass --force to write it anyway",
-            )
-
     if dry_run:
-        if run_verify:
-            from ..verify import verify
-
-            verify_report = verify(model, result.model)
-            verify_report.render(console)
-            verification.append(verify_report.passed)
         console.print("dry run: nothing written")
-    else:
-        with progress_status(show_progress) as status:
-            status(f"writing {target}")
-            try:
-                result.save(
-                    target,
-                    external_data=external_data,
-                    overwrite_input=in_place,
-                    before_commit=verify_staged if run_verify else None,
-                )
-            except VerificationFailed:
-                _write_reports(report, report_path, markdown_path)
-                raise
-        console.print(f"wrote {target}")
-    _write_reports(report, report_path, markdown_path)
-
-    if run_bench and not dry_run:
-        from ..bench import bench
-
-        bench_report = bench(model, target)
-        bench_report.render(console)
-    if verification and not all(verification):
-        raise VerificationFailed(
-            "the folded model does not match the original"
-            + ("" if dry_run else "; written anyway because of --force")
-        )
-
-
-def _check_nothing_of_the_input_is_overwritten(
-    result: OptimizeResult,
-    target: Path,
-    side_files: list[tuple[Path, str]],
-    in_place: bool,
-    dry_run: bool,
-) -> None:
-    writes = [] if dry_run else [(target, "output"), (external_data_path(target), "output data")]
-    writes += [(path, f"{what} file") for path, what in side_files]
-    check_inputs_survive(result.source, writes, in_place=in_place)
-
-
-def _write_reports(
-    report: FoldReport, report_path: Path | None, markdown_path: Path | None
-) -> None:
-    if report_path is not None:
-        write_text(report_path, report.to_json())
-    markdown = report.to_markdown()
-    if markdown_path is not None:
-        write_text(markdown_path, markdown)
-    append_github_summary(markdown)
+    reports.write(result.report.to_json(), result.report.to_markdown())
+    result.raise_for_status()

@@ -7,35 +7,21 @@ cannot be loaded or the candidate fails the structure checks; 4 a provider named
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from ..errors import OutputWriteError
-from .common import input_options
-
-_PROVIDERS_HELP = (
-    "Comma list of execution providers for the candidate: cpu, cuda, tensorrt, rocm (or full "
-    "onnxruntime names). Default: cpu, plus cuda when CUDA really works here. A provider named "
-    "here that cannot run exits 4."
-)
-_LEVEL_HELP = (
-    "Comma list of onnxruntime optimization levels for the candidate: disable, basic, extended, "
-    "all. Default: all (what deployments use). The reference always runs on CPU with "
-    "optimizations disabled."
-)
+from ..output import Outputs
+from .common import ReportFiles
+from .options import input_arguments, input_options, provider_options, report_options
 
 
 @click.command(name="verify")
 @click.argument("original")
 @click.argument("candidate")
 @input_options
-@click.option("--providers", "providers", metavar="LIST", help=_PROVIDERS_HELP)
-@click.option(
-    "--level", "levels", metavar="LIST", default="all", show_default=True, help=_LEVEL_HELP
-)
+@provider_options(level_default="all")
 @click.option(
     "--seed",
     type=int,
@@ -49,13 +35,6 @@ _LEVEL_HELP = (
     default=1,
     show_default=True,
     help="Number of random input sets.",
-)
-@click.option(
-    "--inputs",
-    "input_files",
-    multiple=True,
-    metavar="FILE.npz",
-    help="Real input data instead of random: one array per input name (repeatable, one set each).",
 )
 @click.option(
     "--atol",
@@ -72,10 +51,7 @@ _LEVEL_HELP = (
     type=click.IntRange(min=0),
     help="onnxruntime intra-op threads (default: onnxruntime's).",
 )
-@click.option("--report", "report_path", metavar="FILE.json", help="Write the full report as JSON.")
-@click.option(
-    "--markdown", "markdown_path", metavar="FILE.md", help="Write the report as Markdown."
-)
+@report_options
 @click.option(
     "--save-failing",
     metavar="DIR",
@@ -113,8 +89,8 @@ def command(
     atol: float | None,
     rtol: float | None,
     threads: int | None,
-    report_path: str | None,
-    markdown_path: str | None,
+    report_path: Path | None,
+    markdown_path: Path | None,
     save_failing: str | None,
     sites: str,
     verbose: bool,
@@ -129,21 +105,21 @@ def command(
     On failure the failing inputs are saved as .npz and the command to rerun them is printed.
     When GITHUB_STEP_SUMMARY is set, the Markdown report is appended to it.
     """
+    outputs = Outputs()
+    outputs.read_model(original, "original model")
+    outputs.read_model(candidate, "candidate model")
+    reports = ReportFiles(outputs, report_path, markdown_path)
     from rich.console import Console
 
     from ..providers import parse_provider_options
     from ..verify import verify
-    from ..verify.inputs import parse_dim_options, parse_range_options, parse_shape_options
 
     report = verify(
         original,
         candidate,
         providers=providers,
         levels=levels,
-        shapes=parse_shape_options(shapes),
-        dims=parse_dim_options(dims),
-        ranges=parse_range_options(ranges),
-        default_dim=default_dim,
+        **input_arguments(shapes, dims, ranges, default_dim),
         seed=seed,
         runs=runs,
         inputs=list(input_files) or None,
@@ -162,22 +138,5 @@ def command(
     else:
         report.render(console, verdict=report.passed)
 
-    markdown = report.to_markdown()
-    if report_path:
-        _write(Path(report_path), report.to_json() + "\n", append=False)
-    if markdown_path:
-        _write(Path(markdown_path), markdown, append=False)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        _write(Path(summary), markdown + "\n", append=True)
+    reports.write(report.to_json() + "\n", report.to_markdown())
     report.raise_for_status()
-
-
-def _write(path: Path, text: str, *, append: bool) -> None:
-    try:
-        with open(path, "a" if append else "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"cannot write {path}: {exc.strerror or exc}", hint="check the path"
-        ) from None

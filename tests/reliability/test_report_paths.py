@@ -31,7 +31,7 @@ def test_optimize_report_on_the_input_is_refused(
     before = snapshot(tmp_path)
     result = CliRunner().invoke(main, ["optimize", str(model_path), option, str(model_path)])
     assert result.exit_code == 2, result.output
-    assert f"{option} path is the input model" in result.stderr
+    assert f"the {option} file would overwrite the input model" in result.stderr
     assert snapshot(tmp_path) == before
 
 

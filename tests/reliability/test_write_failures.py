@@ -2,7 +2,7 @@
 
 Tests run as root, and root ignores permission bits, so "not writable" and "disk full" are
 made real with small tmpfs mounts where the sandbox allows mounting (read-only: EROFS, 64 KiB:
-ENOSPC), and are always also simulated by patching the write inside ``bnfold.modelio`` to
+ENOSPC), and are always also simulated by patching the write inside ``bnfold.output`` to
 fail half-way through (``OSError(ENOSPC)``, ``PermissionError``, ``KeyboardInterrupt``).
 Every test checks the folder afterwards: no output, no temporary file, input unchanged.
 """
@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 import bnfold
-from bnfold import modelio
+from bnfold import modelio, output, staging
 from bnfold.cli import main
 from bnfold.errors import OutputWriteError
 from tests.helpers import assert_equivalent
@@ -88,13 +88,13 @@ class _FailingFile:
 
 
 def _fail_writes(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
-    """Every file bnfold.modelio opens for writing fails half-way with ``error``."""
+    """Every file bnfold.output opens for writing fails half-way with ``error``."""
 
     def failing_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         handle = open(path, mode, *args, **kwargs)  # noqa: SIM115 - closed by the wrapper
         return _FailingFile(handle, error) if "w" in mode else handle
 
-    monkeypatch.setattr(modelio, "open", failing_open, raising=False)
+    monkeypatch.setattr(output, "open", failing_open, raising=False)
 
 
 def _assert_one_line(stderr: str, message: str) -> None:
@@ -153,7 +153,7 @@ def test_permission_denied_at_write_time_is_exit_6(
     def refuse(*args: object, **kwargs: object) -> str:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(modelio.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(staging.tempfile, "mkdtemp", refuse)
     result = CliRunner().invoke(main, ["optimize", str(model_path), "-o", str(tmp_path / "o.onnx")])
     assert result.exit_code == 6, result.output
     _assert_one_line(result.stderr, "Permission denied; nothing was written")
@@ -184,27 +184,26 @@ def test_library_lets_keyboard_interrupt_through_and_cleans_up(
     assert snapshot(tmp_path) == before
 
 
-def test_ctrl_c_between_the_two_renames_waits_for_the_second(
+def test_ctrl_c_between_placing_the_data_and_the_commit_waits_for_the_commit(
     model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGINT arriving after the data file is renamed: the model is renamed too, then exit 130."""
-    real_replace = os.replace
-    calls: list[str] = []
+    """SIGINT arriving after the data file is placed: the model is renamed too, then exit 130."""
+    real_place = output._place_new
+    placed: list[str] = []
 
-    def replace_then_signal(src: Any, dst: Any) -> None:
-        real_replace(src, dst)
-        calls.append(str(dst))
-        if len(calls) == 1:
-            os.kill(os.getpid(), signal.SIGINT)
+    def place_then_signal(staged: Path, final: Path) -> None:
+        real_place(staged, final)
+        placed.append(final.name)
+        os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(modelio.os, "replace", replace_then_signal)
-    output = tmp_path / "o.onnx"
-    args = ["optimize", str(model_path), "-o", str(output), "--external-data", "-q"]
+    monkeypatch.setattr(output, "_place_new", place_then_signal)
+    target = tmp_path / "o.onnx"
+    args = ["optimize", str(model_path), "-o", str(target), "--external-data", "-q"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 130, result.output
-    assert calls == [str(output) + ".data", str(output)]
+    assert placed == ["o.onnx.data"]
     monkeypatch.undo()
-    loaded = modelio.load_model(output)  # the pair is complete and consistent
+    loaded = modelio.load_model(target)  # the pair is complete and consistent
     assert loaded.has_external_data and not leftovers(tmp_path)
 
 
@@ -238,7 +237,11 @@ def test_real_sigint_during_optimize_leaves_a_complete_output_or_none(tmp_path: 
 
 
 def test_in_place_with_external_data_replaces_the_pair(tmp_path: Path) -> None:
-    """--in-place on a model with external data: a complete, loadable model and data file."""
+    """--in-place on a model with external data: a complete, loadable model and data file.
+
+    The new data gets a name no file had (the old data stays readable until the commit), and
+    the old data file is gone afterwards.
+    """
     source = tmp_path / "model.onnx"
     models.save_with_external_data(models.conv_bn(weight_scale=20), source, "model.onnx.data")
     original = modelio.load_model(source).materialized()
@@ -246,5 +249,5 @@ def test_in_place_with_external_data_replaces_the_pair(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     folded = modelio.load_model(source)
     assert folded.has_external_data and not leftovers(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.1.data"]
     assert_equivalent(original, folded.materialized())
