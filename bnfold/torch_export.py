@@ -186,6 +186,11 @@ def export_torch(
         if optimize_after:
             optimized = _exporter_optimize(program, first.model)
             exporter_folded = _count_bn(first.model) - _count_bn(optimized)
+            if exporter_folded:
+                notes.append(
+                    f"the exporter's optimizer removed {exporter_folded} BatchNormalization "
+                    "that bnfold had kept; they are not in report.folds"
+                )
             final = optimize(optimized, disable=disabled)
         feeds, references, references64, more = _references(
             torch, module, args_tuple, kwargs, raw, runs, seed

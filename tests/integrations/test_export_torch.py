@@ -198,6 +198,28 @@ def test_several_inputs_and_outputs_integer_inputs_in_range(exporter, tmp_path):
     assert [f.into for f in result.report.folds] == ["lin"]
 
 
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_keyword_tensor_arguments_are_inputs_too(exporter, tmp_path):
+    class WithBias(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+            return self.bn(self.conv(x)) + bias
+
+    result = bnfold.export_torch(
+        nets.randomize_batchnorm(WithBias()),
+        (torch.randn(1, 3, 8, 8),),
+        tmp_path / "m.onnx",
+        dynamo=exporter == "dynamo",
+        kwargs={"bias": torch.randn(1, 4, 1, 1)},
+    )
+    assert len(result.model.graph.input) == 2 and result.verification.passed
+    assert [f.bn for f in result.report.folds] == ["bn"]
+
+
 def warm_mlp(net: TwoInputs) -> TwoInputs:
     net.train()
     with torch.no_grad():
@@ -266,6 +288,19 @@ def test_dynamo_optimize_false_keeps_the_raw_graph(tmp_path):
     assert len(raw.report.folds) == len(tidy.report.folds) == 6
     assert raw.report.counts["nodes_after"] > tidy.report.counts["nodes_after"]
     assert raw.exporter_folded == tidy.exporter_folded == 0
+
+
+@pytest.mark.skipif(nets.exporter_unavailable("dynamo") is not None, reason="needs onnxscript")
+def test_what_the_exporter_folds_after_bnfold_is_reported_as_such(tmp_path):
+    """With conv-bn disabled bnfold folds nothing; torch's optimizer then folds all 6."""
+    net = nets.NETS[0].net()
+    result = bnfold.export_torch(
+        net, (torch.randn(2, 3, 32, 32),), tmp_path / "m.onnx", disable=["conv-bn"]
+    )
+    assert not result.report.folds and result.batchnorm_exported == 6
+    assert result.exporter_folded == 6 and helpers.batchnorm_count(result.model) == 0
+    assert any("optimizer removed 6 BatchNormalization" in note for note in result.notes)
+    assert result.verification.passed
 
 
 def test_missing_packages_are_usage_errors(tmp_path, monkeypatch):
