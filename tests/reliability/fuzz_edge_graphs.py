@@ -167,7 +167,7 @@ class _Net:
     def layer(self, x: str, shape: tuple[int, ...], out: int, kind: str = "") -> tuple[str, tuple]:
         """A Conv (rank >= 3), or MatMul/Gemm (rank 2) from ``shape`` to ``out`` channels."""
         if len(shape) >= 3:
-            k = self.ch.choice([1, 3])
+            k = self.ch.choice([1, 3]) if min(shape[2:]) >= 3 else 1
             pad = self.ch.choice([0, k // 2]) if k > 1 else 0
             attrs: dict[str, object] = {"kernel_shape": [k] * (len(shape) - 2)}
             if pad:
