@@ -28,7 +28,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper
 
-from . import lazyio
+from . import lazyio, streamwrite
 from .errors import OutputWriteError, UsageError
 from .staging import (
     fsync,
@@ -312,10 +312,10 @@ def _write_staged(
 ) -> None:
     with open(staged_model, "wb") as handle:
         if staged_data is None:
-            lazyio.write_model(model, handle, base_dir)
+            streamwrite.write_model(model, handle, base_dir)
             return
         with open(staged_data, "wb") as data_handle:
-            lazyio.write_model(
+            streamwrite.write_model(
                 model,
                 handle,
                 base_dir,

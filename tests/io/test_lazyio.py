@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 import bnfold
-from bnfold import lazyio
+from bnfold import lazyio, streamwrite
 from bnfold.modelio import load_model
 from tests.engine.test_producer_folds import conv_bn_model
 from tests.helpers import assert_equivalent
@@ -39,7 +39,7 @@ def test_streamed_bytes_equal_protobuf_serialization(path: str) -> None:
     full = onnx.load(str(source))
     lazy = lazyio.read_lazy(source)
     written = io.BytesIO()
-    lazyio.write_model(lazy, written, source.parent)
+    streamwrite.write_model(lazy, written, source.parent)
     assert written.getvalue() == full.SerializeToString()
     assert lazyio.load_all(lazy, source.parent).SerializeToString() == full.SerializeToString()
 
