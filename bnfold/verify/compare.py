@@ -42,6 +42,13 @@ bfloat16  4e-1   8e-2   8x float16's epsilon (eps 7.8e-3), so 8x its atol; rtol 
 ========= ====== ====== ==========================================================================
 
 Non-floating outputs compare exactly, whatever ``--atol/--rtol`` say.
+
+Fold sites (intermediate tensors, ``sites.py``) use the same rule, with one change: the
+default ``atol`` is scaled by the tensor's size, ``atol_site = atol * min(1, rms(ref))``.
+The defaults above were set on outputs of magnitude ~1-15; an intermediate tensor of
+magnitude 0.01 (small weights) would hide a 1 % error under an absolute 1e-4. An exact
+fold's error at a site is relative (a few ulp of ``|W||x|``), so the scaled ``atol`` keeps
+its headroom. An explicit ``--atol`` is used as given.
 """
 
 from __future__ import annotations
@@ -378,3 +385,32 @@ def _compare_sequences(
         f"{name}[{i}]": compare_output(f"{name}[{i}]", r, c, atol=atol, rtol=rtol)
         for i, (r, c) in enumerate(zip(ref, cand, strict=True))
     }
+
+
+def site_atol(reference: Any, atol: float | None) -> float | None:
+    """The ``atol`` for a fold site: the default scaled by ``min(1, rms(ref))`` (see above)."""
+    ref = np.asarray(reference)
+    if atol is not None or not _is_floating(ref.dtype) or ref.size == 0:
+        return atol
+    values = ref.astype(np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return atol
+    rms = float(np.sqrt(np.mean(values * values)))
+    default_atol = tolerance_for(ref.dtype)[0]
+    return default_atol * min(1.0, rms) if rms > 0 else default_atol
+
+
+def compare_sites(
+    reference: dict[str, Any],
+    candidate: dict[str, Any],
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+) -> dict[str, OutputComparison]:
+    """``compare_outputs`` for fold sites: each site's ``atol`` from ``site_atol``."""
+    results: dict[str, OutputComparison] = {}
+    for name, value in reference.items():
+        scaled = None if isinstance(value, list) else site_atol(value, atol)
+        results.update(compare_outputs({name: value}, candidate, atol=scaled, rtol=rtol))
+    return results

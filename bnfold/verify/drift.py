@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .compare import OutputComparison, compare_outputs
+from .compare import OutputComparison, compare_outputs, compare_sites
 from .session import REFERENCE_LEVEL, create_session, run_session
 
 if TYPE_CHECKING:  # runner imports report, which imports this module
@@ -75,9 +75,14 @@ def provider_references(
         outputs: dict[str, OutputComparison] = {}
         sites: dict[str, OutputComparison] = {}
         for cpu_run, run in zip(cpu_reference, runs, strict=True):
-            for name, comparison in compare_outputs(cpu_run, run, atol=atol, rtol=rtol).items():
-                target = outputs if name.split("[")[0] in output_names else sites
-                target[name] = target[name].merge(comparison) if name in target else comparison
+            cpu_outputs = {n: v for n, v in cpu_run.items() if n in output_names}
+            cpu_sites = {n: v for n, v in cpu_run.items() if n not in output_names}
+            for target, compared in (
+                (outputs, compare_outputs(cpu_outputs, run, atol=atol, rtol=rtol)),
+                (sites, compare_sites(cpu_sites, run, atol=atol, rtol=rtol)),
+            ):
+                for name, comparison in compared.items():
+                    target[name] = target[name].merge(comparison) if name in target else comparison
         drift[provider] = {"status": "measured", "outputs": outputs, "sites": sites}
     return references, drift
 

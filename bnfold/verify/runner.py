@@ -25,7 +25,7 @@ import onnx
 
 from ..errors import ModelLoadError, UsageError
 from ..modelio import LoadedModel
-from .compare import OutputComparison, compare_outputs
+from .compare import OutputComparison, compare_outputs, compare_sites
 from .report import FAILED, PASSED, UNAVAILABLE, ProviderResult
 from .session import REFERENCE_LEVEL, REFERENCE_PROVIDER, create_session, run_session
 from .sites import SitePlan, with_outputs
@@ -196,7 +196,8 @@ def _compare_runs(
             result.failing_run = index
             result.reason = f"candidate raised on input set {index}: {first_line(exc)}"
             return result.reason
-        comparisons = compare_outputs(ref, produced, atol=atol, rtol=rtol)
+        compare = compare_sites if what == "sites" else compare_outputs
+        comparisons = compare(ref, produced, atol=atol, rtol=rtol)
         if result.failing_run is None and any(not c.passed for c in comparisons.values()):
             result.failing_run = index
         for name, comparison in comparisons.items():

@@ -9,10 +9,10 @@ both models and compared directly.
 
 - a *site* is a name produced by a node of the top-level graph in both models, that is not a
   graph input, initializer or graph output (outputs are compared anyway);
-- a *fold site* is a site whose producer in the original is a BatchNormalization (the fold
-  into its producer keeps its output name), or reads the output of an original
-  BatchNormalization that the candidate no longer has (the fold into its consumer: the
-  consumer's output keeps its value);
+- a *fold site* is a site whose producer in the original is a BatchNormalization that the
+  candidate no longer has there (the fold into its producer keeps its output name), or
+  reaches one through tensors the candidate no longer has (the fold into its consumer keeps
+  the consumer's output name; a chain BN -> Mul -> Add keeps the chain's last name);
 - ``--sites folds`` (default) compares fold sites, ``all`` every site, ``none`` no site.
   ``all`` assumes every shared name keeps its value; a rewrite that scales a tensor and keeps
   its name (not a fold bnfold makes) would show as a difference there.
@@ -94,6 +94,31 @@ def _subgraph_batchnorms(graph: onnx.GraphProto) -> int:
     return count
 
 
+def _folded_batchnorms(
+    node: onnx.NodeProto, producers: dict[str, tuple[int, onnx.NodeProto]], removed: set[str]
+) -> list[onnx.NodeProto]:
+    """BatchNormalizations the candidate folded into what now produces ``node``'s output.
+
+    ``node`` itself when it is a BN, else every BN reached walking back from ``node`` through
+    tensors the candidate no longer has: a fold into the producer keeps the BN's output name,
+    a fold into the consumer keeps the consumer's, and a chain (BN -> Mul -> Add) keeps the
+    last name of the chain.
+    """
+    found: list[onnx.NodeProto] = []
+    stack, seen = [node], {id(node)}
+    while stack and len(seen) < 256:
+        current = stack.pop()
+        if current.op_type == _BN:
+            found.append(current)
+        for name in current.input:
+            if name in removed:
+                upstream = producers[name][1]
+                if id(upstream) not in seen:
+                    seen.add(id(upstream))
+                    stack.append(upstream)
+    return found
+
+
 def find_sites(
     original: onnx.ModelProto, candidate: onnx.ModelProto, mode: str
 ) -> tuple[list[Site], dict[str, int], list[str]]:
@@ -111,22 +136,17 @@ def find_sites(
     if mode == "none":
         return [], positions, notes
     fed = {vi.name for vi in graph_inputs(original)} | {t.name for t in original.graph.initializer}
-    removed_bn_outputs = {
-        name: node for name, (_, node) in orig.items() if node.op_type == _BN and name not in cand
-    }
+    # Tensors the fold removed: produced in the original, in no form in the candidate.
+    removed = {name for name in orig if name not in cand and name not in fed}
     sites: list[Site] = []
     for name, (index, node) in sorted(orig.items(), key=lambda item: item[1][0]):
         if name not in cand or name in outputs or name in fed:
             continue
-        into = node_label(cand[name][1])
-        if node.op_type == _BN and name == node.output[0]:
-            sites.append(Site(name, index, node_label(node), into))
-            continue
-        consumed = next(
-            (removed_bn_outputs[i] for i in node.input if i in removed_bn_outputs), None
-        )
-        if consumed is not None:
-            sites.append(Site(name, index, node_label(consumed), into))
+        into_node = cand[name][1]
+        folded = [] if into_node.op_type == _BN else _folded_batchnorms(node, orig, removed)
+        if folded:
+            labels = ", ".join(node_label(bn) for bn in folded)
+            sites.append(Site(name, index, labels, node_label(into_node)))
         elif mode == "all":
             sites.append(Site(name, index))
     return sites, positions, notes

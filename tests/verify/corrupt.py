@@ -54,7 +54,17 @@ def corrupt_layer(
             array[tuple(index)] *= factor
             tensor.CopyFrom(numpy_helper.from_array(array, weight_name))
             return wrong
-    raise LookupError(f"the weight {weight_name!r} of {node.name!r} is not an initializer")
+    for constant in wrong.graph.node:  # exporters keep weights in Constant nodes too
+        if constant.op_type == "Constant" and list(constant.output) == [weight_name]:
+            for attr in constant.attribute:
+                if attr.name == "value":
+                    array = numpy_helper.to_array(attr.t).copy()
+                    index = [slice(None)] * array.ndim
+                    index[_axis(node)] = channel
+                    array[tuple(index)] *= factor
+                    attr.t.CopyFrom(numpy_helper.from_array(array, attr.t.name))
+                    return wrong
+    raise LookupError(f"the weight {weight_name!r} of {node.name!r} is not a constant")
 
 
 def batchnorm_outputs(model: onnx.ModelProto) -> list[str]:

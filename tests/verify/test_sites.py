@@ -212,3 +212,59 @@ def test_subgraph_batchnorms_are_noted() -> None:
     )
     report = verify(model, model, providers="cpu")
     assert any("inside subgraphs" in note for note in report.notes)
+
+
+def test_chain_fold_with_small_activations() -> None:
+    """Conv (weights ~3e-4) -> BN -> Mul -> Add (densenet's scale layer): the fold keeps the
+    Add's name, the BN's output disappears; site values are small, where an absolute 1e-4
+    hides a 1 % error: the site's atol scales with its size."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"]),
+        helper.make_node("Mul", ["n", "k"], ["s"]),
+        helper.make_node("Add", ["s", "d"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["y"]),
+    ]
+    shape = (8, 1, 1)
+    inits = {
+        "W": (0.0003 * rng.standard_normal((8, 3, 3, 3))).astype(np.float32),
+        "g": rng.uniform(0.5, 2, 8).astype(np.float32),
+        "b": (0.01 * rng.standard_normal(8)).astype(np.float32),
+        "m": (0.01 * rng.standard_normal(8)).astype(np.float32),
+        "v": rng.uniform(0.5, 2, 8).astype(np.float32),
+        "k": rng.uniform(0.5, 1.5, shape).astype(np.float32),
+        "d": (0.01 * rng.standard_normal(shape)).astype(np.float32),
+    }
+    original = make_model(
+        nodes,
+        [tensor("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [tensor("y", TensorProto.FLOAT, [1, 8, 1, 1])],
+        inits,
+    )
+    folded = bnfold.optimize(original).model
+    sites, _, _ = find_sites(original, folded, "folds")
+    assert [s.name for s in sites] == ["a"], [s.name for s in sites]
+    # The premise: an unscaled absolute tolerance is fooled here.
+    wrong = corrupt_layer(folded, "a")
+    assert verify(original, wrong, providers="cpu", atol=1e-4, save_failing=False).passed
+    assert _assert_judge(original, folded) == 1
+
+
+ONNX_LIGHT = Path(onnx.__file__).parent / "backend/test/data/light/light_shufflenet.onnx"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ONNX_LIGHT.exists(), reason="onnx's light backend models not installed")
+def test_onnx_light_shufflenet_constant_outputs_sites_catch_it() -> None:
+    """The onnx package's light_shufflenet: its outputs are constant (weights from
+    ConstantOfShape), so only the sites can show a wrong fold."""
+    original = onnx.load(ONNX_LIGHT)
+    folded = bnfold.optimize(original).model
+    exact = verify(original, folded, providers="cpu")
+    assert exact.passed and [w.kind for w in exact.weak_outputs] == ["constant"]
+    sites = [n for n, labels in exact.site_labels.items() if labels["bn"]]
+    for site in (sites[0], sites[len(sites) // 2]):
+        report = verify(original, corrupt_layer(folded, site), providers="cpu", save_failing=False)
+        assert report.exit_code == 1 and report.providers[0].first_divergence == site
