@@ -30,3 +30,21 @@ def test_lower_standalone_rewrites_a_lone_batchnorm_as_mul_add(tmp_path: Path) -
     lowered = onnx.load(tmp_path / "m.folded.onnx")
     assert [node.op_type for node in lowered.graph.node] == ["Mul", "Add"]
     assert_equivalent(model, lowered)
+
+
+SHARED_OPTIONS = ["--providers", "--shape", "--dim", "--range", "--default-dim", "--inputs"]
+
+
+def _help_of(command: str, option: str) -> str:
+    params = {name: p for p in main.commands[command].params for name in p.opts}
+    return getattr(params[option], "help", "") or ""
+
+
+def test_option_groups_are_defined_once_with_the_same_help() -> None:
+    """verify, bench and optimize (for --verify/--bench) share the input and provider options."""
+    for option in SHARED_OPTIONS:
+        helps = {command: _help_of(command, option) for command in ("verify", "bench", "optimize")}
+        assert len(set(helps.values())) == 1 and helps["verify"], (option, helps)
+    for option in ("--report", "--markdown"):
+        helps = {c: _help_of(c, option) for c in ("verify", "bench", "optimize", "check")}
+        assert len(set(helps.values())) == 1, (option, helps)
