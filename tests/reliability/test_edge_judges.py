@@ -115,9 +115,22 @@ def test_report_check_catches_a_label_that_does_not_exist() -> None:
     stale = SimpleNamespace(folds=[SimpleNamespace(into="<MatMul:mm>")], skipped=[])
     with pytest.raises(AssertionError, match="no such node"):
         assert_report_names_exist(stale, model)
-    kept = SimpleNamespace(folds=[], skipped=[SimpleNamespace(bn="bn")])
+    kept = SimpleNamespace(folds=[], skipped=[SimpleNamespace(bn="bn", detail="")])
     with pytest.raises(AssertionError, match="no such BatchNormalization"):
         assert_report_names_exist(kept, model)
+
+
+def test_report_check_catches_a_graph_input_called_a_constant() -> None:
+    bn = helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y"], name="bn")
+    inits = [array(np.ones(3, np.float32), name) for name in "gbmv"]
+    model = build_model([bn], [value("x", [1, 3])], ["y"], inits)
+    true = SimpleNamespace(folds=[], skipped=[SimpleNamespace(bn="bn", detail="'g' is a constant")])
+    assert_report_names_exist(true, model)
+    false = SimpleNamespace(
+        folds=[], skipped=[SimpleNamespace(bn="bn", detail="'x' is a constant")]
+    )
+    with pytest.raises(AssertionError, match="'x' is not a constant"):
+        assert_report_names_exist(false, model)
 
 
 def test_float32_twin_converts_casts_and_typed_float16() -> None:
