@@ -22,7 +22,7 @@ ANY_REASON = "*"  # refused, for whatever reason (the case checks the detail ins
 # Reason codes this battery expects for refusals that do not exist yet (issue 10). The engine
 # decides the names; if it picks others, change them here, in one place.
 FLOAT16_ROUNDING = "precision-loss"  # a float16 fold whose rounding exceeds the bound
-FLOAT16_CONSUMER = "float16-range"  # a consumer fold on a float16 path, range not proven
+FLOAT16_CONSUMER = "low-precision-consumer"  # a consumer fold on a float16 path, range unproven
 LEGACY_OPSET = "unsupported-opset"  # opset <= 6 broadcast rules not implemented
 
 # onnx's IR version for each opset this battery uses (onnx.helper.VERSION_TABLE).
