@@ -197,9 +197,11 @@ def export_torch(
         )
         notes += more
     finally:
+        # The flags themselves, not ``train()``: a module may override train() (e.g. to keep
+        # its BN frozen), and restoring must not run that logic a second time.
         for name, sub in module.named_modules():
             if name in modes:
-                sub.train(modes[name])
+                sub.training = modes[name]
     module_paths = {name for name, _ in module.named_modules() if name}
     node_modules = {**_node_modules(raw, module_paths), **_node_modules(final.model, module_paths)}
     report = _combined_report(type(module).__name__, first, final, node_modules, started)
