@@ -22,6 +22,12 @@ from typing import Any
 PLUGINS: dict[str, tuple[str, str]] = {
     "openvino": ("onnxruntime_ep_openvino", "pip install 'bnfold[openvino]'"),
 }
+# Why a registered plugin may offer no device, said with the 'unavailable' reason.
+NO_DEVICE_HINTS: dict[str, str] = {
+    # onnxruntime-ep-openvino 1.8.1's factory skips every non-Intel hardware device, CPUs
+    # included (ov_factory.cc; onnxruntime PR #31981 proposes allowing other CPUs).
+    "openvino": "the OpenVINO plugin offers Intel devices only (CPU, GPU, NPU)",
+}
 
 
 def is_plugin(short: str) -> bool:
@@ -61,8 +67,9 @@ def plugin_devices(full_name: str) -> list[Any]:
     return [device for device in ort.get_ep_devices() if device.ep_name == full_name]
 
 
-def describe_devices() -> str:
-    """What onnxruntime found on this machine, for an 'offers no device' reason."""
+def describe_devices(short: str | None = None) -> str:
+    """What onnxruntime found on this machine (and the plugin's known limit), for an
+    'offers no device' reason."""
     import onnxruntime as ort
 
     found = []
@@ -71,7 +78,9 @@ def describe_devices() -> str:
         kind = getattr(getattr(hardware, "type", None), "name", "?")
         vendor = getattr(hardware, "vendor", "") or getattr(device, "ep_vendor", "")
         found.append(f"{device.ep_name} on {kind} ({vendor})")
-    return ", ".join(found) or "none"
+    text = ", ".join(found) or "none"
+    hint = NO_DEVICE_HINTS.get(short or "")
+    return f"{text}; {hint}" if hint else text
 
 
 def parse_provider_options(values: list[str] | tuple[str, ...] | None) -> dict[str, dict[str, str]]:

@@ -331,7 +331,7 @@ def create_session(
         if not devices:
             reason = (
                 f"{full} (plugin) is registered but offers no device on this machine"
-                f" (onnxruntime found: {describe_devices()})"
+                f" (onnxruntime found: {describe_devices(short)})"
             )
             return result(None, [], "unavailable", reason, 0.0)
     elif full not in available:
