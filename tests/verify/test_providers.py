@@ -165,3 +165,72 @@ def test_openvino_same_provider_verdict(name: str) -> None:
         save_failing=False,
     )
     assert wrong.exit_code == 1
+
+
+class RecordingOptions:
+    """Stands in for ``SessionOptions`` where a plugin's devices are added."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.devices, self.options = real, None, None
+
+    def add_provider_for_devices(self, devices: Any, options: Any) -> None:
+        self.devices, self.options = devices, options
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("really_used", [True, False])
+def test_plugin_path_registers_adds_devices_and_checks_truth(
+    monkeypatch: pytest.MonkeyPatch, really_used: bool
+) -> None:
+    """A plugin with a device: string options go to add_provider_for_devices, no providers
+    list is passed, and a session that is not really on the plugin is 'unavailable'."""
+    from bnfold.verify import session as session_module
+
+    recorded: dict[str, Any] = {}
+    real_options = session_module.session_options
+    real_session = onnxruntime.InferenceSession
+    fake_device = object()
+
+    def options(*args: Any, **kwargs: Any) -> RecordingOptions:
+        recorded["options"] = RecordingOptions(real_options(*args, **kwargs))
+        return recorded["options"]
+
+    class PluginSession(DriftingSession):
+        def get_providers(self) -> list[str]:
+            return ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
+
+    def make(model: Any, sess_options: Any = None, providers: Any = None, **kwargs: Any) -> Any:
+        recorded["providers"] = providers
+        session = real_session(model, sess_options.real, providers=["CPUExecutionProvider"])
+        # really_used=False: onnxruntime put the whole session on CPU.
+        return PluginSession(session) if really_used else session
+
+    monkeypatch.setattr(session_module, "register_plugin", lambda short: (True, None))
+    monkeypatch.setattr(session_module, "plugin_devices", lambda full: [fake_device])
+    monkeypatch.setattr(session_module, "session_options", options)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", make)
+    attempt = session_module.create_session(
+        str(MODELS / "mlp_bn.onnx"), "openvino", "all", provider_options={"num_of_threads": 2}
+    )
+    assert recorded["providers"] is None
+    assert recorded["options"].devices == [fake_device]
+    assert recorded["options"].options == {"num_of_threads": "2"}
+    if really_used:
+        assert attempt.status == "ok" and attempt.actual_providers[0] == "OpenVINOExecutionProvider"
+    else:
+        assert attempt.status == "unavailable"
+        assert "instead of OpenVINOExecutionProvider" in (attempt.reason or "")
+
+
+def test_plugin_not_installed_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bnfold import providers
+
+    monkeypatch.setitem(providers.PLUGINS, "openvino", ("no_such_plugin_pkg", "pip install x"))
+    providers.register_plugin.cache_clear()
+    try:
+        ok, reason = providers.register_plugin("openvino")
+    finally:
+        providers.register_plugin.cache_clear()
+    assert not ok and "no_such_plugin_pkg" in (reason or "") and "pip install x" in (reason or "")
