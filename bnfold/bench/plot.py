@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OutputWriteError, UsageError
+from ..errors import UsageError
+from ..output import Outputs
 from .formatting import format_speedup
 from .report import CANDIDATE, ORIGINAL, BenchReport, ModelResult
 from .stats import thin
@@ -30,8 +31,12 @@ def require_matplotlib() -> None:
         raise UsageError(MISSING_MATPLOTLIB)
 
 
-def write_plot(report: BenchReport, path: str | Path) -> Path:
-    """Draw violin plots of per-run latency for each measured setting and save a PNG."""
+def write_plot(report: BenchReport, path: str | Path, outputs: Outputs | None = None) -> Path:
+    """Draw violin plots of per-run latency for each measured setting and save a PNG.
+
+    Written through ``outputs`` (``bnfold.output``: atomic, never over a model the command
+    read); by default one that protects nothing.
+    """
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -49,12 +54,10 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
     for axis, (title, pair) in zip(axes.flat, panels, strict=False):
         _draw_panel(axis, title, pair)
     figure.suptitle(f"Latency per run: {report.original} vs {report.candidate}", fontsize="medium")
-    output = Path(path)
-    try:
-        figure.savefig(output, format="png", dpi=110)
-    except OSError as exc:
-        raise OutputWriteError(f"cannot write plot {output}: {exc.strerror or exc}") from None
-    return output
+    writer = outputs if outputs is not None else Outputs()
+    return writer.write_file(
+        path, "--plot file", lambda staged: figure.savefig(staged, format="png", dpi=110)
+    )
 
 
 def _panels(report: BenchReport) -> list[tuple[str, tuple[ModelResult, ModelResult]]]:

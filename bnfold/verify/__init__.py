@@ -34,8 +34,10 @@ from typing import Any, Union
 import numpy as np
 import onnx
 
-from ..errors import UsageError
+from ..dtypes import is_float_dtype
+from ..errors import OutputWriteError, UsageError
 from ..modelio import LoadedModel, load_model
+from ..output import Outputs
 from .drift import provider_references
 from .evidence import weak_outputs
 from .inputs import InputSpec, check_inputs, generate_inputs, input_specs, load_inputs, save_inputs
@@ -264,7 +266,14 @@ def _verify(
         output_names=output_names,
         drift=drift,
     )
-    _keep_failing_inputs(report, candidate_model, input_sets, sources, save_failing)
+    _keep_failing_inputs(
+        report,
+        candidate_model,
+        input_sets,
+        sources,
+        save_failing,
+        reads=[*original_model.files, *candidate_model.files],
+    )
     return report
 
 
@@ -316,8 +325,13 @@ def _keep_failing_inputs(
     input_sets: list[dict[str, np.ndarray]],
     sources: list[str | None],
     save_failing: str | os.PathLike[str] | bool | None,
+    *,
+    reads: Sequence[Path] = (),
 ) -> None:
-    """Save the first failing input set and write the command that reruns exactly it."""
+    """Save the first failing input set and write the command that reruns exactly it.
+
+    The ``.npz`` is written through ``bnfold.output``: never over ``reads`` (the models).
+    """
     first = next((r for r in report.failed if r.failing_run is not None), None)
     if first is None or first.failing_run is None:
         return
@@ -340,12 +354,13 @@ def _keep_failing_inputs(
             target = folder / f"{stem}.failing-inputs.npz"
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                save_inputs(target, input_sets[index])
+                writer = Outputs([(path, "a model verify reads") for path in reads])
+                failing = input_sets[index]
+                writer.write_file(target, "failing inputs", lambda p: save_inputs(p, failing))
                 report.failing_inputs = str(target)
-            except OSError as exc:
-                report.notes.append(
-                    f"could not save failing inputs to {target}: {exc.strerror or exc}"
-                )
+            except (OSError, OutputWriteError) as exc:
+                reason = exc.message if isinstance(exc, OutputWriteError) else exc.strerror
+                report.notes.append(f"could not save failing inputs to {target}: {reason or exc}")
     if report.failing_inputs:
         report.rerun_command = _rerun_command(report, first, report.failing_inputs)
 
@@ -369,7 +384,7 @@ def _describe_specs(
     for spec in specs:
         array = first_set.get(spec.name)
         shape = list(array.shape) if array is not None else list(spec.shape)
-        if spec.dtype.kind == "f" or spec.dtype.name == "bfloat16":
+        if is_float_dtype(spec.dtype):
             source = "normal(0, 1)" if spec.low is None else f"uniform[{spec.low:g}, {spec.high:g})"
         elif spec.dtype.kind in "iu":
             source = f"integers[{spec.low:g}, {spec.high:g}) ({spec.range_source})"

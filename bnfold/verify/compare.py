@@ -59,6 +59,8 @@ from typing import Any
 
 import numpy as np
 
+from ..dtypes import is_float_dtype
+
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1e-4, 1e-4),
     "float64": (1e-10, 1e-9),
@@ -66,10 +68,6 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "bfloat16": (4e-1, 8e-2),
 }
 EXACT = (0.0, 0.0)
-
-
-def _is_floating(dtype: np.dtype) -> bool:
-    return dtype.kind == "f" or dtype.name == "bfloat16"
 
 
 def tolerance_for(
@@ -80,7 +78,7 @@ def tolerance_for(
     Non-floating dtypes compare exactly whatever the override says: an integer or boolean
     output that differs at all is a different function.
     """
-    if not _is_floating(dtype):
+    if not is_float_dtype(dtype):
         return EXACT
     default_atol, default_rtol = DEFAULT_TOLERANCES.get(dtype.name, DEFAULT_TOLERANCES["float32"])
     return (
@@ -196,7 +194,7 @@ def compare_output(
             tol_atol,
             tol_rtol,
         )
-    if _is_floating(ref.dtype):
+    if is_float_dtype(ref.dtype):
         return _compare_floating(name, ref, cand, tol_atol, tol_rtol)
     return _compare_exact(name, ref, cand)
 
@@ -390,7 +388,7 @@ def _compare_sequences(
 def site_atol(reference: Any, atol: float | None) -> float | None:
     """The ``atol`` for a fold site: the default scaled by ``min(1, rms(ref))`` (see above)."""
     ref = np.asarray(reference)
-    if atol is not None or not _is_floating(ref.dtype) or ref.size == 0:
+    if atol is not None or not is_float_dtype(ref.dtype) or ref.size == 0:
         return atol
     values = ref.astype(np.float64)
     values = values[np.isfinite(values)]

@@ -8,7 +8,7 @@ Rules (each default used is returned as a note so the report can state it):
   ``dim_value <= 0`` is a symbolic dim.
 - Values: floats ``N(0, 1)`` or ``--range``; integers ``[0, 10)`` or the valid index range of
   the Gather they feed (``valueranges.py``); generation in ``generate.py``.
-- Real data: ``.npz`` files (``npz.py``). Option parsing: ``optionparse.py``.
+- Real data: ``.npz`` files (``npz.py``). The CLI strings are parsed in ``bnfold.commands.parsing``.
 
 Input generation never raises anything but ``UsageError`` (exit 2, naming the option to set)
 on a model onnxruntime can load.
@@ -22,7 +22,6 @@ from ..errors import UsageError
 from .dims import resolve_shapes
 from .generate import generate_inputs
 from .npz import check_inputs, describe_inputs, load_inputs, save_inputs
-from .optionparse import parse_dim_options, parse_range_options, parse_shape_options
 from .specs import InputSpec, declared_shape, graph_inputs, is_floating, numpy_dtype
 from .valueranges import DEFAULT_INT_RANGE, assign_ranges
 
@@ -86,8 +85,5 @@ __all__ = [
     "input_specs",
     "is_floating",
     "load_inputs",
-    "parse_dim_options",
-    "parse_range_options",
-    "parse_shape_options",
     "save_inputs",
 ]

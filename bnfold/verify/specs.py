@@ -13,7 +13,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ..dtypes import is_float_dtype
 from ..errors import UsageError
+
+# The one float-dtype predicate (bnfold.dtypes), under the name this package uses.
+is_floating = is_float_dtype
 
 # Element types verify can feed through onnxruntime's Python API.
 SUPPORTED_TYPES: frozenset[int] = frozenset(
@@ -70,11 +74,6 @@ def numpy_dtype(elem_type: int, name: str) -> np.dtype:
     if elem_type == TensorProto.STRING:
         return np.dtype(np.str_)
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
-
-
-def is_floating(dtype: np.dtype) -> bool:
-    """True for float16/32/64 and bfloat16 (ml_dtypes registers bfloat16 as kind 'V')."""
-    return dtype.kind == "f" or dtype.name == "bfloat16"
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
