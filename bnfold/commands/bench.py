@@ -87,7 +87,7 @@ _MARGIN_HELP = (
     "--calibrate",
     is_flag=True,
     help="Also time a second session of the original in every pair: the A/A noise floor of "
-    "this machine, shown beside each verdict (1.5x the time).",
+    "this machine, shown beside each verdict (the three sessions share the time budget).",
 )
 @click.option(
     "--threads",

@@ -12,7 +12,18 @@ from click.testing import CliRunner, Result
 
 from bnfold.cli import main
 
-QUICK_ARGS = ["--iters", "20", "--warmup", "2", "--threads", "1", "--level", "disable"]
+QUICK_ARGS = [
+    "--pairs",
+    "3",
+    "--iters",
+    "20",
+    "--warmup",
+    "2",
+    "--threads",
+    "1",
+    "--level",
+    "disable",
+]
 
 
 def run(*args: Any) -> Result:
@@ -43,7 +54,8 @@ def test_fail_if_slower_exits_5(model_files: dict[str, Path], tmp_path: Path) ->
         "--fail-if-slower", "50", "--report", report,
     )  # fmt: skip
     assert result.exit_code == 5, result.output
-    assert "error: candidate is significantly slower" in result.output
+    assert "error: candidate is slower at cpu/disable" in result.output
+    assert "entirely beyond -50%" in result.output
     assert json.loads(report.read_text())["exit_code"] == 5  # the report is written before exiting
 
 
@@ -129,6 +141,10 @@ def test_missing_model_exits_3(tmp_path: Path, model_files: dict[str, Path]) -> 
 def test_bad_option_values_exit_2(model_files: dict[str, Path]) -> None:
     for args in (
         ["--iters", "0"],
+        ["--pairs", "1"],
+        ["--margin", "100"],
+        ["--cpus", "a"],
+        ["--fail-if-slower=many"],
         ["--fail-if-slower", "100"],
         ["--level", "warp"],
         ["--min-time", "0"],
@@ -141,5 +157,44 @@ def test_help_documents_the_verdict_and_batch_rule() -> None:
     result = CliRunner().invoke(main, ["bench", "--help"])
     assert result.exit_code == 0
     text = " ".join(result.output.split())  # click wraps help text
-    assert "below 1 - PCT/100" in text
+    assert "the whole 95% interval lies beyond the margin" in text
+    assert "equivalent when it lies within" in text
+    for option in ("--pairs", "--margin", "--calibrate", "--spinning / --no-spinning", "--cpus"):
+        assert option in text
     assert "dimension 0 is symbolic or unknown" in text
+
+
+def test_fail_if_slower_without_a_value_uses_the_margin(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    result = run(
+        model_files["fast"], model_files["slow"], "--providers", "cpu", *QUICK_ARGS,
+        "--report", report, "--margin", "5", "--fail-if-slower",
+    )  # fmt: skip
+    assert result.exit_code == 5, result.output
+    data = json.loads(report.read_text())
+    assert data["fail_if_slower_pct"] == 5.0
+    assert data["settings"]["margin_pct"] == 5.0
+
+
+def test_calibrate_threads_and_spinning_are_reported(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    result = run(
+        model_files["fast"], model_files["fast"], "--providers", "cpu", *QUICK_ARGS,
+        "--calibrate", "--no-spinning", "--inter-threads", "1", "--report", report,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "noise floor cpu/disable/batch 1: A/A " in result.stdout
+    data = json.loads(report.read_text())
+    assert data["settings"]["calibrate"] is True
+    assert data["settings"]["threads"]["spinning"] is False
+    assert data["settings"]["threads"]["inter_op_threads"] == 1
+    assert data["comparisons"][0]["calibration"]["verdict"] in (
+        "equivalent",
+        "inconclusive",
+        "faster",
+        "slower",
+    )
