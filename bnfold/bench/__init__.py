@@ -152,7 +152,7 @@ def bench(
                 began = time.perf_counter()
                 done = len(measurement.comparisons)
                 measurement.measure_setting(provider, level, feed_sets, explicit=explicit)
-                per_pair = (time.perf_counter() - began) / plan.pairs
+                per_pair = (time.perf_counter() - began) / plan.pairs / len(feed_sets)
                 for comparison in measurement.comparisons[done:]:
                     comparison.seconds_per_pair = per_pair
 
