@@ -12,7 +12,8 @@ invalid outputs, non-idempotent runs, false report statements, crashes (and an i
 modified). ``generator-error`` counts graphs the generator built badly
 (they are not bnfold's fault; it should be 0). ``--save DIR`` writes each failing model and
 its feeds (``DIR/<seed>-<i>-<class>.onnx`` and ``.npz``) to turn into regression tests.
-Exit status 1 when any failure was found, else 0.
+It also counts BatchNormalization folded and kept (by reason): zero failures by refusing
+everything would be no result. Exit status 1 when any failure was found, else 0.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def run(count: int, seed: int, kind: str | None, show: int, save: Path | None) -
     totals: collections.Counter[str] = collections.Counter()
     by_class: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     examples: dict[str, list[str]] = collections.defaultdict(list)
+    reasons: collections.Counter[str] = collections.Counter()
     started = time.perf_counter()
     for index in range(count):
         rng = np.random.default_rng([seed, index])
@@ -69,11 +71,21 @@ def run(count: int, seed: int, kind: str | None, show: int, save: Path | None) -
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                check_optimize_is_safe(graph.model, graph.feeds, graph.dtype, collect=failures)
+                result = check_optimize_is_safe(
+                    graph.model, graph.feeds, graph.dtype, collect=failures
+                )
         except Exception as error:  # the original did not run: a generator bug
             line = f"{seed}-{index} {graph.kind}: {type(error).__name__}: {error}"
             _count("generator-error", graph.kind, line.splitlines()[0], totals, by_class, examples)
             continue
+        if result is not None:  # how much was folded: 0 failures by refusing all is no result
+            folded = sum(f.kind == "BatchNormalization" for f in result.report.folds)
+            by_class[graph.kind.split("/")[0]]["bn-folded"] += folded
+            totals["bn-folded"] += folded
+            for skip in result.report.skipped:
+                by_class[graph.kind.split("/")[0]]["bn-kept"] += 1
+                totals["bn-kept"] += 1
+                reasons[skip.reason] += 1
         first_of_each = {failure.category: failure for failure in reversed(failures)}
         for category, failure in first_of_each.items():  # a graph counts once per category
             line = f"{seed}-{index} {graph.kind}: {str(failure).splitlines()[0][:300]}"
@@ -84,6 +96,7 @@ def run(count: int, seed: int, kind: str | None, show: int, save: Path | None) -
             if save is not None:
                 _save(save, f"{seed}-{index}-{graph.kind.replace('/', '_')}", graph)
     _print(count, seed, totals, by_class, examples, show, time.perf_counter() - started)
+    print("kept BNs by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
     return 1 if any(totals[c] for c in CATEGORIES) else 0
 
 
@@ -106,10 +119,11 @@ def _print(count, seed, totals, by_class, examples, show, seconds) -> None:  # t
         print(f"  {label:<26} {totals[category]}")
     print(f"  {'graphs with any failure':<26} {totals['any']}")
     print(f"  {'generator errors':<26} {totals['generator-error']}")
-    columns = ["graphs", "any", *CATEGORIES, "generator-error"]
+    print(f"BatchNormalization folded {totals['bn-folded']}, kept {totals['bn-kept']}")
+    columns = ["graphs", "bn-folded", "bn-kept", "any", *CATEGORIES, "generator-error"]
     print("\nper class: " + ", ".join(columns))
     for name in sorted(by_class):
-        print(f"  {name:<14} " + " ".join(f"{by_class[name][c]:>4}" for c in columns))
+        print(f"  {name:<14} " + " ".join(f"{by_class[name][c]:>5}" for c in columns))
     for category in [*CATEGORIES, "generator-error"]:
         for line in examples[category][:show]:
             print(f"[{category}] {line}")
