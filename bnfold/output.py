@@ -111,6 +111,8 @@ class Outputs:
 
     def read_model(self, path: str | os.PathLike[str], role: str = "input model") -> None:
         """Protect a model file and each external data file it refers to."""
+        if any(aliases(Path(path), source) for source, _ in self.reads):
+            return  # already protected (the CLI and the library both ask)
         files = model_files(Path(path))
         self.read(files[0], f"the {role}")
         for data in files[1:]:
@@ -204,7 +206,8 @@ class Outputs:
         needs_external = (
             external_data or lazyio.estimated_size(model, base_dir) > PROTOBUF_LIMIT - 2**24
         )
-        data_path = free_data_path(target) if needs_external else None
+        taken = [path for path, _ in self.planned]
+        data_path = free_data_path(target, taken) if needs_external else None
         if data_path is not None:
             self.plan(data_path, "output data", replaces_input=replaces_input)
         with _staging(target) as staging:
@@ -225,7 +228,8 @@ class Outputs:
             write_record(staging, {"target": target.name, "new": new, "obsolete": obsolete})
             kill_point("recorded")
             written = []
-            # Ctrl-C waits until the model is committed (SIGKILL cannot: see commit.json).
+            # Ctrl-C waits until the model is committed and the old data removed (SIGKILL
+            # cannot be held back: the next run finishes the job from commit.json).
             with sigint_deferred():
                 if staged_data is not None and data_path is not None:
                     _place_new(staged_data, data_path)
@@ -234,12 +238,14 @@ class Outputs:
                 os.replace(staged_model, target)  # the commit point
                 written.append(target)
                 kill_point("committed")
-            parent = target.parent if str(target.parent) else Path(".")
-            fsync_folder(parent)
-            for name in obsolete:
-                with contextlib.suppress(FileNotFoundError):
-                    (parent / name).unlink()
-            kill_point("old-data-removed")
+                parent = target.parent if str(target.parent) else Path(".")
+                fsync_folder(parent)
+                for name in obsolete:
+                    # Best effort: the new model is in place; a file that cannot be removed
+                    # is only an unused leftover, not a failed write.
+                    with contextlib.suppress(OSError):
+                        (parent / name).unlink()
+                kill_point("old-data-removed")
         return written
 
     def _obsolete_data(
@@ -269,15 +275,17 @@ def _data_name_pattern(model_name: str) -> re.Pattern[str]:
     return re.compile(re.escape(model_name) + r"(\.\d+)?\.data")
 
 
-def free_data_path(output: Path) -> Path:
+def free_data_path(output: Path, taken: Iterable[Path] = ()) -> Path:
     """The data file name for ``output``: ``<name>.data``, else the first free ``<name>.<n>.data``.
 
-    A name no file has, so placing the new data never replaces a file an existing model
-    (the old output, the input of ``--in-place``) still reads.
+    A name no file has (and no other output of the command will have: ``taken``), so placing
+    the new data never replaces a file an existing model (the old output, the input of
+    ``--in-place``) still reads.
     """
+    taken = list(taken)
     candidate = output.with_name(f"{output.name}.data")
     number = 0
-    while os.path.lexists(candidate):
+    while os.path.lexists(candidate) or any(aliases(candidate, other) for other in taken):
         number += 1
         candidate = output.with_name(f"{output.name}.{number}.data")
     return candidate

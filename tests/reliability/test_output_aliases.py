@@ -152,3 +152,21 @@ def test_output_data_name_taken_by_an_input_gets_a_free_name(tmp_path: Path) -> 
     after = snapshot(tmp_path)
     assert {name: after[name] for name in before} == before
     assert sorted(set(after) - set(before)) == ["out.onnx", "out.onnx.1.data"]
+
+
+def test_a_report_named_like_the_data_file_pushes_the_data_to_a_free_name(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "model.onnx"
+    onnx.save(models.conv_bn(), source)
+    output, report = tmp_path / "o.onnx", tmp_path / "o.onnx.data"
+    args = ["optimize", str(source), "-o", str(output), "--external-data", "--report", str(report)]
+    result = CliRunner().invoke(main, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    assert report.read_text().startswith("{")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.onnx",
+        "o.onnx",
+        "o.onnx.1.data",
+        "o.onnx.data",
+    ]
