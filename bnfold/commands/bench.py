@@ -45,9 +45,7 @@ _MARGIN_HELP = (
 @input_options
 @provider_options(level_default="disable,all")
 @click.option("--batch", "batches", metavar="LIST", help=_BATCH_HELP)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of inputs and bootstrap."
-)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option(
     "--pairs",
     type=click.IntRange(min=2),
