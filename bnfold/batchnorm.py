@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from .constants import describe_not_constant
+from .dtypes import is_float_dtype
 from .foldmath import Affine, bn_to_affine
 from .graph import GraphView, attribute, float_attribute
 from .outcomes import Skip
@@ -46,8 +48,10 @@ def batchnorm_affine(view: GraphView, node: onnx.NodeProto, opset: int) -> Affin
             )
         value = view.constant_value(name)
         if value is None:
-            return Skip("param-not-constant", f"{role} {name!r} is computed at run time")
-        if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
+            return Skip(
+                "param-not-constant", f"{role} {name!r} {describe_not_constant(view, name)}"
+            )
+        if not is_float_dtype(value.dtype):
             return Skip("unsupported-dtype", f"{role} {name!r} has dtype {value.dtype}")
         params.append(value)
     channels = params[0].size
@@ -86,6 +90,6 @@ def _mode_skip(view: GraphView, node: onnx.NodeProto, opset: int) -> Skip | None
             f"BatchNormalization-{opset} with {1 + len(extra)} outputs is the training form",
         )
     for name in extra:
-        if view.consumer_count(name) or view.is_graph_output(name):
+        if view.uses.get(name):
             return Skip("bn-outputs-used", f"optional output {name!r} is read")
     return None

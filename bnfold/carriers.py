@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from .constants import dropout_is_inference
 from .foldmath import Affine
 from .graph import GraphView, attribute, int_attribute
 from .outcomes import Skip
@@ -36,7 +37,7 @@ def carrier_skip(view: GraphView, node: onnx.NodeProto, affine: Affine, opset: i
         and int_attribute(node, "count_include_pad", 0)
     ):
         return Skip("padded-average", "AveragePool averages padding zeros (count_include_pad=1)")
-    if op == "Dropout" and not _dropout_is_inference(view, node, opset):
+    if op == "Dropout" and not dropout_is_inference(view, node):
         return Skip("training-mode", "Dropout runs in training mode")
     return None
 
@@ -48,12 +49,3 @@ def has_padding(node: onnx.NodeProto) -> bool:
     auto = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
     padded = isinstance(pads, list) and any(pads)
     return auto in ("SAME_UPPER", "SAME_LOWER") or padded
-
-
-def _dropout_is_inference(view: GraphView, node: onnx.NodeProto, opset: int) -> bool:
-    if opset < 7:
-        return bool(attribute(node, "is_test", 0))
-    if len(node.input) > 2 and node.input[2]:
-        value = view.constant_value(node.input[2])
-        return value is not None and not bool(np.asarray(value).any())
-    return True

@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from .dtypes import is_float_dtype
 from .foldmath import Affine
-from .graph import GraphView
+from .graph import GraphView, is_standard
 from .outcomes import Skip
 
 ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
@@ -23,11 +24,7 @@ ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
 
 def constant_operand(view: GraphView, node: onnx.NodeProto) -> tuple[int, np.ndarray] | None:
     """``(index, value)`` of the single constant operand of a binary op, else None."""
-    if (
-        node.op_type not in ELEMENTWISE_OPS
-        or node.domain not in ("", "ai.onnx")
-        or len(node.input) != 2
-    ):
+    if node.op_type not in ELEMENTWISE_OPS or not is_standard(node) or len(node.input) != 2:
         return None
     values = [view.constant_value(name) for name in node.input]
     constant = [i for i, v in enumerate(values) if v is not None]
@@ -49,8 +46,13 @@ def elementwise_affine(
     operand = constant_operand(view, node)
     if operand is None:
         return None
+    if view.opset < 7:
+        return Skip(
+            "unsupported-opset",
+            f"{node.op_type}-{view.opset} broadcasts by its legacy broadcast/axis rules",
+        )
     index, constant = operand
-    if constant.dtype.kind != "f" and constant.dtype.name != "bfloat16":
+    if not is_float_dtype(constant.dtype):
         return Skip("unsupported-dtype", f"{node.op_type} constant has dtype {constant.dtype}")
     if constant.ndim > rank:
         return Skip(

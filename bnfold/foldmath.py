@@ -106,6 +106,35 @@ def round_to(exact: np.ndarray, dtype: np.dtype) -> Rounded:
     return Rounded(value, max_abs, max_abs / peak if peak > 0 else 0.0)
 
 
+# The most a fold may lose by rounding its exact float64 result to a low-precision weight,
+# relative to the tensor's largest magnitude: one unit in the last place (2^-10 for float16's
+# 10-bit mantissa, 2^-7 for bfloat16's 7). Rounding a normal-range value costs at most half
+# of that, so only folds that push a tensor into the subnormal range (a tiny BN scale) or
+# cancel it down to nearly nothing exceed it; those are refused (``precision-loss``).
+PRECISION_BOUND = {"float16": 2.0**-10, "bfloat16": 2.0**-7}
+
+
+def precision_lost(rounded: Rounded) -> bool:
+    """Whether rounding cost more than ``PRECISION_BOUND`` of the tensor's dtype."""
+    bound = PRECISION_BOUND.get(np.dtype(rounded.value.dtype).name)
+    return bound is not None and rounded.max_rel_error > bound
+
+
+# A low-precision producer fold is refused when its folded bias is more than this many times
+# the BN's own output scale |γ| + |β|: the layer then computes a large value that the bias
+# cancels, and the fold's one rounding of the weight (2^-11 relative in float16) is
+# amplified by the same factor. A channel whose running mean lies this many standard
+# deviations from the layer's bias is all but constant; real networks stay far below.
+CANCELLATION_BOUND = 32.0
+
+
+def cancellation(bias: np.ndarray, output_scale: np.ndarray) -> float:
+    """``max |b'| / (|γ| + |β|)`` over channels (how much the folded layer must cancel)."""
+    magnitude = np.abs(np.asarray(bias, np.float64))  # channels on the last axis
+    ratio = magnitude / np.maximum(output_scale, np.finfo(np.float64).tiny)
+    return float(np.max(ratio)) if ratio.size else 0.0
+
+
 def all_finite(values: np.ndarray) -> bool:
     """No NaN or Inf, checked in the array's own dtype (no float64 copy of a large weight)."""
     return bool(np.all(np.isfinite(values)))

@@ -1,45 +1,43 @@
-"""Read-only helpers over one ONNX graph: producers, consumers, constant values, shapes.
+"""Read-only index of one graph: producers, every use of every name, where a name comes from.
 
-A ``GraphView`` is built once per pass over a graph and rebuilt after each edit (graphs are
-small compared to their tensors; rebuilding is cheap and keeps the index trivially right).
-Constant values are cached across rebuilds by the ``ConstantCache`` the driver owns.
+A *use* is an input slot, not a node: ``Gemm(x, B, B)`` uses ``B`` twice; a graph output is a
+use; a subgraph that reads an outer name (a capture) uses it too. A tensor may be rewritten
+in place only when every one of its uses belongs to the fold (``editor``).
+
+Names are lexically scoped: a ``GraphView`` indexes one graph, and ``outer`` is the view of
+the enclosing graph. A name a body does not define resolves in the enclosing scope; a name it
+does define shadows the outer one. Constant values are resolved the same way, one cache per
+scope (``constants``).
+
+A view is rebuilt after each round of folds (graphs are small compared to their tensors;
+rebuilding is cheap and keeps the index trivially right).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from .lazyio import tensor_array
+from .shapes import MAIN_SCOPE, ScopePath, Shape
 
-# Nodes whose value is not a pure function of their inputs must never be evaluated.
-NONDETERMINISTIC_OPS = frozenset(
-    {
-        "RandomNormal",
-        "RandomUniform",
-        "RandomNormalLike",
-        "RandomUniformLike",
-        "Multinomial",
-        "Bernoulli",
-    }
-)
-# Ops that carry subgraphs are never evaluated as constants (the evaluator would need scopes).
-SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
-# A constant subgraph deeper than this is left alone: bnfold evaluates parameter recipes
-# (ConstantOfShape, Cast, Expand, Reshape of constants...), not whole networks.
-MAX_CONSTANT_DEPTH = 8
-# Do not materialise constant subgraph results larger than this (elements).
-MAX_CONSTANT_ELEMENTS = 1 << 28
+if TYPE_CHECKING:
+    from .constants import ConstantCache
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def is_standard(node: onnx.NodeProto) -> bool:
+    """A node of the default ONNX domain (spelled '' or 'ai.onnx')."""
+    return node.domain in STANDARD_DOMAINS
 
 
 def opset_version(model: onnx.ModelProto, domain: str = "") -> int:
     """The opset version ``model`` imports for ``domain`` ('' and 'ai.onnx' are the same)."""
-    aliases = {"", "ai.onnx"} if domain in ("", "ai.onnx") else {domain}
+    aliases = set(STANDARD_DOMAINS) if domain in STANDARD_DOMAINS else {domain}
     for entry in model.opset_import:
         if entry.domain in aliases:
             return int(entry.version)
@@ -78,101 +76,125 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
-def names_used_inside(graph: onnx.GraphProto) -> set[str]:
-    """Names a subgraph reads, at any depth; outer-scope captures are among them.
+def captured_names(graph: onnx.GraphProto) -> set[str]:
+    """Names ``graph`` (at any depth) reads but does not define: its outer-scope captures.
 
-    Over-approximates (a name defined inside and also outside counts as used): a capture
-    is a consumer we must not break, and a false positive only costs a refused fold.
+    A body's own inputs, initializers and node outputs shadow outer names of the same
+    spelling, so they are not captures.
     """
-    used: set[str] = set()
+    defined = {value.name for value in graph.input}
+    defined.update(tensor.name for tensor in graph.initializer)
+    defined.update(tensor.values.name for tensor in graph.sparse_initializer)
+    read: set[str] = set()
     for node in graph.node:
-        used.update(name for name in node.input if name)
+        defined.update(name for name in node.output if name)
+    for node in graph.node:
+        read.update(name for name in node.input if name)
         for sub in subgraphs(node):
-            used |= names_used_inside(sub)
-    used.update(out.name for out in graph.output)
-    return used
+            read |= captured_names(sub)
+    read.update(value.name for value in graph.output)
+    return read - defined
 
 
-# Larger values are read (or evaluated) again each time rather than kept: a fold reads
-# each weight once or twice, and caching every weight would double a model's memory.
-CACHE_LIMIT_BYTES = 1 << 20
+@dataclass(frozen=True)
+class Use:
+    """One read of a name: input ``slot`` of ``node`` (slot -1: a capture by a subgraph of
+    ``node``); ``node`` None: the name is a graph output."""
+
+    node: onnx.NodeProto | None
+    slot: int
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Use) and self.node is other.node and self.slot == other.slot
+
+    def __hash__(self) -> int:
+        return hash((id(self.node), self.slot))
 
 
-@dataclass
-class ConstantCache:
-    """Values of constant tensors by name; the driver drops entries it overwrites.
-
-    ``base_dir`` is where external tensor bytes live (the model's folder).
-    """
-
-    values: dict[str, np.ndarray] = field(default_factory=dict)
-    base_dir: Path | None = None
-    # Element types and shapes of run-time tensors (shape inference), for the ops that read
-    # only the type (CastLike) or the shape (Shape) of a run-time input.
-    elem_types: Callable[[], dict[str, int]] | None = None
-    shapes: Callable[[], dict[str, tuple[int | str | None, ...]]] | None = None
-
-    def forget(self, names: Iterable[str]) -> None:
-        for name in names:
-            self.values.pop(name, None)
+CAPTURE = -1
 
 
 class GraphView:
-    """An index over ``graph``: who produces and who consumes each tensor name.
-
-    ``outer`` is the view of the enclosing graph, for subgraph bodies that capture
-    outer-scope constants.
-    """
+    """An index over ``graph``: who produces each name and every use of it, in this scope."""
 
     def __init__(
         self,
         graph: onnx.GraphProto,
         *,
         ir_version: int,
-        cache: ConstantCache | None = None,
+        opset: int,
+        cache: ConstantCache,
+        shapes: Callable[[], Mapping[str, Shape]],
+        types: Callable[[], Mapping[str, int]],
         outer: GraphView | None = None,
+        scope: ScopePath = MAIN_SCOPE,
     ) -> None:
         self.graph = graph
         self.ir_version = ir_version
-        self.cache = cache if cache is not None else ConstantCache()
+        self.opset = opset
+        self.cache = cache
+        self.shapes = shapes
+        self.types = types
         self.outer = outer
+        self.scope = scope
         self.producer: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        self.uses: dict[str, list[Use]] = {}
         self.initializers = {tensor.name: tensor for tensor in graph.initializer}
+        self.sparse_names = {tensor.values.name for tensor in graph.sparse_initializer}
         self.graph_inputs = {value.name for value in graph.input}
         self.graph_outputs = {value.name for value in graph.output}
         for node in graph.node:
             for name in node.output:
                 if name:
                     self.producer[name] = node
-            seen: set[str] = set()
-            for name in node.input:
-                if name and name not in seen:
-                    seen.add(name)
-                    self.consumers.setdefault(name, []).append(node)
+            for slot, name in enumerate(node.input):
+                if name:
+                    self.uses.setdefault(name, []).append(Use(node, slot))
+            captures: set[str] = set()
             for sub in subgraphs(node):
-                for name in names_used_inside(sub) - seen:
-                    seen.add(name)
-                    self.consumers.setdefault(name, []).append(node)
+                captures |= captured_names(sub)
+            for name in sorted(captures):
+                self.uses.setdefault(name, []).append(Use(node, CAPTURE))
+        for name in self.graph_outputs:
+            self.uses.setdefault(name, []).append(Use(None, 0))
 
     # ---- structure ---------------------------------------------------------------------
+    def readers(self, name: str) -> list[onnx.NodeProto]:
+        """Distinct nodes that read ``name`` (in a slot or through a subgraph)."""
+        nodes: list[onnx.NodeProto] = []
+        for use in self.uses.get(name, ()):
+            if use.node is not None and all(use.node is not seen for seen in nodes):
+                nodes.append(use.node)
+        return nodes
+
     def consumer_count(self, name: str) -> int:
-        return len(self.consumers.get(name, ()))
+        return len(self.readers(name))
 
     def only_consumer(self, name: str) -> onnx.NodeProto | None:
-        """The single node reading ``name``, or None when zero or several do."""
-        readers = self.consumers.get(name, ())
-        return readers[0] if len(readers) == 1 else None
+        """The single node reading ``name`` in exactly one slot, or None otherwise.
+
+        A node that reads the name in two slots (``Add(x, x)``) is not a single use: an
+        affine moved out of one slot would still be applied in the other.
+        """
+        uses = self.uses.get(name, ())
+        if len(uses) != 1 or uses[0].node is None or uses[0].slot == CAPTURE:
+            return None
+        return uses[0].node
 
     def is_graph_output(self, name: str) -> bool:
         return name in self.graph_outputs
 
-    def is_private(self, name: str, reader: onnx.NodeProto) -> bool:
-        """``name`` is read by ``reader`` alone and is not a graph output."""
-        return self.only_consumer(name) is reader and not self.is_graph_output(name)
+    def defines(self, name: str) -> bool:
+        """``name`` is defined in this scope (input, initializer or node output)."""
+        return (
+            name in self.graph_inputs
+            or name in self.initializers
+            or name in self.producer
+            or name in self.sparse_names
+        )
 
     def is_overridable(self, name: str) -> bool:
-        """An initializer that is also a graph input can be replaced at run time.
+        """A value that can be replaced at run time: a graph input, in whatever scope.
 
         From IR version 4 on, initializers need not be inputs, so one that is listed as an
         input is a default value the user may override. Below IR 4 the spec required every
@@ -182,220 +204,42 @@ class GraphView:
             return self.ir_version >= 4
         if name in self.graph_inputs:
             return True
-        if name not in self.initializers and name not in self.producer and self.outer is not None:
+        if not self.defines(name) and self.outer is not None:
             return self.outer.is_overridable(name)
         return False
 
-    # ---- constants ---------------------------------------------------------------------
+    def origin(self, name: str) -> str:
+        """Where ``name`` comes from, in words that are true of the model (report details)."""
+        view: GraphView | None = self
+        depth = 0
+        while view is not None and not view.defines(name):
+            view, depth = view.outer, depth + 1
+        if view is None:
+            return "undefined"
+        where = "" if depth == 0 else " of an enclosing graph"
+        if name in view.graph_inputs and not (name in view.initializers and view.ir_version < 4):
+            return ("a graph input" if depth == 0 else "an input") + where
+        if name in view.initializers or name in view.sparse_names:
+            return "a constant" + where
+        node = view.producer[name]
+        if depth:
+            return f"computed by {node.op_type} {node_label(node)}{where}"
+        return f"computed by {node.op_type} {node_label(node)}"
+
+    # ---- constants and shapes ----------------------------------------------------------
     def constant_value(self, name: str) -> np.ndarray | None:
-        """The value of ``name`` when it is a constant, else None.
+        """The value of ``name`` when it is a constant in this scope, else None
+        (see ``constants.ConstantCache.value``)."""
+        return self.cache.value(self, name)
 
-        Constants are initializers that cannot be overridden, ``Constant`` nodes, and small
-        deterministic subgraphs of standard ops over constants (``ConstantOfShape``, ``Cast``,
-        ``Expand``...) that exporters use to build parameters; those are evaluated with
-        onnx's reference evaluator.
-        """
-        return self._constant(name, depth=0)
+    def shape(self, name: str) -> Shape | None:
+        return self.shapes().get(name)
 
-    def _constant(self, name: str, depth: int) -> np.ndarray | None:
-        if not name:
-            return None
-        if name in self.cache.values:
-            return self.cache.values[name]
-        value = self._compute_constant(name, depth)
-        if value is not None and value.nbytes <= CACHE_LIMIT_BYTES:
-            self.cache.values[name] = value
-        return value
-
-    def _compute_constant(self, name: str, depth: int) -> np.ndarray | None:
-        if name in self.initializers:
-            if self.is_overridable(name):
-                return None
-            return tensor_array(self.initializers[name], self.cache.base_dir)
-        node = self.producer.get(name)
-        if node is None:
-            if name in self.graph_inputs or self.outer is None:
-                return None
-            return self.outer._constant(name, depth)
-        if depth >= MAX_CONSTANT_DEPTH or node.domain not in ("", "ai.onnx"):
-            return None
-        if node.op_type in NONDETERMINISTIC_OPS or node.op_type in SUBGRAPH_OPS:
-            return None
-        if node.op_type == "Constant":
-            return _constant_node_value(node)
-        if node.op_type == "CastLike":
-            return self._cast_like(node, depth)
-        if node.op_type == "Shape" and self._constant(node.input[0], depth + 1) is None:
-            return self._static_shape(node)
-        inputs: list[np.ndarray | None] = []
-        for input_name in node.input:
-            if not input_name:
-                inputs.append(None)
-                continue
-            value = self._constant(input_name, depth + 1)
-            if value is None:
-                return None
-            inputs.append(value)
-        return _evaluate_node(node, inputs, name)
-
-    def _cast_like(self, node: onnx.NodeProto, depth: int) -> np.ndarray | None:
-        """CastLike reads only the *type* of its second input, which may be a run-time tensor
-        (torch's dynamo exporter casts a Conv's zero bias like the graph input)."""
-        value = self._constant(node.input[0], depth + 1)
-        if value is None:
-            return None
-        target = self._elem_type(node.input[1])
-        if target is None:
-            return None
-        return value.astype(onnx.helper.tensor_dtype_to_np_dtype(target))
-
-    def _static_shape(self, node: onnx.NodeProto) -> np.ndarray | None:
-        """``Shape`` of a run-time tensor whose requested dims shape inference proved static
-        (torch's dynamo exporter sizes a BN's default γ/β by ``Shape(x)[1:2]``)."""
-        if self.cache.shapes is None:
-            return None
-        shape = self.cache.shapes().get(node.input[0])
-        if shape is None:
-            return None
-        rank = len(shape)
-        start = int_attribute(node, "start", 0)
-        end = int_attribute(node, "end", rank)
-        start, end = (max(0, min(rank, i + rank if i < 0 else i)) for i in (start, end))
-        dims = shape[start:end]
-        if not all(isinstance(d, int) for d in dims):
-            return None
-        return np.array(dims, dtype=np.int64)
-
-    def _elem_type(self, name: str) -> int | None:
-        for value in [*self.graph.input, *self.graph.value_info, *self.graph.output]:
-            if value.name == name and value.type.tensor_type.elem_type:
-                return int(value.type.tensor_type.elem_type)
+    def elem_type(self, name: str) -> int | None:
+        """Element type of ``name``: declared, an initializer's, or inferred."""
         if name in self.initializers:
             return int(self.initializers[name].data_type)
-        if self.cache.elem_types is not None:
-            found = self.cache.elem_types().get(name)
-            if found:
-                return found
-        return self.outer._elem_type(name) if self.outer is not None else None
-
-
-def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
-    for attr in node.attribute:
-        if attr.name == "value":
-            return numpy_helper.to_array(attr.t)
-        if attr.name == "value_float":
-            return np.array(attr.f, dtype=np.float32)
-        if attr.name == "value_floats":
-            return np.array(list(attr.floats), dtype=np.float32)
-        if attr.name == "value_int":
-            return np.array(attr.i, dtype=np.int64)
-        if attr.name == "value_ints":
-            return np.array(list(attr.ints), dtype=np.int64)
-    return None  # sparse and string constants are never BN parameters or weights
-
-
-def _evaluate_node(
-    node: onnx.NodeProto, inputs: list[np.ndarray | None], wanted: str
-) -> np.ndarray | None:
-    """Evaluate one standard node on constant inputs with onnx's reference implementation."""
-    from onnx.reference import ReferenceEvaluator
-
-    feeds = {
-        name: value
-        for name, value in zip(node.input, inputs, strict=False)
-        if name and value is not None
-    }
-    try:
-        outputs = ReferenceEvaluator(node).run(None, feeds)
-    except Exception:  # noqa: BLE001 - an op the evaluator cannot run is simply not constant
+        found = self.types().get(name)
+        if found:
+            return int(found)
         return None
-    for name, value in zip(node.output, outputs, strict=False):
-        if name == wanted:
-            array = np.asarray(value)
-            return array if array.size <= MAX_CONSTANT_ELEMENTS else None
-    return None
-
-
-def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str | None, ...]]:
-    """Static or symbolic shape of every tensor onnx's shape inference can tell."""
-    return infer_tensors(model)[0]
-
-
-def infer_tensors(
-    model: onnx.ModelProto,
-) -> tuple[dict[str, tuple[int | str | None, ...]], dict[str, int]]:
-    """Shapes and element types of every tensor onnx's shape inference can tell.
-
-    Inference runs on a skeleton of the model in which large initializers are replaced by
-    graph inputs of the same type, so no tensor bytes are copied (shape inference only needs
-    their shapes; small constants such as Reshape targets keep their values).
-    """
-    skeleton = _shape_skeleton(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - a model onnx cannot infer just gives no shapes
-        inferred = skeleton
-    shapes: dict[str, tuple[int | str | None, ...]] = {}
-    types: dict[str, int] = {}
-
-    def collect(graph: onnx.GraphProto) -> None:
-        for value in [*graph.input, *graph.output, *graph.value_info]:
-            shape = _value_shape(value)
-            if shape is not None:
-                shapes.setdefault(value.name, shape)
-            if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
-                types.setdefault(value.name, int(value.type.tensor_type.elem_type))
-        for tensor in graph.initializer:
-            shapes.setdefault(tensor.name, tuple(int(d) for d in tensor.dims))
-            types.setdefault(tensor.name, int(tensor.data_type))
-        for node in graph.node:
-            for sub in subgraphs(node):
-                collect(sub)
-
-    collect(inferred.graph)
-    return shapes, types
-
-
-def _value_shape(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
-    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
-        return None
-    dims: list[int | str | None] = []
-    for dim in value.type.tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        elif dim.HasField("dim_param"):
-            dims.append(dim.dim_param)
-        else:
-            dims.append(None)
-    return tuple(dims)
-
-
-SKELETON_LIMIT_BYTES = 4096
-
-
-def _shape_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    skeleton = onnx.ModelProto()
-    skeleton.ir_version = model.ir_version
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
-    graph = skeleton.graph
-    source = model.graph
-    graph.name = source.name
-    graph.node.extend(source.node)
-    graph.input.extend(source.input)
-    graph.output.extend(source.output)
-    graph.value_info.extend(source.value_info)
-    declared = {value.name for value in source.input}
-    for tensor in source.initializer:
-        if _tensor_nbytes(tensor) <= SKELETON_LIMIT_BYTES:
-            graph.initializer.append(tensor)
-        elif tensor.name not in declared:
-            graph.input.append(
-                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-            )
-    return skeleton
-
-
-def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
-    count = int(np.prod(tensor.dims)) if tensor.dims else 1
-    return count * 8  # an upper bound is all we need

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import onnx
 
@@ -26,7 +27,7 @@ AXIS_PRESERVING = frozenset({"Identity", "Dropout", "Relu", "LeakyRelu"})
 POOLING = frozenset({"GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool"})
 
 
-def trace_axis_back(node: onnx.NodeProto, out_axis: int, shapes: dict[str, Shape]) -> int | None:
+def trace_axis_back(node: onnx.NodeProto, out_axis: int, shapes: Mapping[str, Shape]) -> int | None:
     """The input axis of ``node`` that becomes ``out_axis`` of its output, if provable."""
     if node.op_type in AXIS_PRESERVING:
         return out_axis
@@ -66,7 +67,7 @@ def _static_product(dims: Shape) -> int | None:
 
 
 def trace_axis_forward(
-    node: onnx.NodeProto, in_axis: int, shapes: dict[str, Shape]
+    node: onnx.NodeProto, in_axis: int, shapes: Mapping[str, Shape]
 ) -> tuple[int, int] | None:
     """``(out_axis, repeat)``: channel ``c`` of input axis ``in_axis`` becomes the ``repeat``
     consecutive positions ``c·repeat … c·repeat + repeat − 1`` of output axis ``out_axis``.

@@ -1,11 +1,18 @@
-"""The driver: run the patterns over every graph to a fixed point, clean up once, count.
+"""The driver: run the patterns over every graph to a fixed point, clean up, check, count.
 
 Each round indexes the graph once, finds its affine sites (BatchNormalization nodes, and
-per-channel Mul/Add chains; see ``sites``) and tries the patterns on each in graph order. Folds
-whose nodes do not overlap are written in the same round; an overlapping one waits for the
-next round, which sees the graph as it now is. The round that folds nothing is the last, and
-its refusals are the report's. Subgraphs (If/Loop/Scan bodies) are folded after their parent,
-with the parent's constants visible to them.
+per-channel Mul/Add chains; see ``sites``) and asks the patterns for a plan for each, in
+graph order. The editor refuses plans invalid in this model (``unsupported-opset``) and
+defers a plan that touches a node another plan of the round touched; the next round sees
+the graph as it now is. The round that applies nothing is the last; its refusals are the
+report's. Every fold removes at least one node, so the rounds end.
+
+Subgraphs (If/Loop/Scan bodies) are folded after their parent, each in its own scope.
+
+The safety net (``selfcheck``): after folding, the model must pass every check the input
+passed. If it does not, folding starts again from the input with a check after each plan;
+the first plan that breaks it is refused (``self-check-failed``) and the run repeats without
+it, until the model is clean.
 """
 
 from __future__ import annotations
@@ -16,16 +23,20 @@ from pathlib import Path
 
 import onnx
 
+from . import selfcheck
 from .batchnorm import is_batchnorm
+from .constants import ConstantCache
 from .editor import GraphEditor, NameAllocator
-from .graph import ConstantCache, GraphView, infer_tensors, opset_version, subgraphs
-from .lowering import lower_to_mul_add
+from .graph import GraphView, node_label, opset_version, subgraphs
+from .lowering import lowering_plan
 from .outcomes import Fold, Skip
 from .patterns import default_patterns
-from .patterns.base import FoldContext, Pattern, Plan, node_label
+from .patterns.base import FoldContext, Pattern
+from .plan import Plan
+from .shapes import MAIN_SCOPE, ModelShapes, ScopePath, infer_model_shapes, scoped_subgraphs
 from .sites import AffineSite, all_sites
 
-MAX_ROUNDS = 64
+SiteKey = tuple[ScopePath, str]  # (scope, site output): unique, since names are SSA per scope
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,15 @@ class FoldOutcome:
     folds: list[Fold] = field(default_factory=list)
     skipped: list[SkippedBatchNorm] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    plans: list[list[str]] = field(default_factory=list)  # each applied plan's edits, in words
+    # The node each fold went into: labelled once folding is over (a later fold of the same
+    # run may rename an unnamed node's output, which is its label).
+    targets: list[tuple[Fold, onnx.NodeProto]] = field(default_factory=list, repr=False)
+
+    def label_targets(self) -> None:
+        for fold, target in self.targets:
+            fold.into = node_label(target)
+        self.targets.clear()
 
 
 def fold_model(
@@ -57,118 +77,228 @@ def fold_model(
     progress: Callable[[int], None] | None = None,
     *,
     base_dir: Path | None = None,
+    reload: Callable[[], onnx.ModelProto] | None = None,
 ) -> FoldOutcome:
     """Fold ``model`` in place; return what was folded and what was refused, and why.
 
-    ``base_dir`` is the folder external tensor data is read from.
+    ``base_dir`` is the folder external tensor data is read from. ``reload`` gives the input
+    model again (for the safety net's second attempt); without it a copy is kept.
     """
+    baseline = selfcheck.assess(model)
+    snapshot: onnx.ModelProto | None = None
+    if reload is None:
+        snapshot = onnx.ModelProto()
+        snapshot.CopyFrom(model)
+    denied: dict[SiteKey, Skip] = {}
+    check_each: Callable[[], str | None] | None = None
+    deny_all: Skip | None = None
+    while True:
+        try:
+            outcome = _fold_once(model, options, progress, base_dir, denied, check_each, deny_all)
+        except _PlanBroke as broke:
+            denied[broke.key] = Skip("self-check-failed", broke.problem)
+            outcome = None
+        if outcome is not None:
+            found = selfcheck.problem(model, baseline)
+            if found is None or deny_all is not None:
+                return outcome
+            if check_each is not None:
+                # No single plan broke it (cleanup did): refuse every fold rather than guess.
+                deny_all = Skip("self-check-failed", found)
+        # Start again from the input, checking after every plan to find the one to refuse.
+        model.CopyFrom(reload() if reload is not None else snapshot)  # type: ignore[arg-type]
+        progress = None
+        check_each = _checker(model, baseline)
+
+
+class _PlanBroke(Exception):
+    def __init__(self, key: SiteKey, problem: str) -> None:
+        super().__init__(problem)
+        self.key, self.problem = key, problem
+
+
+def _checker(model: onnx.ModelProto, baseline: selfcheck.Validity) -> Callable[[], str | None]:
+    return lambda: selfcheck.problem(model, baseline)
+
+
+def _fold_once(
+    model: onnx.ModelProto,
+    options: FoldOptions,
+    progress: Callable[[int], None] | None,
+    base_dir: Path | None,
+    denied: dict[SiteKey, Skip],
+    check_each: Callable[[], str | None] | None,
+    deny_all: Skip | None,
+) -> FoldOutcome:
     patterns = [p for p in default_patterns() if p.name not in options.disabled]
     outcome = FoldOutcome()
     outcome.counts.update(batchnorm_before=count_batchnorms(model), nodes_before=count_nodes(model))
-    state = _ModelState(model, options, base_dir)
-    _fold_graph(state, model.graph, None, patterns, outcome, progress)
+    state = _ModelState(model, options, base_dir, denied, check_each)
+    state.deny_all = deny_all
+    state.fold_graph(model.graph, None, MAIN_SCOPE, patterns, outcome, progress)
+    outcome.label_targets()
     outcome.counts.update(batchnorm_after=count_batchnorms(model), nodes_after=count_nodes(model))
     return outcome
 
 
 class _ModelState:
-    """What all graphs of one model share: opset, names, cached constants, shapes (lazy)."""
+    """What all graphs of one model share: names, shapes per scope, caches per scope."""
 
-    def __init__(self, model: onnx.ModelProto, options: FoldOptions, base_dir: Path | None) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        options: FoldOptions,
+        base_dir: Path | None,
+        denied: dict[SiteKey, Skip],
+        check_each: Callable[[], str | None] | None,
+    ) -> None:
         self.model = model
         self.options = options
+        self.base_dir = base_dir
         self.opset = opset_version(model)
         self.names = NameAllocator(model)
-        self.cache = ConstantCache(
-            base_dir=base_dir, elem_types=self.elem_types_all, shapes=self.shapes
-        )
-        self._inferred: tuple[dict[str, tuple[int | str | None, ...]], dict[str, int]] | None = None
+        self.denied = denied
+        self.check_each = check_each
+        self.deny_all: Skip | None = None
+        self.caches: dict[ScopePath, ConstantCache] = {}
+        self._shapes: ModelShapes | None = None
 
-    def shapes(self) -> dict[str, tuple[int | str | None, ...]]:
+    def model_shapes(self) -> ModelShapes:
         # Inferred once on the model as loaded: folding keeps every kept tensor's shape.
-        if self._inferred is None:
-            self._inferred = infer_tensors(self.model)
-        return self._inferred[0]
+        if self._shapes is None:
+            self._shapes = infer_model_shapes(self.model)
+        return self._shapes
 
-    def alias_tensor(self, name: str, like: str) -> None:
-        """Record that the new tensor ``name`` has the shape and type of ``like``."""
-        if self._inferred is None:
-            return  # inference has not run yet; when it does, it sees the new tensor
-        shapes, types = self._inferred
-        if like in shapes:
-            shapes[name] = shapes[like]
-        if like in types:
-            types[name] = types[like]
+    def view(self, graph: onnx.GraphProto, outer: GraphView | None, scope: ScopePath) -> GraphView:
+        cache = self.caches.setdefault(scope, ConstantCache(base_dir=self.base_dir))
+        return GraphView(
+            graph,
+            ir_version=self.model.ir_version,
+            opset=self.opset,
+            cache=cache,
+            shapes=lambda: self.model_shapes().shapes(scope),
+            types=lambda: self.model_shapes().types(scope),
+            outer=outer,
+            scope=scope,
+        )
 
-    def elem_types_all(self) -> dict[str, int]:
-        self.shapes()
-        assert self._inferred is not None
-        return self._inferred[1]
+    def editor(self, view: GraphView) -> GraphEditor:
+        scope = view.scope
+        return GraphEditor(
+            view, self.names, lambda name, like: self.model_shapes().alias(scope, name, like)
+        )
 
-    def elem_type(self, name: str) -> int | None:
-        return self.elem_types_all().get(name)
+    def fold_graph(
+        self,
+        graph: onnx.GraphProto,
+        outer: GraphView | None,
+        scope: ScopePath,
+        patterns: list[Pattern],
+        outcome: FoldOutcome,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        skipped: dict[str, SkippedBatchNorm] = {}
+        view = self.view(graph, outer, scope)
+        # Each round that applies something removes a node (lowering adds one per BN, once).
+        limit, rounds = 2 * len(graph.node) + 4, 0
+        while True:
+            rounds += 1
+            if rounds > limit:
+                raise AssertionError("folding did not reach a fixed point")  # a bug
+            applied, deferred = self._round(view, patterns, skipped, outcome, progress)
+            view = self.view(graph, outer, scope)
+            if applied or deferred:
+                continue
+            # Lowered BNs are Mul/Add chains, which may fold together (two negative scales
+            # make a positive one): fold again until nothing changes, so a rerun is a no-op.
+            if not (
+                self.options.lower_standalone and self._lower_remaining(view, skipped, outcome)
+            ):
+                break
+            view = self.view(graph, outer, scope)
+        outcome.skipped.extend(skipped.values())
+        for node in list(graph.node):
+            for sub, sub_scope in scoped_subgraphs(node, scope):
+                self.fold_graph(sub, view, sub_scope, patterns, outcome, progress)
 
-
-def _fold_graph(
-    state: _ModelState,
-    graph: onnx.GraphProto,
-    outer: GraphView | None,
-    patterns: list[Pattern],
-    outcome: FoldOutcome,
-    progress: Callable[[int], None] | None,
-) -> None:
-    skipped: dict[str, SkippedBatchNorm] = {}
-    view = GraphView(graph, ir_version=state.model.ir_version, cache=state.cache, outer=outer)
-    for _ in range(MAX_ROUNDS):
-        editor = GraphEditor(view, state.names, state.cache, state.alias_tensor)
-        ctx = FoldContext(view, state.opset, state.shapes)
-        touched: set[int] = set()
-        folded_any = deferred = False
-        sites, refused = all_sites(view, state.opset, state.shapes)
+    def _round(
+        self,
+        view: GraphView,
+        patterns: list[Pattern],
+        skipped: dict[str, SkippedBatchNorm],
+        outcome: FoldOutcome,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[bool, bool]:
+        """One round over the graph's sites: (anything applied, anything deferred)."""
+        editor = self.editor(view)
+        ctx = FoldContext(view)
+        applied = deferred = False
+        sites, refused = all_sites(view, self.opset, view.shapes)
         skipped.clear()
         for node, skip in refused.values():
-            skipped[node_label(node)] = SkippedBatchNorm(node_label(node), skip.reason, skip.detail)
+            skipped[node.output[0]] = SkippedBatchNorm(node_label(node), skip.reason, skip.detail)
         for site in sites:
-            result = _try_fold(ctx, site, patterns)
+            result = self._plan(ctx, editor, site, patterns)
             if isinstance(result, Skip):
                 if site.is_batchnorm:
-                    skipped[site.label] = SkippedBatchNorm(site.label, result.reason, result.detail)
+                    skipped[site.output] = SkippedBatchNorm(
+                        site.label, result.reason, result.detail
+                    )
                 continue
-            if any(id(node) in touched for node in result.nodes):
+            if editor.overlaps(result):
                 deferred = True
                 continue
-            result.write(editor)
-            touched.update(id(node) for node in result.nodes)
-            outcome.folds.append(result.fold)
-            folded_any = True
+            self._apply(editor, result, outcome)
+            applied = True
             if progress is not None:
                 progress(1)
         editor.cleanup()
-        view = GraphView(graph, ir_version=state.model.ir_version, cache=state.cache, outer=outer)
-        if not (folded_any or deferred):
-            break
-    if state.options.lower_standalone:
-        _lower_remaining(state, view, skipped, outcome)
-    outcome.skipped.extend(skipped.values())
-    for node in list(graph.node):
-        for sub in subgraphs(node):
-            _fold_graph(state, sub, view, patterns, outcome, progress)
+        return applied, deferred
 
+    def _plan(
+        self, ctx: FoldContext, editor: GraphEditor, site: AffineSite, patterns: list[Pattern]
+    ) -> Plan | Skip:
+        denied = self.deny_all or self.denied.get((ctx.view.scope, site.output))
+        if denied is not None:
+            return denied
+        result = _try_fold(ctx, site, patterns)
+        if isinstance(result, Plan):
+            refusal = editor.refusal(result)
+            if refusal is not None:
+                return refusal
+        return result
 
-def _lower_remaining(
-    state: _ModelState, view: GraphView, skipped: dict[str, SkippedBatchNorm], outcome: FoldOutcome
-) -> None:
-    """Rewrite the BNs that stay but are plain inference affines as Mul + Add."""
-    editor = GraphEditor(view, state.names, state.cache, state.alias_tensor)
-    sites, _ = all_sites(view, state.opset, state.shapes)
-    for site in sites:
-        elem = state.elem_type(site.input)
-        if not site.is_batchnorm or site.label not in skipped or elem is None:
-            continue
-        lowered = lower_to_mul_add(editor, site, onnx.helper.tensor_dtype_to_np_dtype(elem))
-        if lowered is not None:
-            del skipped[site.label]
-            outcome.folds.append(lowered)
+    def _apply(self, editor: GraphEditor, plan: Plan, outcome: FoldOutcome) -> None:
+        outcome.folds.append(editor.apply(plan))
+        if plan.target is not None:
+            outcome.targets.append((plan.fold, plan.target))
+        outcome.plans.append(plan.describe())
+        if self.check_each is not None:
+            found = self.check_each()
+            if found is not None:
+                raise _PlanBroke((editor.view.scope, plan.site_output), found)
+
+    def _lower_remaining(
+        self, view: GraphView, skipped: dict[str, SkippedBatchNorm], outcome: FoldOutcome
+    ) -> bool:
+        """Rewrite the BNs that stay but are plain inference affines as Mul + Add."""
+        editor = self.editor(view)
+        lowered = False
+        sites, _ = all_sites(view, self.opset, view.shapes)
+        for site in sites:
+            elem = view.elem_type(site.input)
+            if not site.is_batchnorm or site.output not in skipped or elem is None:
+                continue
+            plan = lowering_plan(site, onnx.helper.tensor_dtype_to_np_dtype(elem))
+            if plan is None or editor.refusal(plan) is not None or editor.overlaps(plan):
+                continue
+            if self.deny_all is not None or (view.scope, site.output) in self.denied:
+                continue
+            del skipped[site.output]
+            self._apply(editor, plan, outcome)
+            lowered = True
+        editor.cleanup()
+        return lowered
 
 
 # Refusals that only say "nothing to fold into on this side"; any other is more telling.

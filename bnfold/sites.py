@@ -18,7 +18,7 @@ Which elementwise chains count as sites, and why:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +29,9 @@ from .elementwise import constant_operand, elementwise_affine
 from .foldmath import Affine
 from .graph import GraphView, node_label
 from .outcomes import Skip
+from .shapes import Shape
 
-Shapes = dict[str, tuple[int | str | None, ...]]
+Shapes = Mapping[str, Shape]
 
 
 @dataclass
@@ -47,6 +48,8 @@ class AffineSite:
     axis: int
     rank: int | None
     is_batchnorm: bool
+    # |γ| + |β| per channel for a BN (the size of its normalised output); None for a chain.
+    output_scale: np.ndarray | None = None
 
     @property
     def label(self) -> str:
@@ -75,12 +78,17 @@ def batchnorm_site(
         return affine
     shape = shapes().get(node.input[0])
     rank = len(shape) if shape is not None else None
-    return AffineSite([node], node.input[0], node.output[0], affine, 1, rank, True)
+    gamma, beta = (view.constant_value(name) for name in node.input[1:3])
+    assert gamma is not None and beta is not None  # batchnorm_affine proved them constant
+    scale = np.abs(np.asarray(gamma, np.float64)) + np.abs(np.asarray(beta, np.float64))
+    return AffineSite([node], node.input[0], node.output[0], affine, 1, rank, True, scale)
 
 
 def elementwise_sites(view: GraphView, shapes: Callable[[], Shapes]) -> list[AffineSite]:
     """Every maximal chain of per-channel constant ops that qualifies as a site (see module doc)."""
-    sites = []
+    sites: list[AffineSite] = []
+    if view.opset < 7:
+        return sites  # legacy broadcast/axis semantics: not read as affines
     for node in view.graph.node:
         if constant_operand(view, node) is None or _continues_chain(view, node):
             continue
@@ -118,7 +126,9 @@ def _continues_chain(view: GraphView, node: onnx.NodeProto) -> bool:
     )
 
 
-def _chain_site(view: GraphView, chain: list[onnx.NodeProto], shapes: Shapes) -> AffineSite | None:
+def _chain_site(
+    view: GraphView, chain: list[onnx.NodeProto], shapes: Mapping[str, Shape]
+) -> AffineSite | None:
     data = _data_input(view, chain[0])
     shape = shapes.get(data)
     if shape is None:
@@ -131,6 +141,10 @@ def _chain_site(view: GraphView, chain: list[onnx.NodeProto], shapes: Shapes) ->
     if located is None:
         return None
     axis, channels = located
+    if shape[axis] != channels:
+        # x[N,1,H,W]·c[1,C,1,1] broadcasts x *up* to C channels: it is no per-channel affine
+        # of x, and a layer that reads C channels cannot read x instead.
+        return None
     total = Affine.identity(channels)
     for node in chain:
         step = elementwise_affine(view, node, rank=rank, axis=axis, channels=channels)

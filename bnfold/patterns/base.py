@@ -1,42 +1,37 @@
-"""What every pattern shares: Skip (a refusal with a stable reason code), Fold, the context.
+"""What every pattern shares: the context it may look at, and the ``Pattern`` protocol.
 
-A pattern is *match, check, then fold*: ``match`` never mutates the model and returns a
-``Plan`` (everything computed, ready to write), a ``Skip`` (this pattern applies but a
-precondition fails) or ``None`` (this pattern does not apply here). ``apply`` only writes.
+A pattern is *match, check, then plan*: ``match`` never mutates the model and returns a
+``Plan`` (its edits as data, see ``bnfold.plan``), a ``Skip`` (this pattern applies but a
+precondition fails) or ``None`` (this pattern does not apply here). Only the editor writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import onnx
-
-from ..editor import GraphEditor
 from ..graph import GraphView, node_label
 from ..outcomes import Fold, Skip
+from ..plan import Plan
+from ..shapes import Shape
 
 if TYPE_CHECKING:
     from ..sites import AffineSite
 
 
 @dataclass
-class Plan:
-    """A checked fold: ``write`` performs the edit; ``nodes`` are the nodes it reads or rewrites."""
-
-    fold: Fold
-    nodes: list[onnx.NodeProto]
-    write: Callable[[GraphEditor], None]
-
-
-@dataclass
 class FoldContext:
-    """What a pattern may look at: the graph index, the opset, shapes (lazy), and options."""
+    """What a pattern may look at: the scoped graph index (with opset, shapes and types)."""
 
     view: GraphView
-    opset: int
-    shapes: Callable[[], dict[str, tuple[int | str | None, ...]]]
+
+    @property
+    def opset(self) -> int:
+        return self.view.opset
+
+    def shapes(self) -> Mapping[str, Shape]:
+        return self.view.shapes()
 
 
 class Pattern(Protocol):

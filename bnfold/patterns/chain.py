@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from ..elementwise import constant_operand
-from ..graph import GraphView
+from ..graph import GraphView, is_standard
 from ..outcomes import Skip
 from ..sites import AffineSite
 from .base import node_label
@@ -79,22 +79,30 @@ def walk_to_linear(
             return Skip(
                 "producer-output-is-graph-output", f"{name!r} is a graph output and must stay"
             )
-        readers = view.consumers.get(name, [])
-        metadata = [
-            node for node in readers if node is not reader and reads_only_metadata(node, name)
-        ]
-        data_readers = [node for node in readers if all(node is not other for other in metadata)]
-        if len(data_readers) != 1 or data_readers[0] is not reader:
-            return Skip("producer-output-shared", f"{name!r} is read by {len(readers)} nodes")
-        shape_readers.extend(metadata)
         node = view.producer.get(name)
         if node is None:
-            where = "a graph input" if name in view.graph_inputs else "a constant"
-            return Skip("no-linear-producer", f"input {name!r} is {where}")
-        if node.domain not in ("", "ai.onnx"):
+            return Skip("no-linear-producer", f"input {name!r} is {view.origin(name)}")
+        if not is_standard(node):
             return Skip(
                 "no-linear-producer", f"input comes from custom op {node.domain}.{node.op_type}"
             )
+        operand = None if node.op_type in LINEAR_OPS else constant_operand(view, node)
+        if node.op_type not in LINEAR_OPS and operand is None and node.op_type not in allowed:
+            return Skip("no-linear-producer", f"input comes from {node.op_type} {node_label(node)}")
+        # Only now is sharing the reason: the producer is one a fold could go into or through.
+        uses = view.uses.get(name, [])
+        metadata = [
+            use.node
+            for use in uses
+            if use.node is not None
+            and use.node is not reader
+            and use.slot >= 0
+            and reads_only_metadata(use.node, name)
+        ]
+        data_uses = [use for use in uses if all(use.node is not other for other in metadata)]
+        if len(data_uses) != 1 or data_uses[0].node is not reader:
+            return Skip("producer-output-shared", f"{name!r} has {len(uses)} uses")
+        shape_readers.extend(metadata)
         if node.op_type in LINEAR_OPS:
             if shape_readers and passes:
                 # Only tensors that keep their shape end to end are rewired; not traced here.
@@ -102,11 +110,10 @@ def walk_to_linear(
                     "producer-output-shared", "a tensor on the way is also read for its shape"
                 )
             return Chain(node, elementwise, passes, shape_readers)
-        operand = constant_operand(view, node)
         if operand is not None:
             elementwise.insert(0, node)
             name = node.input[1 - operand[0]]
-        elif node.op_type in allowed:
+        else:
             if elementwise:
                 # A constant after such an op broadcasts in another layout: not traced.
                 return Skip(
@@ -114,6 +121,4 @@ def walk_to_linear(
                 )
             passes.insert(0, node)
             name = node.input[0]
-        else:
-            return Skip("no-linear-producer", f"input comes from {node.op_type} {node_label(node)}")
         reader = node

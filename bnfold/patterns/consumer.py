@@ -24,16 +24,25 @@ import numpy as np
 import onnx
 
 from ..carriers import carrier_skip, has_padding
-from ..editor import GraphEditor
 from ..elementwise import elementwise_affine
-from ..foldmath import Affine, Rounded, all_finite, round_to, scale_along
-from ..graph import float_attribute, int_attribute
+from ..foldmath import LOW_PRECISION, Affine, Rounded, all_finite, round_to, scale_along
+from ..graph import float_attribute, int_attribute, is_standard
 from ..layout import trace_axis_forward
 from ..outcomes import Fold, Skip
+from ..plan import (
+    AddConstant,
+    Edit,
+    Fresh,
+    InsertNode,
+    RemoveNodes,
+    SetConstant,
+    SetFloatAttribute,
+    SetInput,
+    SetOutput,
+)
 from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
 from .chain import PASS_THROUGH
-from .gemm_bn import set_float_attribute
 from .layer_checks import constant_weight, optional_bias
 from .producer import tensor_base
 
@@ -71,7 +80,7 @@ class ConsumerFold:
         passes: list[onnx.NodeProto],
         weight: Rounded,
         bias: Rounded | None,
-        write_bias: object,
+        bias_edits: list[Edit],
         adds_node: bool,
         rewrites: tuple[onnx.NodeProto, ...] = (),
     ) -> Plan | Skip | None:
@@ -82,6 +91,15 @@ class ConsumerFold:
         """
         if not site.is_batchnorm and adds_node and len(site.nodes) <= 1:
             return None  # moving one constant op to a new one gains nothing
+        dtype = weight.value.dtype
+        if dtype.name in LOW_PRECISION:
+            # z = (W·s)·x + (b + W·t) reads the un-normalised x: its partial sums can overflow
+            # float16 where the original's normalised ones did not. Nothing here bounds x.
+            return Skip(
+                "low-precision-consumer",
+                f"{node_label(consumer)} computes in {dtype}: it would read the activations "
+                "before normalisation, whose range is not proven safe",
+            )
         for rounded in (weight, bias):
             if rounded is not None and not all_finite(rounded.value):
                 return Skip(
@@ -98,17 +116,24 @@ class ConsumerFold:
             rounding_error=max(weight.max_rel_error, bias.max_rel_error if bias else 0.0),
             kind=site.kind,
         )
-
-        def write(editor: GraphEditor) -> None:
-            editor.set_constant(consumer, 1, weight.value, tensor_base(consumer, "weight"))
-            write_bias(editor)  # type: ignore[operator]
-            reader = passes[0] if passes else consumer
-            for index, name in enumerate(reader.input):
-                if name == site.output:
-                    reader.input[index] = site.input
-            editor.remove(site.nodes)
-
-        return Plan(fold, [*site.nodes, *passes, consumer, *rewrites], write)
+        reader = passes[0] if passes else consumer
+        edits: list[Edit] = [
+            SetConstant(consumer, 1, weight.value, tensor_base(consumer, "weight")),
+            *bias_edits,
+            *(
+                SetInput(reader, index, site.input)
+                for index, name in enumerate(reader.input)
+                if name == site.output
+            ),
+            RemoveNodes(tuple(site.nodes)),
+        ]
+        return Plan(
+            fold,
+            [*site.nodes, *passes, consumer, *rewrites],
+            edits,
+            target=consumer,
+            site_output=site.output,
+        )
 
 
 def _walk_to_consumer(
@@ -126,9 +151,9 @@ def _walk_to_consumer(
         reader = view.only_consumer(name)
         if reader is None:
             return Skip(
-                "consumer-input-shared", f"{name!r} is read by {view.consumer_count(name)} nodes"
+                "consumer-input-shared", f"{name!r} has {len(view.uses.get(name, []))} uses"
             )
-        if reader.domain not in ("", "ai.onnx"):
+        if not is_standard(reader):
             return Skip(
                 "no-linear-consumer",
                 f"{name!r} is read by custom op {reader.domain}.{reader.op_type}",
@@ -187,39 +212,29 @@ class MatMulConsumer(ConsumerFold):
         bias_add = _bias_add_after(ctx, consumer, rank=max(len(shape), 2), channels=weight.shape[1])
         if bias_add is not None:
             add, index, old = bias_add
-            bias = round_to(np.asarray(old, np.float64).reshape(-1) + delta, dtype)
-
-            def write_bias(editor: GraphEditor) -> None:
-                editor.set_constant(add, index, bias.value, tensor_base(add, "bias"))
-
+            # Broadcast, not flatten: the bias keeps its shape (and so the Add its output's).
+            bias = round_to(np.asarray(old, np.float64) + delta, dtype)
+            if bias.value.shape != np.shape(old):
+                return Skip(
+                    "param-shape-mismatch",
+                    f"bias {list(np.shape(old))} of {node_label(add)} does not hold the folded shift",
+                )
+            edits: list[Edit] = [SetConstant(add, index, bias.value, tensor_base(add, "bias"))]
             return self.finish(
-                site,
-                consumer,
-                passes,
-                new_weight,
-                bias,
-                write_bias,
-                adds_node=False,
-                rewrites=(add,),
+                site, consumer, passes, new_weight, bias, edits, adds_node=False, rewrites=(add,)
             )
         if not np.any(delta):
-            return self.finish(
-                site, consumer, passes, new_weight, None, lambda editor: None, adds_node=False
-            )
+            return self.finish(site, consumer, passes, new_weight, None, [], adds_node=False)
         bias = round_to(delta, dtype)
-
-        def insert_bias(editor: GraphEditor) -> None:
-            output = consumer.output[0]
-            inner = editor.new_tensor_like(f"{output}_unbiased", output)
-            consumer.output[0] = inner
-            bias_name = editor.names.new(tensor_base(consumer, "bias"))
-            editor.add_constant(bias_name, bias.value, before=consumer)
-            add = onnx.helper.make_node(
-                "Add", [inner, bias_name], [output], name=editor.names.new(f"{site.label}_bias")
-            )
-            editor.insert_after(consumer, add)
-
-        return self.finish(site, consumer, passes, new_weight, bias, insert_bias, adds_node=True)
+        output = consumer.output[0]
+        inner = Fresh(f"{output}_unbiased")
+        bias_name = Fresh(tensor_base(consumer, "bias"))
+        edits = [
+            SetOutput(consumer, 0, inner, like=output),
+            AddConstant(bias_name, bias.value, anchor=consumer),
+            InsertNode("Add", (inner, bias_name), (output,), Fresh(f"{site.label}_bias"), consumer),
+        ]
+        return self.finish(site, consumer, passes, new_weight, bias, edits, adds_node=True)
 
 
 def _bias_add_after(
@@ -273,14 +288,11 @@ class GemmConsumer(ConsumerFold):
         delta = alpha * (affine.shift @ b_kn)
         old = np.zeros(1) if bias is None else beta * np.asarray(bias, np.float64)
         new_bias = round_to(old + delta, dtype)
-
-        def write_bias(editor: GraphEditor) -> None:
-            editor.set_constant(consumer, 2, new_bias.value, tensor_base(consumer, "bias"))
-            set_float_attribute(consumer, "beta", 1.0)
-
-        return self.finish(
-            site, consumer, passes, new_weight, new_bias, write_bias, adds_node=False
-        )
+        edits: list[Edit] = [
+            SetConstant(consumer, 2, new_bias.value, tensor_base(consumer, "bias")),
+            SetFloatAttribute(consumer, "beta", 1.0),
+        ]
+        return self.finish(site, consumer, passes, new_weight, new_bias, edits, adds_node=False)
 
 
 class ConvConsumer(ConsumerFold):
@@ -328,13 +340,10 @@ class ConvConsumer(ConsumerFold):
             np.zeros(weight.shape[0]) if bias is None else np.asarray(bias, np.float64).reshape(-1)
         )
         new_bias = round_to(old + delta, dtype)
-
-        def write_bias(editor: GraphEditor) -> None:
-            editor.set_constant(consumer, 2, new_bias.value, tensor_base(consumer, "bias"))
-
-        return self.finish(
-            site, consumer, passes, new_weight, new_bias, write_bias, adds_node=False
-        )
+        edits: list[Edit] = [
+            SetConstant(consumer, 2, new_bias.value, tensor_base(consumer, "bias"))
+        ]
+        return self.finish(site, consumer, passes, new_weight, new_bias, edits, adds_node=False)
 
 
 CONSUMER_OPS = frozenset({"MatMul", "Gemm", "Conv"})

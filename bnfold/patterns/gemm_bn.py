@@ -15,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..editor import GraphEditor
 from ..foldmath import Affine, scale_along
 from ..graph import attribute, float_attribute
 from ..outcomes import Skip
+from ..plan import Edit, Name, SetFloatAttribute
+from ..sites import AffineSite
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight, optional_bias
 from .producer import Layer, ProducerFold
@@ -56,17 +57,9 @@ class GemmBatchNorm(ProducerFold):
             raise ValueError(f"C has rank {bias.ndim}")
         return affine.scale * beta * bias + affine.shift
 
-    def write_bias(
-        self, editor: GraphEditor, layer: Layer, bias: np.ndarray, bn: onnx.NodeProto
-    ) -> onnx.NodeProto:
-        node = super().write_bias(editor, layer, bias, bn)
-        set_float_attribute(node, "beta", 1.0)
-        return node
-
-
-def set_float_attribute(node: onnx.NodeProto, name: str, value: float) -> None:
-    for attr in node.attribute:
-        if attr.name == name:
-            attr.f = value
-            return
-    node.attribute.append(onnx.helper.make_attribute(name, value))
+    def bias_edits(
+        self, layer: Layer, bias: np.ndarray, site: AffineSite, *, direct: bool
+    ) -> tuple[list[Edit], Name]:
+        """Store ``C'`` and set ``β = 1``."""
+        edits, carrier = super().bias_edits(layer, bias, site, direct=direct)
+        return [*edits, SetFloatAttribute(layer.node, "beta", 1.0)], carrier

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..constants import describe_not_constant, quantized_source
+from ..dtypes import is_float_dtype
 from ..foldmath import all_finite
 from ..graph import GraphView
 from ..outcomes import Skip
@@ -22,12 +24,20 @@ def constant_weight(
         return Skip(
             "param-is-graph-input", f"{role} {name!r} of {node_label(node)} is a graph input"
         )
+    quantized = quantized_source(view, name)
+    if quantized is not None:
+        return Skip(
+            "quantized-weight",
+            f"{role} {name!r} of {node_label(node)} comes from {quantized.op_type} "
+            f"{node_label(quantized)}: folding would dequantize the layer",
+        )
     value = view.constant_value(name)
     if value is None:
         return Skip(
-            "weight-not-constant", f"{role} {name!r} of {node_label(node)} is computed at run time"
+            "weight-not-constant",
+            f"{role} {name!r} of {node_label(node)} {describe_not_constant(view, name)}",
         )
-    if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
+    if not is_float_dtype(value.dtype):
         return Skip(
             "unsupported-dtype", f"{role} {name!r} of {node_label(node)} has dtype {value.dtype}"
         )

@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..editor import GraphEditor
 from ..foldmath import scale_along
 from ..outcomes import Skip
+from ..plan import AddConstant, Edit, Fresh, InsertNode, Name
+from ..sites import AffineSite
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight
 from .producer import Layer, ProducerFold, tensor_base
@@ -32,7 +33,8 @@ class MatMulBatchNorm(ProducerFold):
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
         if ctx.view.constant_value(node.input[0]) is not None:
             return Skip(
-                "weight-not-constant", f"{node_label(node)} multiplies a constant by a run-time B"
+                "constant-left-operand",
+                f"{node_label(node)} computes W @ x with the constant on the left",
             )
         weight = constant_weight(ctx.view, node, 1, "weight")
         if isinstance(weight, Skip):
@@ -54,22 +56,24 @@ class MatMulBatchNorm(ProducerFold):
     def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
         return scale_along(layer.weight, scale, 1)
 
-    def write_bias(
-        self, editor: GraphEditor, layer: Layer, bias: np.ndarray, bn: onnx.NodeProto
-    ) -> onnx.NodeProto:
-        """Add ``b'`` after the MatMul in a new ``Add`` (named after the BN it replaces)."""
+    def bias_edits(
+        self, layer: Layer, bias: np.ndarray, site: AffineSite, *, direct: bool
+    ) -> tuple[list[Edit], Name]:
+        """Add ``b'`` after the MatMul in a new ``Add`` (named after the site it replaces)."""
         if not np.any(bias):
-            return layer.node
-        bias_name = editor.names.new(tensor_base(layer.node, "bias"))
-        editor.add_constant(bias_name, bias, before=layer.node)
-        output = editor.new_tensor_like(f"{layer.node.output[0]}_biased", layer.node.output[0])
-        add = onnx.helper.make_node(
+            return [], layer.node.output[0]
+        output = layer.node.output[0]
+        bias_name = Fresh(tensor_base(layer.node, "bias"))
+        carrier: Name = site.output if direct else Fresh(f"{output}_biased")
+        add = InsertNode(
             "Add",
-            [layer.node.output[0], bias_name],
-            [output],
-            name=editor.names.new(f"{bn.name or 'BatchNormalization'}_bias"),
+            (output, bias_name),
+            (carrier,),
+            Fresh(f"{site.nodes[-1].name or 'BatchNormalization'}_bias"),
+            anchor=layer.node,
+            like={} if direct else {0: output},
         )
-        return editor.insert_after(layer.node, add)
+        return [AddConstant(bias_name, bias, anchor=layer.node), add], carrier
 
 
 def _rank(shape: tuple[int | str | None, ...] | None) -> int | None:

@@ -18,11 +18,29 @@ import numpy as np
 import onnx
 
 from ..carriers import carrier_skip
-from ..editor import GraphEditor
 from ..elementwise import elementwise_affine
-from ..foldmath import Affine, all_finite, round_to
+from ..foldmath import (
+    CANCELLATION_BOUND,
+    LOW_PRECISION,
+    Affine,
+    all_finite,
+    cancellation,
+    precision_lost,
+    round_to,
+)
 from ..layout import trace_axis_back
 from ..outcomes import Fold, Skip
+from ..plan import (
+    AddConstant,
+    Edit,
+    Fresh,
+    InsertNode,
+    Name,
+    RemoveNodes,
+    SetConstant,
+    SetInput,
+    SetOutput,
+)
 from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
 from .chain import Chain, walk_to_linear
@@ -61,13 +79,17 @@ class ProducerFold:
             return affine.shift
         return affine.scale * np.asarray(layer.bias, dtype=np.float64).reshape(-1) + affine.shift
 
-    def write_bias(
-        self, editor: GraphEditor, layer: Layer, bias: np.ndarray, bn: onnx.NodeProto
-    ) -> onnx.NodeProto:
-        """Store ``b'``; return the node whose output now carries ``s·y + t`` (the layer itself)."""
+    def bias_edits(
+        self, layer: Layer, bias: np.ndarray, site: AffineSite, *, direct: bool
+    ) -> tuple[list[Edit], Name]:
+        """Edits that store ``b'``, and the name of the tensor that now carries ``s·y + t``.
+
+        ``direct``: no op sits between the layer and the site, so the tensor may be given the
+        site's output name right away. The default keeps ``b'`` in the layer's bias input.
+        """
         assert self.bias_index is not None
-        editor.set_constant(layer.node, self.bias_index, bias, tensor_base(layer.node, "bias"))
-        return layer.node
+        base = tensor_base(layer.node, "bias")
+        return [SetConstant(layer.node, self.bias_index, bias, base)], layer.node.output[0]
 
     # ---- the shared checklist ----------------------------------------------------------
     def __init__(self, *, through_activations: bool = False) -> None:
@@ -162,8 +184,24 @@ class ProducerFold:
             shape = (len(staying_shift),) + (1,) * (site.rank - site.axis - 1)
             shift = round_to(staying_shift.reshape(shape), dtype)
         for rounded, what in ((weight, "weight"), (bias, "bias"), (shift, "shift")):
-            if rounded is not None and not all_finite(rounded.value):
+            if rounded is None:
+                continue
+            if not all_finite(rounded.value):
                 return Skip("overflow", f"folded {what} overflows {dtype}")
+            if precision_lost(rounded):
+                return Skip(
+                    "precision-loss",
+                    f"rounding the folded {what} to {dtype} costs {rounded.max_rel_error:.1e} "
+                    "of its largest value (subnormal or cancelled values)",
+                )
+        if dtype.name in LOW_PRECISION and site.output_scale is not None and shift is None:
+            factor = cancellation(bias.value, site.output_scale)
+            if factor > CANCELLATION_BOUND:
+                return Skip(
+                    "precision-loss",
+                    f"the folded bias is {factor:.0f} times the BatchNormalization's output "
+                    f"scale: {dtype} rounding of the folded weight would be amplified as much",
+                )
         fold = Fold(
             bn=site.label,
             into=node_label(layer.node),
@@ -174,18 +212,21 @@ class ProducerFold:
             rounding_error=max(weight.max_rel_error, bias.max_rel_error),
             kind=site.kind,
         )
-
-        def write(editor: GraphEditor) -> None:
-            editor.set_constant(
+        edits: list[Edit] = [
+            SetConstant(
                 layer.node, self.weight_index, weight.value, tensor_base(layer.node, "weight")
             )
-            affine_end = self.write_bias(editor, layer, bias.value, site.nodes[-1])
-            _splice_out(editor, chain, site, affine_end, None if shift is None else shift.value)
-
+        ]
+        direct = not chain.passes and shift is None
+        stored, carrier = self.bias_edits(layer, bias.value, site, direct=direct)
+        edits += stored
+        edits += _splice_out(chain, site, carrier, None if shift is None else shift.value)
         return Plan(
             fold,
             [*site.nodes, *chain.elementwise, *chain.passes, *chain.shape_readers, layer.node],
-            write,
+            edits,
+            target=layer.node,
+            site_output=site.output,
         )
 
 
@@ -206,41 +247,45 @@ def _trace_channel_axis(ctx: FoldContext, chain: Chain, site_axis: int) -> int |
 
 
 def _splice_out(
-    editor: GraphEditor,
-    chain: Chain,
-    site: AffineSite,
-    affine_end: onnx.NodeProto,
-    shift: np.ndarray | None,
-) -> None:
+    chain: Chain, site: AffineSite, carrier: Name, shift: np.ndarray | None
+) -> list[Edit]:
     """Remove the folded constant ops and the site; rewire so the site's output name stays.
 
-    ``affine_end`` is the node whose output now carries the folded affine (the layer, or the
-    bias ``Add`` a MatMul needed); the passes, if any, read it again. A shift that could not
-    move stays as one ``Add`` in the site's place, named after the site.
+    ``carrier`` is the tensor that now holds the folded affine (the layer's output, or that
+    of the bias ``Add`` a MatMul needed); the passes, if any, read it again. A shift that
+    could not move stays as one ``Add`` in the site's place, named after the site.
     """
-    editor.remove([*chain.elementwise, *site.nodes], keep_value_info={site.output})
+    edits: list[Edit] = [
+        RemoveNodes((*chain.elementwise, *site.nodes), keep_value_info=(site.output,))
+    ]
     removed = {node.output[0] for node in chain.elementwise} | {chain.linear.output[0]}
     for reader in chain.shape_readers:
         for index, name in enumerate(reader.input):
             if name in removed:
-                reader.input[index] = site.output
-    last = affine_end
+                edits.append(SetInput(reader, index, site.output))
+    last: onnx.NodeProto | None = None
+    last_output: Name = carrier
     if chain.passes:
-        chain.passes[0].input[0] = affine_end.output[0]
+        edits.append(SetInput(chain.passes[0], 0, carrier))
         last = chain.passes[-1]
+        last_output = last.output[0]
     if shift is not None:
-        shift_name = editor.names.new(f"{site.nodes[-1].name or site.output}_shift")
-        editor.add_constant(shift_name, shift, before=last)
-        add = onnx.helper.make_node(
-            "Add",
-            [last.output[0], shift_name],
-            [site.output],
-            name=editor.names.new(site.nodes[-1].name or "shift"),
+        assert last is not None  # a shift stays behind only when activations sit between
+        shift_name = Fresh(f"{site.nodes[-1].name or site.output}_shift")
+        edits.append(AddConstant(shift_name, shift, anchor=last))
+        edits.append(
+            InsertNode(
+                "Add",
+                (last_output, shift_name),
+                (site.output,),
+                Fresh(site.nodes[-1].name or "shift"),
+                anchor=last,
+            )
         )
-        editor.insert_after(last, add)
-        return
-    if last.output[0] != site.output:
-        editor.rename_output(last, last.output[0], site.output)
+    elif last_output != site.output:
+        node = last if last is not None else chain.linear
+        edits.append(SetOutput(node, 0, site.output))
+    return edits
 
 
 def tensor_base(node: onnx.NodeProto, what: str) -> str:

@@ -365,7 +365,10 @@ def test_randomized_weights_equivalent(name: str) -> None:
     # Random weights change no structure: the same BNs fold as with constant weights.
     _, out, report = folded(name)
     assert helpers.batchnorm_count(result.model) == helpers.batchnorm_count(out)
-    assert sorted(f.bn for f in result.report.folds) == sorted(f.bn for f in report.folds)
+    # (Mul/Add chains may end earlier: the extra graph outputs cut them.)
+    assert sorted(f.bn for f in result.report.folds if f.kind == "BatchNormalization") == sorted(
+        f.bn for f in report.folds if f.kind == "BatchNormalization"
+    )
     # The watched tensors really vary (otherwise this is the constant-weight test again).
     for output, value in run(model, helpers.random_feeds(model)).items():
         assert float(np.std(value)) > 1e-3 * float(np.max(np.abs(value))), output

@@ -437,7 +437,8 @@ def test_two_convs_sharing_a_weight_each_with_a_bn_both_fold() -> None:
     )
     result = fold(model)
     assert batchnorm_count(result.model) == 0
-    assert "W" not in {t.name for t in result.model.graph.initializer}  # both copies replaced it
+    # The first fold copies W (two readers); the second is then its only reader and may
+    # rewrite it in place: either way no reader of the old W is left with folded values.
     assert_equivalent(model, result.model)
 
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from bnfold.graph import GraphView
+from bnfold.constants import standalone_view
 from bnfold.outcomes import Skip
 from bnfold.patterns.layer_checks import constant_weight
 from tests.helpers import fold, make_model, random_bn_params, random_feeds, run_unoptimized, tensor
@@ -208,6 +208,91 @@ def _negative_gamma_params() -> list[np.ndarray]:
     return params
 
 
+def _left_constant_matmul_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(6)
+    nodes = [
+        helper.make_node("MatMul", ["W", "x"], ["y"], name="matmul"),
+        helper.make_node("BatchNormalization", ["y", *BN_NAMES], ["z"], name="bn"),
+    ]
+    inits = [rng.standard_normal([4, 3]).astype(np.float32), *_bn_params(4)]
+    return make_model(
+        nodes, [tensor("x", [3, 4])], [tensor("z", None)], inits, names=["W", *BN_NAMES]
+    )
+
+
+def _fp16_subnormal_model() -> onnx.ModelProto:
+    """γ = 1e-6 makes every folded float16 weight subnormal (steps of 6e-8)."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal([2, 2, 1, 1]).astype(np.float16)
+    params = [np.full(2, 1e-6), np.zeros(2), np.zeros(2), np.ones(2)]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
+        helper.make_node("BatchNormalization", ["y", *BN_NAMES], ["z"], name="bn"),
+    ]
+    return make_model(
+        nodes,
+        [tensor("x", [1, 2, 2, 2], TensorProto.FLOAT16)],
+        [tensor("z", None, TensorProto.FLOAT16)],
+        [w, *(p.astype(np.float16) for p in params)],
+        names=["W", *BN_NAMES],
+    )
+
+
+def _fp16_consumer_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(8)
+    params = [p.astype(np.float16) for p in _bn_params(4)]
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", *BN_NAMES], ["z"], name="bn"),
+        helper.make_node("Gemm", ["z", "B"], ["y"], name="gemm"),
+    ]
+    return make_model(
+        nodes,
+        [tensor("x", [2, 4], TensorProto.FLOAT16)],
+        [tensor("y", None, TensorProto.FLOAT16)],
+        [*params, rng.standard_normal([4, 3]).astype(np.float16)],
+        names=[*BN_NAMES, "B"],
+    )
+
+
+def _quantized_weight_model() -> onnx.ModelProto:
+    """A QDQ Conv: the weight is DequantizeLinear of an int8 tensor (it must stay quantized)."""
+    rng = np.random.default_rng(9)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["Wq", "w_scale", "w_zero"], ["W"], name="dq"),
+        helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
+        helper.make_node("BatchNormalization", ["y", *BN_NAMES], ["z"], name="bn"),
+    ]
+    inits = [
+        rng.integers(-100, 100, [4, 3, 3, 3]).astype(np.int8),
+        np.array(0.02, np.float32),
+        np.array(0, np.int8),
+        *_bn_params(4),
+    ]
+    return make_model(
+        nodes,
+        [tensor("x", [1, 3, 6, 6])],
+        [tensor("z", None)],
+        inits,
+        names=["Wq", "w_scale", "w_zero", *BN_NAMES],
+    )
+
+
+def _opset6_matmul_bias_model() -> onnx.ModelProto:
+    """MatMul → BN at opset 6: the folded bias needs a new Add, whose opset-6 form has legacy
+    broadcast/axis rules (refused rather than written)."""
+    model = _matmul_model([2, 5], [], "y")
+    for node in model.graph.node:
+        if node.op_type == "BatchNormalization":
+            node.attribute.append(helper.make_attribute("is_test", 1))
+    model.opset_import[0].version = 6
+    model.ir_version = 3
+    for init in model.graph.initializer:
+        model.graph.input.append(
+            helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+        )
+    return model
+
+
 CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
     # name: (reason, model factory, can onnxruntime run it)
     "conv output read twice": (
@@ -395,6 +480,15 @@ CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
         ),
         True,
     ),
+    "MatMul with the constant on the left": (
+        "constant-left-operand",
+        _left_constant_matmul_model,
+        True,
+    ),
+    "float16 fold into subnormal weights": ("precision-loss", _fp16_subnormal_model, True),
+    "float16 consumer fold": ("low-precision-consumer", _fp16_consumer_model, True),
+    "quantized Conv weight": ("quantized-weight", _quantized_weight_model, True),
+    "new Add needed at opset 6": ("unsupported-opset", _opset6_matmul_bias_model, False),
     "MaxPool whose indices are read": (
         "unsupported-attribute",
         lambda: conv_then(
@@ -454,7 +548,7 @@ def test_integer_weights_are_refused_as_unsupported_dtype() -> None:
         [tensor("y", [2, 2], TensorProto.INT32)],
     )
     graph.initializer.append(onnx.numpy_helper.from_array(np.ones([2, 2], np.int8), "W"))
-    view = GraphView(graph, ir_version=10)
+    view = standalone_view(graph, ir_version=10, opset=17)
     skip = constant_weight(view, node, 1, "weight")
     assert isinstance(skip, Skip) and skip.reason == "unsupported-dtype"
 
@@ -470,6 +564,7 @@ def test_every_reason_code_has_a_test() -> None:
     codes = set(re.findall(r'Skip\(\s*"([a-z0-9-]+)"', source))
     tested = {reason for reason, _, _ in CASES.values()}
     tested |= {
+        "self-check-failed",  # test_self_check.py
         "no-pattern",
         "unsupported-dtype",
         "no-linear-consumer",
