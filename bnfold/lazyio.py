@@ -122,6 +122,10 @@ def tensor_array(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     Plain numeric types are viewed in place (no copy through a TensorProto); the rest goes
     through onnx's own conversion.
     """
+    if base_dir is None and tensor.data_location == onnx.TensorProto.EXTERNAL:
+        # Never resolve a location against the working directory: bytes outside the model's
+        # folder are not read (the loader vets every location against the model's folder).
+        raise ValueError(f"tensor {tensor.name!r} has external data but no model folder")
     source = external_source(tensor, base_dir) if base_dir is not None else None
     if source is None:
         return numpy_helper.to_array(tensor)

@@ -22,7 +22,7 @@ class Fold:
     ``through`` lists the op types between BN and that layer; ``rounding_error`` is the
     largest error rounding the float64 result to ``dtype`` introduced, relative to the
     largest magnitude of the rewritten tensor (measured for float16/bfloat16; 0 for
-    float32/float64, whose rounding is within one ulp).
+    float32/float64, whose rounding is within one ulp). ``edits`` lists what was written.
     """
 
     bn: str
@@ -33,3 +33,5 @@ class Fold:
     dtype: str = "float32"
     rounding_error: float = 0.0
     kind: str = "BatchNormalization"
+    # The plan's edits in words, in the order they were applied (``--dry-run`` shows them).
+    edits: list[str] = field(default_factory=list)

@@ -60,7 +60,6 @@ class FoldOutcome:
     folds: list[Fold] = field(default_factory=list)
     skipped: list[SkippedBatchNorm] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-    plans: list[list[str]] = field(default_factory=list)  # each applied plan's edits, in words
     # The node each fold went into: labelled once folding is over (a later fold of the same
     # run may rename an unnamed node's output, which is its label).
     targets: list[tuple[Fold, onnx.NodeProto]] = field(default_factory=list, repr=False)
@@ -269,10 +268,10 @@ class _ModelState:
         return result
 
     def _apply(self, editor: GraphEditor, plan: Plan, outcome: FoldOutcome) -> None:
+        plan.fold.edits = plan.describe()
         outcome.folds.append(editor.apply(plan))
         if plan.target is not None:
             outcome.targets.append((plan.fold, plan.target))
-        outcome.plans.append(plan.describe())
         if self.check_each is not None:
             found = self.check_each()
             if found is not None:

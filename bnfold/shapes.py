@@ -133,8 +133,17 @@ def shape_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = skeleton.graph
     source = model.graph
     graph.name = source.name
-    graph.node.extend(source.node)
     graph.input.extend(source.input)
+    for node in source.node:
+        value = _large_constant_value(node)
+        if value is None:
+            graph.node.append(node)
+        else:  # its bytes do not matter for shapes: a typed input stands in for it
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(
+                    node.output[0], value.data_type, list(value.dims)
+                )
+            )
     graph.output.extend(source.output)
     graph.value_info.extend(source.value_info)
     declared = {value.name for value in source.input}
@@ -146,6 +155,18 @@ def shape_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
                 onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
             )
     return skeleton
+
+
+def _large_constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """The tensor of a ``Constant`` node too large to copy into the skeleton, else None."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    for attr in node.attribute:
+        if attr.name == "value" and (
+            _tensor_nbytes(attr.t) > SKELETON_LIMIT_BYTES or attr.t.external_data
+        ):
+            return attr.t
+    return None
 
 
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int:

@@ -143,6 +143,10 @@ def command(
             on_step=render,
         )
     if dry_run:
+        for fold in result.report.folds:  # each fold's plan, as it would be written
+            console.print(f"{fold.bn} -> {fold.into}:")
+            for edit in fold.edits:
+                console.print(f"  {edit}", markup=False)
         console.print("dry run: nothing written")
     reports.write(result.report.to_json(), result.report.to_markdown())
     result.raise_for_status()

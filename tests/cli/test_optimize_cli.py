@@ -51,6 +51,12 @@ def test_optimize_writes_default_output_beside_input_and_json_report(
             "dtype": "float32",
             "rounding_error": data["folds"][0]["rounding_error"],
             "kind": "BatchNormalization",
+            "edits": [
+                "set conv input 1 to a constant [6, 4, 3, 3] float32",
+                "set conv input 2 to a constant [6] float32",
+                "remove bn",
+                "let conv output 0 be z",
+            ],
         }
     ]
     assert data["skipped"] == []
