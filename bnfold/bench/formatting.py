@@ -92,9 +92,12 @@ def verdict_text(comparison: Comparison) -> str:
     needed = estimate.pairs_needed
     if needed is None:
         return f"{INCONCLUSIVE} (the difference is about the margin: no practical run decides)"
+    # More pairs at the same --min-time would shorten every pair; keep each pair's share.
+    min_time = comparison.min_time_needed()
+    options = f"--pairs {needed}" + (f" --min-time {min_time:.3g}" if min_time else "")
     seconds = comparison.seconds_needed()
     cost = f", about {format_seconds(seconds)} for this setting" if seconds is not None else ""
-    return f"{INCONCLUSIVE} (a decisive run needs about --pairs {needed}{cost})"
+    return f"{INCONCLUSIVE} (a decisive run needs about {options}{cost})"
 
 
 def noise_floor_text(comparison: Comparison) -> str:

@@ -230,6 +230,9 @@ class Measurement:
                 rounds_per_pair=int(np.median([s.size for s in record.samples[ORIGINAL]])),
                 pair_speedups=[float(np.exp(d)) for d in record.log_speedups],
                 calibration=calibration,
+                timed_seconds_per_pair=None
+                if self.plan.rounds is not None
+                else self.plan.pair_seconds,
             )
         )
 

@@ -112,10 +112,19 @@ class Comparison:
     pair_speedups: list[float] = field(default_factory=list)
     calibration: SpeedupEstimate | None = None
     seconds_per_pair: float | None = None
+    # Timed seconds each pair got (``--min-time / --pairs``); None with fixed ``--iters``.
+    timed_seconds_per_pair: float | None = None
 
     @property
     def verdict(self) -> str:
         return self.estimate.verdict
+
+    def min_time_needed(self) -> float | None:
+        """``--min-time`` that keeps each pair's timed share with ``pairs_needed`` pairs."""
+        needed = self.estimate.pairs_needed
+        if needed is None or self.timed_seconds_per_pair is None:
+            return None
+        return needed * self.timed_seconds_per_pair
 
     def seconds_needed(self) -> float | None:
         """About how long this setting would take with ``pairs_needed`` pairs."""
@@ -144,6 +153,7 @@ class Comparison:
             "ci_half_width_pct": estimate.half_width * 100.0,
             "pairs_needed": estimate.pairs_needed,
             "seconds_needed": self.seconds_needed(),
+            "min_time_needed": self.min_time_needed(),
             "pair_speedups": list(self.pair_speedups),
             "calibration": _estimate_dict(self.calibration),
             "noise_floor": noise_floor_text(self),

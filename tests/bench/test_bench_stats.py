@@ -78,17 +78,44 @@ def test_pair_log_speedup_is_the_log_ratio_of_medians() -> None:
     assert pair_log_speedup(original, candidate) == pytest.approx(math.log(2.0))
 
 
-def test_interval_is_the_t_interval_of_the_log_speedups() -> None:
-    d = np.log([1.10, 1.12, 1.08, 1.11, 1.09])
+def test_below_five_pairs_it_is_the_t_interval_of_the_mean() -> None:
+    d = np.log([1.10, 1.12, 1.08, 1.11])
     estimate = speedup_over_pairs(d, margin=0.03)
-    half = 2.7764 * np.std(d, ddof=1) / math.sqrt(5)
+    half = 3.1824 * np.std(d, ddof=1) / math.sqrt(4)
     assert estimate.speedup == pytest.approx(math.exp(d.mean()))
     assert estimate.ci_low == pytest.approx(math.exp(d.mean() - half), rel=1e-4)
     assert estimate.ci_high == pytest.approx(math.exp(d.mean() + half), rel=1e-4)
-    assert estimate.pairs == 5
+    assert estimate.pairs == 4
     assert estimate.pair_sd == pytest.approx(np.std(d, ddof=1))
     assert estimate.verdict == FASTER
     assert estimate.pairs_needed is None
+
+
+def test_ten_pairs_use_the_20_percent_trimmed_mean_and_winsorized_sd() -> None:
+    """Tukey-McLaughlin by hand: g = 2, df = 10 - 4 - 1 = 5, SE = s_w / (0.6 sqrt(10))."""
+    d = np.array([0.30, -0.20, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.11, 0.12])
+    ordered = np.sort(d)  # -0.20 0.05 | 0.06 ... 0.11 | 0.12 0.30
+    trimmed_mean = ordered[2:8].mean()
+    winsorized = np.clip(d, ordered[2], ordered[7])
+    half = 2.5706 * np.std(winsorized, ddof=1) / (0.6 * math.sqrt(10))
+    estimate = speedup_over_pairs(d, margin=0.03)
+    assert estimate.speedup == pytest.approx(math.exp(trimmed_mean))
+    assert estimate.ci_low == pytest.approx(math.exp(trimmed_mean - half), rel=1e-4)
+    assert estimate.ci_high == pytest.approx(math.exp(trimmed_mean + half), rel=1e-4)
+    assert estimate.pair_sd == pytest.approx(np.std(winsorized, ddof=1))
+
+
+def test_one_preempted_pair_does_not_hide_a_clear_gain() -> None:
+    """19 pairs say 10% faster; in one, the candidate's threads were preempted for most of
+    the pair (20x slower). The mean-and-sd interval of all 20 would be inconclusive (the
+    known wrong answer, computed here); the trimmed interval still says faster."""
+    rng = np.random.default_rng(1)
+    d = np.append(rng.normal(math.log(1.10), 0.005, 19), math.log(1 / 20))
+    half = t_quantile(0.95, 19) * np.std(d, ddof=1) / math.sqrt(20)
+    assert verdict(math.exp(d.mean() - half), math.exp(d.mean() + half), 0.03) == INCONCLUSIVE
+    estimate = speedup_over_pairs(d, margin=0.03)
+    assert estimate.verdict == FASTER
+    assert estimate.speedup == pytest.approx(1.10, rel=0.01)
 
 
 def test_one_pair_is_never_a_verdict() -> None:
@@ -127,7 +154,7 @@ def test_pairs_needed_is_enough_and_not_much_more() -> None:
     assert first.verdict == INCONCLUSIVE
     needed = first.pairs_needed
     assert needed is not None and needed > 5
-    mean, sd = float(d.mean()), float(np.std(d, ddof=1))
+    mean, sd = math.log(first.speedup), first.pair_sd  # trimmed mean, winsorized sd
     # The same mean and spread over `needed` pairs decide; over far fewer they do not.
     z = np.array([-1.0, 1.0] * (needed // 2) + ([0.0] if needed % 2 else []))
     scaled = mean + sd * z / np.std(z, ddof=1)
@@ -245,6 +272,26 @@ def test_iteration_bootstrap_is_fooled_by_session_offsets() -> None:
         _iteration_bootstrap(*simulate_run(rng, pairs=1, rounds=1000), seed) for seed in range(40)
     ]
     assert _rate(verdicts, DECISIVE) >= 0.3
+
+
+def test_aa_with_preempted_sessions_stays_honest() -> None:
+    """One session in ten has most of its runs preempted (its median 20x): no verdicts."""
+    rng = np.random.default_rng(13)
+    verdicts = [
+        _hierarchical(*simulate_run(rng, preempted_rate=0.1), DEFAULT_MARGIN)
+        for _ in range(SIMULATED_RUNS)
+    ]
+    assert _rate(verdicts, DECISIVE) <= 0.05
+
+
+def test_power_with_preempted_sessions() -> None:
+    """One session in twenty preempted (about two pairs of twenty): trimming keeps the gain."""
+    rng = np.random.default_rng(17)
+    verdicts = [
+        _hierarchical(*simulate_run(rng, effect=1.10, preempted_rate=0.05), DEFAULT_MARGIN)
+        for _ in range(100)
+    ]
+    assert _rate(verdicts, (FASTER,)) >= 0.9
 
 
 def test_power_on_a_known_10_percent_gain() -> None:
