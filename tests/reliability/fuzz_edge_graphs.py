@@ -19,7 +19,8 @@
   BN (``is_test=1``), a consumer;
 - ``report``: unnamed nodes whose outputs become graph outputs; ``MatMul(W, x)`` then BN;
 - ``float16``: tiny BN scales (subnormal folded weights), large cancelling shifts, BN →
-  Flatten → Gemm/MatMul on offset activations (also after a Cast to float16).
+  Flatten → Gemm/MatMul on offset activations (also after a Cast to float16), a fold
+  followed by kept tiny-variance BNs that amplify its rounding.
 
 Every generator names nodes only sometimes (reports then use ``<OpType:output>`` labels).
 Structure comes from ``choices`` (hypothesis draws, so failures shrink; or a numpy generator,
@@ -567,10 +568,21 @@ def float16_extremes(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
             "cancelling-bias",
             "consumer-range",
             "cast-consumer-range",
+            "amplified-chain",
         ]
     )
     net = _Net(ch, rng, F16)
     channels = ch.integer(1, 4)
+    if kind == "amplified-chain":
+        # layer → BN (folds) → BNs with σ² ~ 1e-3 (scales ~30) whose outputs are graph
+        # outputs: they stay and amplify the fold's one float16 rounding.
+        shape = ch.choice([(1, channels, 4, 4), (2, channels)])
+        x, _ = net.layer("x", shape, channels)
+        outputs = []
+        for _ in range(ch.integer(2, 5)):
+            x = net.bn(x, channels, var=10.0 ** rng.uniform(-3, -2, channels))
+            outputs.append(x)
+        return net.finish(f"float16/{kind}", {"x": shape}, outputs)
     if kind.startswith("tiny-scale"):
         shape = ch.choice([(1, channels, 3, 3), (2, channels)])
         scale = 10.0 ** rng.uniform(-7.5, -5.0, channels)  # s = γ/√σ²: subnormal weights
