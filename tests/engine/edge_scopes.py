@@ -187,6 +187,65 @@ def loop_body_variance_named_like_a_folded_outer_constant() -> EdgeCase:
     )
 
 
+def if_inside_loop_resolves_each_name_in_its_scope() -> EdgeCase:
+    """Three scopes: the main graph's Conv + BN use W, g, b, m, v; a Loop body declares its
+    own W, b, m, v (other values, shadowing); inside it, an If's then-branch declares its own
+    g and runs Conv(h, W) + BN(g, b, m, v): W, b, m, v come from the Loop body, g from the
+    branch, nothing from the main graph. Every BN folds with the values of its own scope."""
+    rng = np.random.default_rng(36)
+    main = [array(weights(rng, [3, 3, 1, 1]), "W"), *bn_params(rng, 3)]
+    middle = [array(weights(rng, [3, 3, 1, 1]), "W")]
+    middle += [t for t in bn_params(rng, 3) if t.name != "g"]
+    inner = [t for t in bn_params(rng, 3) if t.name == "g"]
+    then = branch(
+        [
+            helper.make_node("Conv", ["h", "W"], ["tc"], name="then_conv", kernel_shape=[1, 1]),
+            bn_node("tc", "t", name="then_bn"),
+        ],
+        [("t", [1, 3, 4, 4])],
+        inner,
+        name="then",
+    )
+    other = branch(
+        [helper.make_node("Relu", ["h"], ["t"], name="else_relu")],
+        [("t", [1, 3, 4, 4])],
+        name="else",
+    )
+    body = branch(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep_going"),
+            helper.make_node(
+                "If", ["cond_in"], ["h_out"], name="inner_if", then_branch=then, else_branch=other
+            ),
+        ],
+        [("cond_out", []), ("h_out", [1, 3, 4, 4])],
+        middle,
+        [value("i", [], INT64), value("cond_in", [], BOOL), value("h", [1, 3, 4, 4])],
+        name="body",
+    )
+    _set_output_types(body, {"cond_out": BOOL})
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[1, 1]),
+        bn_node("c", "z", name="bn"),
+        helper.make_node("Loop", ["trips", "go", "x"], ["looped"], name="loop", body=body),
+    ]
+    inits = [*main, array(np.array(2, np.int64), "trips")]
+    model = build_model(
+        nodes,
+        [value("x", [1, 3, 4, 4]), value("go", [], BOOL)],
+        ["z", ("looped", [1, 3, 4, 4])],
+        inits,
+    )
+    x = rng.standard_normal([1, 3, 4, 4]).astype(np.float32)
+    feeds = [{"x": x, "go": np.array(flag)} for flag in (True, False)]
+    return EdgeCase(
+        "if-inside-loop-three-scopes",
+        model,
+        feeds,
+        {"bn": outcome(FOLDED), "then_bn": outcome(FOLDED)},
+    )
+
+
 def loop_state_shadows_outer_initializer() -> EdgeCase:
     """A Loop-carried state named ``m`` (changing every iteration) is the body BN's mean,
     while the main graph has a constant initializer ``m``: in the body, ``m`` is not a
@@ -343,6 +402,7 @@ CASES = [
     branch_initializer_shadows_outer,
     loop_body_reuses_outer_names,
     loop_body_variance_named_like_a_folded_outer_constant,
+    if_inside_loop_resolves_each_name_in_its_scope,
     loop_state_shadows_outer_initializer,
     scan_body_reuses_outer_names,
     branch_bn_reads_outer_graph_input,
