@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from . import lazyio
 from .errors import BnfoldError, UsageError, VerificationFailed
 from .modelio import LoadedModel, load_model
 from .output import Outputs
@@ -209,6 +210,8 @@ def _fold(
         base_dir=loaded.base_dir,
         reload=reload,
     )
+    # Tensors the writer does not stream must not keep references into the input's folder.
+    lazyio.inline_nested_external_data(model, loaded.base_dir)
     report = FoldReport(
         model=str(loaded.path) if loaded.path else "<in-memory model>",
         folds=outcome.folds,

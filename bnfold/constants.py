@@ -13,6 +13,7 @@ scope that defines it, and a body's lookup of a captured name goes to the enclos
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -191,8 +192,13 @@ def _static_shape(view: GraphView, node: onnx.NodeProto) -> np.ndarray | None:
 
 
 def constant_node_value(node: onnx.NodeProto, base_dir: Path | None) -> np.ndarray | None:
-    """The value of a ``Constant`` node; external bytes are read only from ``base_dir``."""
+    """The value of a ``Constant`` node; external bytes are read only from ``base_dir``.
+
+    In a function body a ``Constant`` may take its value from the caller's attribute
+    (``ref_attr_name``): that differs per call and is no constant."""
     for attr in node.attribute:
+        if attr.ref_attr_name:
+            return None
         if attr.name == "value":
             return tensor_array(attr.t, base_dir)
         if attr.name == "value_float":
@@ -211,6 +217,9 @@ def evaluate_node(
 ) -> np.ndarray | None:
     """Evaluate one standard node on constant inputs, with the meaning of ``opset``."""
     from onnx.reference import ReferenceEvaluator
+
+    if not evaluable(node.op_type, opset):
+        return None
 
     feeds = {
         name: value
@@ -233,6 +242,32 @@ def evaluate_node(
             array = np.asarray(value)
             return array if array.size <= MAX_CONSTANT_ELEMENTS else None
     return None
+
+
+# Ops whose meaning changed without onnx's reference evaluator keeping the old form: before
+# opset 13 Softmax/LogSoftmax/Hardmax normalise over all axes from ``axis`` on (the input
+# flattened to 2-D), from 13 over ``axis`` alone; the evaluator only knows the new meaning.
+CHANGED_MEANING = {"Softmax": 13, "LogSoftmax": 13, "Hardmax": 13}
+
+
+@functools.cache
+def evaluable(op_type: str, opset: int) -> bool:
+    """Whether onnx's reference evaluator computes ``op_type`` as opset ``opset`` defines it.
+
+    It keeps one class per version where the interface changed (``Unsqueeze_11`` takes
+    ``axes`` as an attribute, ``Unsqueeze_13`` as an input) and picks it by opset; where only
+    the meaning changed it has the newest form alone (``CHANGED_MEANING``): those are not
+    evaluated in older opsets.
+    """
+    from onnx.reference.ops import load_op
+
+    if opset < CHANGED_MEANING.get(op_type, 0):
+        return False
+    try:
+        load_op("", op_type, opset)
+    except Exception:  # noqa: BLE001 - an op the evaluator does not have is not evaluated
+        return False
+    return True
 
 
 def quantized_source(view: GraphView, name: str) -> onnx.NodeProto | None:
@@ -260,6 +295,11 @@ def describe_not_constant(view: GraphView, name: str) -> str:
     if owner is not None and name in owner.cache.too_deep:
         return f"is built by a constant recipe deeper than {MAX_CONSTANT_DEPTH} ops (not evaluated)"
     node = owner.producer.get(name) if owner is not None else None
+    if node is not None and is_standard(node) and not evaluable(node.op_type, view.opset):
+        return (
+            f"is computed by {node.op_type}-{view.opset} {node_label(node)}, which bnfold's "
+            "evaluator does not implement in that opset (not evaluated)"
+        )
     if node is not None and node.op_type in SUBGRAPH_OPS:
         return f"is computed by {node.op_type} {node_label(node)} (not evaluated)"
     return f"is {view.origin(name)}" if owner is not None else "is undefined"

@@ -15,7 +15,8 @@ rebuilding is cheap and keeps the index trivially right).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,11 +38,18 @@ def is_standard(node: onnx.NodeProto) -> bool:
 
 def opset_version(model: onnx.ModelProto, domain: str = "") -> int:
     """The opset version ``model`` imports for ``domain`` ('' and 'ai.onnx' are the same)."""
+    return opset_version_of(model.opset_import, domain=domain)
+
+
+def opset_version_of(
+    imports: Iterable[onnx.OperatorSetIdProto], *, domain: str = "", default: int = 0
+) -> int:
+    """The version ``imports`` give ``domain`` ('' and 'ai.onnx' are the same), or ``default``."""
     aliases = set(STANDARD_DOMAINS) if domain in STANDARD_DOMAINS else {domain}
-    for entry in model.opset_import:
+    for entry in imports:
         if entry.domain in aliases:
             return int(entry.version)
-    return 0
+    return default
 
 
 def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -243,3 +251,61 @@ class GraphView:
         if found:
             return int(found)
         return None
+
+
+def topological_order(graph: onnx.GraphProto) -> list[int] | None:
+    """Node indices in an order where every node follows the producers of what it reads
+    (subgraph captures included), ties kept in file order; None when already sorted.
+
+    ONNX requires sorted graphs, but the loader accepts any order (the checker's
+    ``modelcheck`` proves there is no cycle), and folding walks producers first.
+    """
+    producer_index: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if name:
+                producer_index[name] = index
+    needs: list[set[int]] = []
+    for index, node in enumerate(graph.node):
+        reads = {name for name in node.input if name}
+        for sub in subgraphs(node):
+            reads |= captured_names(sub)
+        needs.append({producer_index[name] for name in reads if name in producer_index} - {index})
+    if all(all(before < index for before in deps) for index, deps in enumerate(needs)):
+        return None
+    waiting = [len(deps) for deps in needs]
+    readers: list[list[int]] = [[] for _ in needs]
+    for index, deps in enumerate(needs):
+        for before in deps:
+            readers[before].append(index)
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for reader in readers[index]:
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    return order if len(order) == len(needs) else None  # a cycle: leave it to the checker
+
+
+def sort_topologically(graph: onnx.GraphProto) -> bool:
+    """Reorder ``graph.node`` (and every subgraph's) topologically; whether anything moved."""
+    moved = False
+    order = topological_order(graph)
+    if order is not None:
+        nodes = [graph.node[index] for index in order]
+        copies = []
+        for node in nodes:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copies.append(copy)
+        del graph.node[:]
+        graph.node.extend(copies)
+        moved = True
+    for node in graph.node:
+        for sub in subgraphs(node):
+            moved = sort_topologically(sub) or moved
+    return moved

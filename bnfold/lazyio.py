@@ -11,6 +11,7 @@ Writing such a model streams the bytes from their files: ``bnfold.streamwrite``.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,45 @@ def load_all(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
             tensor.ClearField("external_data")
             tensor.ClearField("data_location")
     return full
+
+
+def inline_nested_external_data(model: onnx.ModelProto, base_dir: Path | None) -> None:
+    """Read into the model the external bytes of every tensor that is not a main-graph
+    initializer (subgraph initializers, ``Constant`` and other attribute tensors, function
+    bodies): the writer streams only main-graph initializers, and a reference left relative
+    to the input's folder would not load from the output's. ``base_dir`` was vetted at load.
+    """
+    if base_dir is None:
+        return
+    for tensor in _nested_tensors(model):
+        source = external_source(tensor, base_dir)
+        if source is not None:
+            tensor.raw_data = _read_bytes(*source)
+            tensor.ClearField("external_data")
+            tensor.ClearField("data_location")
+
+
+def _nested_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    def in_nodes(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]:
+        for node in nodes:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR:
+                    yield attribute.t
+                elif attribute.type == onnx.AttributeProto.TENSORS:
+                    yield from attribute.tensors
+                elif attribute.type == onnx.AttributeProto.GRAPH:
+                    yield from in_graph(attribute.g)
+                elif attribute.type == onnx.AttributeProto.GRAPHS:
+                    for graph in attribute.graphs:
+                        yield from in_graph(graph)
+
+    def in_graph(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+        yield from graph.initializer
+        yield from in_nodes(graph.node)
+
+    yield from in_nodes(model.graph.node)
+    for function in model.functions:
+        yield from in_nodes(function.node)
 
 
 def _read_bytes(path: Path, offset: int, length: int) -> bytes:

@@ -27,7 +27,14 @@ from . import selfcheck
 from .batchnorm import is_batchnorm
 from .constants import ConstantCache
 from .editor import GraphEditor, NameAllocator
-from .graph import GraphView, node_label, opset_version, subgraphs
+from .graph import (
+    GraphView,
+    node_label,
+    opset_version,
+    opset_version_of,
+    sort_topologically,
+    subgraphs,
+)
 from .lowering import lowering_plan
 from .outcomes import Fold, Skip
 from .patterns import default_patterns
@@ -91,8 +98,14 @@ def fold_model(
     denied: dict[SiteKey, Skip] = {}
     check_each: Callable[[], str | None] | None = None
     deny_all: Skip | None = None
+    if len(model.training_info):
+        deny_all = Skip(
+            "training-info",
+            "the model carries training_info, whose bindings name tensors a fold would rewrite",
+        )
     while True:
         try:
+            reordered = sort_topologically(model.graph)
             outcome = _fold_once(model, options, progress, base_dir, denied, check_each, deny_all)
         except _PlanBroke as broke:
             denied[broke.key] = Skip("self-check-failed", broke.problem)
@@ -100,6 +113,9 @@ def fold_model(
         if outcome is not None:
             found = selfcheck.problem(model, baseline)
             if found is None or deny_all is not None:
+                if reordered and not outcome.folds:
+                    # Sorted only to fold: with nothing folded the input's order stays.
+                    model.CopyFrom(reload() if reload is not None else snapshot)  # type: ignore[arg-type]
                 return outcome
             if check_each is not None:
                 # No single plan broke it (cleanup did): refuse every fold rather than guess.
@@ -135,6 +151,8 @@ def _fold_once(
     state = _ModelState(model, options, base_dir, denied, check_each)
     state.deny_all = deny_all
     state.fold_graph(model.graph, None, MAIN_SCOPE, patterns, outcome, progress)
+    for function in model.functions:
+        state.fold_function(function, patterns, outcome, progress)
     outcome.label_targets()
     outcome.counts.update(batchnorm_after=count_batchnorms(model), nodes_after=count_nodes(model))
     return outcome
@@ -159,6 +177,8 @@ class _ModelState:
         self.denied = denied
         self.check_each = check_each
         self.deny_all: Skip | None = None
+        # Scopes that are function bodies: their own IR rules (no initializers) and opset.
+        self.overrides: dict[ScopePath, tuple[int | None, int | None]] = {}
         self.caches: dict[ScopePath, ConstantCache] = {}
         self._shapes: ModelShapes | None = None
 
@@ -170,10 +190,11 @@ class _ModelState:
 
     def view(self, graph: onnx.GraphProto, outer: GraphView | None, scope: ScopePath) -> GraphView:
         cache = self.caches.setdefault(scope, ConstantCache(base_dir=self.base_dir))
+        ir_version, opset = self.overrides.get(scope[:1], (None, None))
         return GraphView(
             graph,
-            ir_version=self.model.ir_version,
-            opset=self.opset,
+            ir_version=ir_version or self.model.ir_version,
+            opset=opset or self.opset,
             cache=cache,
             shapes=lambda: self.model_shapes().shapes(scope),
             types=lambda: self.model_shapes().types(scope),
@@ -195,8 +216,13 @@ class _ModelState:
         patterns: list[Pattern],
         outcome: FoldOutcome,
         progress: Callable[[int], None] | None,
+        *,
+        ir_version: int | None = None,
+        opset: int | None = None,
     ) -> None:
         skipped: dict[str, SkippedBatchNorm] = {}
+        if ir_version is not None or opset is not None:
+            self.overrides[scope] = (ir_version, opset)
         view = self.view(graph, outer, scope)
         # Each round that applies something removes a node (lowering adds one per BN, once).
         limit, rounds = 2 * len(graph.node) + 4, 0
@@ -220,6 +246,41 @@ class _ModelState:
             for sub, sub_scope in scoped_subgraphs(node, scope):
                 self.fold_graph(sub, view, sub_scope, patterns, outcome, progress)
 
+    def fold_function(
+        self,
+        function: onnx.FunctionProto,
+        patterns: list[Pattern],
+        outcome: FoldOutcome,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """Fold inside a model-local function's body, exactly for every call.
+
+        The body is folded as a graph whose inputs are the function's inputs (values that
+        differ per call, never constants) and whose new constants are ``Constant`` nodes
+        (a function has no initializers; ``Constant`` values that refer to the caller's
+        attributes are not constants either). Reports name ``domain.function/node``.
+        """
+        graph = onnx.GraphProto()
+        graph.name = function.name
+        graph.node.extend(function.node)
+        graph.input.extend(onnx.helper.make_empty_tensor_value_info(n) for n in function.input)
+        graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in function.output)
+        scope: ScopePath = ((f"{function.domain}.{function.name}", "function", 0),)
+        found = FoldOutcome()
+        opset = opset_version_of(function.opset_import, default=self.opset)
+        self.fold_graph(graph, None, scope, patterns, found, progress, ir_version=3, opset=opset)
+        found.label_targets()
+        prefix = f"{function.domain}.{function.name}/" if function.domain else f"{function.name}/"
+        for fold in found.folds:
+            fold.bn, fold.into = prefix + fold.bn, prefix + fold.into
+        for skip in found.skipped:
+            skip.bn = prefix + skip.bn
+        outcome.folds += found.folds
+        outcome.skipped += found.skipped
+        if found.folds:
+            del function.node[:]
+            function.node.extend(graph.node)
+
     def _round(
         self,
         view: GraphView,
@@ -232,7 +293,7 @@ class _ModelState:
         editor = self.editor(view)
         ctx = FoldContext(view)
         applied = deferred = False
-        sites, refused = all_sites(view, self.opset, view.shapes)
+        sites, refused = all_sites(view, view.opset, view.shapes)
         skipped.clear()
         for node, skip in refused.values():
             skipped[node.output[0]] = SkippedBatchNorm(node_label(node), skip.reason, skip.detail)
@@ -283,7 +344,7 @@ class _ModelState:
         """Rewrite the BNs that stay but are plain inference affines as Mul + Add."""
         editor = self.editor(view)
         lowered = False
-        sites, _ = all_sites(view, self.opset, view.shapes)
+        sites, _ = all_sites(view, view.opset, view.shapes)
         for site in sites:
             elem = view.elem_type(site.input)
             if not site.is_batchnorm or site.output not in skipped or elem is None:
@@ -322,18 +383,24 @@ def _try_fold(ctx: FoldContext, site: AffineSite, patterns: Iterable[Pattern]) -
     return Skip(main.reason, "; ".join([main.detail, *others]))
 
 
-def _walk(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
-    for node in graph.node:
+def _walk(nodes: Iterable[onnx.NodeProto]) -> Iterable[onnx.NodeProto]:
+    for node in nodes:
         yield node
         for sub in subgraphs(node):
-            yield from _walk(sub)
+            yield from _walk(sub.node)
+
+
+def _all_nodes(model: onnx.ModelProto) -> Iterable[onnx.NodeProto]:
+    yield from _walk(model.graph.node)
+    for function in model.functions:
+        yield from _walk(function.node)
 
 
 def count_nodes(model: onnx.ModelProto) -> int:
-    """Nodes in the model, subgraphs included."""
-    return sum(1 for _ in _walk(model.graph))
+    """Nodes in the model, subgraphs and local function bodies included."""
+    return sum(1 for _ in _all_nodes(model))
 
 
 def count_batchnorms(model: onnx.ModelProto) -> int:
-    """BatchNormalization nodes in the model, subgraphs included."""
-    return sum(1 for node in _walk(model.graph) if is_batchnorm(node))
+    """BatchNormalization nodes in the model, subgraphs and local functions included."""
+    return sum(1 for node in _all_nodes(model) if is_batchnorm(node))
