@@ -316,6 +316,7 @@ def scopes(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
             "if-shadow",
             "loop-shadow",
             "loop-folded-away",
+            "loop-if-nested",
             "scan-shadow",
             "if-outer-input",
             "if-outer-conv",
@@ -383,6 +384,16 @@ def scopes(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
         x = rng.standard_normal(list(shape)).astype(dtype)
         graph.feeds = [{"x": x, "cond": np.array(flag)} for flag in (True, False)]
         return graph
+    if kind == "loop-if-nested":  # a third scope: an If in the body, same names again
+        then_net, else_net = body_net("in_"), body_net("in_")
+        then_out = _shape_keeping_body(then_net, body_out, shape, k)
+        else_out = else_net.node("Relu", [body_out])
+        branches = {
+            "then_branch": _as_branch(then_net, then_out, "inner", shape, elem, "then"),
+            "else_branch": _as_branch(else_net, else_out, "inner", shape, elem, "else"),
+        }
+        body_out = body.node("If", ["cond_in"], **branches)
+        outputs.append(_shape_keeping_body(outer, "x", shape, k))
     if kind.startswith("loop"):
         out = body_out
         body.nodes.append(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
