@@ -10,8 +10,11 @@ where the fold is exact, refused with the stated reason where it is not.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
+import onnx
 import pytest
+from click.testing import CliRunner
 
 from tests.engine import (
     edge_float16,
@@ -59,3 +62,22 @@ def test_edge_graph_folds_exactly_or_refuses(build) -> None:  # type: ignore[no-
     assert_expected_outcomes(case, result)
     if case.extra is not None:
         case.extra(case.model, result)
+
+
+@pytest.mark.parametrize("build", BUILDERS, ids=lambda build: build.__name__)
+def test_edge_graph_through_the_cli_exits_0_with_a_valid_model(build, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``bnfold optimize`` on a valid graph never fails the run (no traceback, no exit 70):
+    exit 0, and the written model passes the full checker with the same graph outputs."""
+    from bnfold.cli import main
+
+    case = build()
+    source, target = tmp_path / "edge.onnx", tmp_path / "edge.folded.onnx"
+    onnx.save(case.model, source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = CliRunner().invoke(main, ["optimize", str(source), "-o", str(target), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    written = onnx.load(target)
+    onnx.checker.check_model(written, full_check=True)
+    assert list(written.graph.output) == list(case.model.graph.output)
