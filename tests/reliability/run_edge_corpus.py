@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/reliability/run_edge_corpus.py -n 500 --seed 1
     .venv/bin/python tests/reliability/run_edge_corpus.py -n 200 --seed 7 --kind scopes --show 5
+    .venv/bin/python tests/reliability/run_edge_corpus.py --seed 31 --replay 1383   # one graph
 
 Graph i of a run is drawn from ``numpy.random.default_rng([seed, i])`` by
 ``fuzz_edge_graphs.edge_graph`` (classes in turn unless ``--kind``), so a (seed, i) pair
@@ -129,6 +130,29 @@ def _print(count, seed, totals, by_class, examples, show, seconds) -> None:  # t
             print(f"[{category}] {line}")
 
 
+def replay(seed: int, index: int, count: int, kind: str | None) -> int:
+    """Rebuild graph ``index`` of a run (same seed, count and kind), print what it is, what
+    optimize reported, and every property it breaks."""
+    kinds = [kind] if kind else list(GENERATORS)
+    del count  # graph i depends on (seed, i) and the class order only
+    rng = np.random.default_rng([seed, index])
+    graph = edge_graph(RandomChoices(rng), rng, kinds[index % len(kinds)])
+    print(f"{seed}-{index} {graph.kind}: {' | '.join(graph.steps)}")
+    print(onnx.printer.to_text(graph.model.graph))
+    failures: list[PropertyViolation] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = check_optimize_is_safe(graph.model, graph.feeds, graph.dtype, collect=failures)
+    if result is not None:
+        for fold in result.report.folds:
+            print(f"folded {fold.bn} into {fold.into} ({fold.pattern}, {fold.rounding_error:.2e})")
+        for skip in result.report.skipped:
+            print(f"kept {skip.bn}: {skip.reason} ({skip.detail})")
+    for failure in failures:
+        print(failure)
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--count", type=int, default=200, help="graphs to draw")
@@ -136,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=sorted(GENERATORS), help="only this class")
     parser.add_argument("--show", type=int, default=3, help="examples to print per category")
     parser.add_argument("--save", type=Path, help="folder for failing models and feeds")
+    parser.add_argument("--replay", type=int, metavar="I", help="only graph I, in detail")
     args = parser.parse_args(argv)
+    if args.replay is not None:
+        return replay(args.seed, args.replay, args.count, args.kind)
     return run(args.count, args.seed, args.kind, args.show, args.save)
 
 
