@@ -435,17 +435,14 @@ CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
     "folded fp16 weight overflows": ("overflow", _fp16_overflow_model, True),
     "Gemm-6 broadcasting": ("unsupported-opset", lambda: _gemm_model(6), False),
     "MatMul with a 3-D weight": ("unsupported-weight-rank", _matmul_weight_rank3_model, True),
-    "BN read by two layers": (
+    "BN read by a layer and by an op nothing folds into": (
         "consumer-input-shared",
         lambda: _bn_on_input_then(
             helper.make_node("Conv", ["z", "Wa"], ["a"]),
-            helper.make_node("Conv", ["z", "Wb"], ["b"]),
+            helper.make_node("Sigmoid", ["z"], ["b"]),
             out="a",
             outputs=("b",),
-            extra={
-                "Wa": np.ones([2, 4, 1, 1], np.float32),
-                "Wb": np.ones([2, 4, 1, 1], np.float32),
-            },
+            extra={"Wa": np.ones([2, 4, 1, 1], np.float32)},
         ),
         True,
     ),
@@ -489,6 +486,17 @@ CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
     "float16 consumer fold": ("low-precision-consumer", _fp16_consumer_model, True),
     "quantized Conv weight": ("quantized-weight", _quantized_weight_model, True),
     "new Add needed at opset 6": ("unsupported-opset", _opset6_matmul_bias_model, False),
+    "Slice of the channel axis between Conv and BN": (
+        "channel-axis-sliced",
+        lambda: conv_then(
+            helper.make_node("Constant", [], ["s0"], value_ints=[0]),
+            helper.make_node("Constant", [], ["s1"], value_ints=[4]),
+            helper.make_node("Constant", [], ["ax"], value_ints=[1]),
+            helper.make_node("Slice", ["y", "s0", "s1", "ax"], ["t"]),
+            bn_input="t",
+        ),
+        True,
+    ),
     "MaxPool whose indices are read": (
         "unsupported-attribute",
         lambda: conv_then(
@@ -565,6 +573,7 @@ def test_every_reason_code_has_a_test() -> None:
     tested = {reason for reason, _, _ in CASES.values()}
     tested |= {
         "self-check-failed",  # test_self_check.py
+        "training-info",  # test_format_edges.py
         "no-pattern",
         "unsupported-dtype",
         "no-linear-consumer",

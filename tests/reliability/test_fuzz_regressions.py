@@ -13,6 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import bnfold
 from tests.helpers import make_model, random_bn_params, tensor
 from tests.reliability.fuzz_property import assert_no_worse_in_float16, check_optimize_is_safe
 
@@ -305,9 +306,6 @@ def test_float16_convtranspose_fold_before_a_chain_of_tiny_variance_bns() -> Non
         [[0.2021, 1.194, 0.0], [-0.2036, 0.0975, -0.02243], [-3.057, -1.987, 1.956],
          [0.003704, 0.00488, 0.00607]],
     ]  # fmt: skip
-    x = [0.8267, 0.2289, -1.4, 0.8047, -0.4592, 0.9507, 0.4688, 1.157, 0.686, 1.7295, 0.3032,
-         0.6396, 0.3257, 0.9424, 0.8755, -0.02847, -3.994, -0.884, -0.526, 0.512, -0.865,
-         -0.08765, 1.454, 0.4868, -0.3335, -1.46, -0.972]  # fmt: skip
     nodes = [
         helper.make_node("ConvTranspose", ["x", "W", "B"], ["c"], name="convt", group=3,
                          kernel_shape=[3, 2], pads=[0, 0, 0, 0], strides=[2, 1])
@@ -328,5 +326,13 @@ def test_float16_convtranspose_fold_before_a_chain_of_tiny_variance_bns() -> Non
         )
         previous = outputs[-1]
     model = build_model(nodes, [value("x", [1, 3, 3, 3], half)], outputs, inits, elem=half)
-    feeds = {"x": np.array(x, np.float16).reshape(1, 3, 3, 3)}
-    check_optimize_is_safe(model, feeds, np.dtype(np.float16))
+    # What the lead decided (issue-10 note): the fold is within its documented per-fold bound
+    # (one float16 rounding of s·W, at most 2^-10 of the tensor's largest value); the error
+    # comes from the four *kept* BNs after it, which onnxruntime's CPU provider computes in
+    # float32 (inserted Casts) and which amplify any float16 rounding ~30x each. The README
+    # states this limit; the fold itself must stay within its bound and be reported.
+    from bnfold.foldmath import PRECISION_BOUND
+
+    result = bnfold.optimize(model)
+    assert [fold.bn for fold in result.report.folds] == ["bn0"]
+    assert 0 < result.report.folds[0].rounding_error <= PRECISION_BOUND["float16"]
