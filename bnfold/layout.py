@@ -1,7 +1,7 @@
 """Follow one axis through layout and channel-preserving ops, or fail when it cannot be proven.
 
-- Element-wise and pooling ops keep every axis where it is (pooling: only the channel axis 1
-  is a per-channel axis for them).
+- Element-wise ops, no-op ``Cast``/``Identity`` and ``Slice`` keep every axis where it is;
+  pooling ops too, but only axis 1 is a per-channel axis for them.
 
 - ``Transpose``: output axis ``b`` is input axis ``perm[b]``.
 - Reshape-like ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``): output axis ``b``
@@ -19,12 +19,12 @@ from collections.abc import Mapping
 import onnx
 
 from .graph import attribute
+from .patterns.optable import ACTIVATION, NOOP, POOLING, ROLES, SLICE
 
 Shape = tuple[int | str | None, ...]
 
-
-AXIS_PRESERVING = frozenset({"Identity", "Dropout", "Relu", "LeakyRelu"})
-POOLING = frozenset({"GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool"})
+# Ops whose output has the input's axes in the same places (``Slice`` shortens some).
+AXIS_PRESERVING = frozenset(op for op, kind in ROLES.items() if kind in (NOOP, ACTIVATION, SLICE))
 
 
 def trace_axis_back(node: onnx.NodeProto, out_axis: int, shapes: Mapping[str, Shape]) -> int | None:

@@ -145,7 +145,7 @@ def _fold_once(
     check_each: Callable[[], str | None] | None,
     deny_all: Skip | None,
 ) -> FoldOutcome:
-    patterns = [p for p in default_patterns() if p.name not in options.disabled]
+    patterns = [p for p in default_patterns(options.disabled) if p.name not in options.disabled]
     outcome = FoldOutcome()
     outcome.counts.update(batchnorm_before=count_batchnorms(model), nodes_before=count_nodes(model))
     state = _ModelState(model, options, base_dir, denied, check_each)

@@ -35,7 +35,12 @@ class FoldContext:
 
 
 class Pattern(Protocol):
+    """``op_type``: the op the pattern folds into; ``side``: ``producer`` (the layer that
+    computes the site's input) or ``consumer`` (the layer that reads its output)."""
+
     name: str
+    op_type: str
+    side: str
 
     def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None: ...
 

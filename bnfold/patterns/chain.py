@@ -3,12 +3,14 @@
 Between the two there may be, in data order:
 
 1. per-channel constant ops (``Add``/``Sub``/``Mul``/``Div``; an exporter's bias add),
-2. ops the affine passes through unchanged: layout ops (``Transpose``, ``Reshape``,
-   ``Flatten``, ``Squeeze``, ``Unsqueeze``; the axis is traced), channel-preserving linear
-   ops (``GlobalAveragePool``, ``AveragePool``, ``Identity``, ``Dropout``), ops that commute
-   with a non-negative scale and any shift (``MaxPool``, ``GlobalMaxPool``), and, when the
-   caller allows it, positive-homogeneous activations (``Relu``, ``LeakyRelu``) that commute
-   with the non-negative scale only.
+2. ops the affine passes through (the table in ``optable``): no-ops (``Identity``, a
+   ``Cast`` to the type it has, inference ``Dropout``), layout ops (the axis is traced),
+   channel-preserving linear ops, ``Slice`` of other axes, max ops (a non-negative scale and
+   any shift), and, when the caller allows it, positive-homogeneous activations (``Relu``,
+   ``LeakyRelu``) that commute with the non-negative scale only.
+
+The per-channel constants may also sit after no-ops (``Conv → Cast → Add(bias) → BN``):
+a no-op keeps shape and values, so the constant acts on the layer's output as it is.
 
 Every tensor on the way must be read by the next node alone and not be a graph output:
 folding removes or rewires it.
@@ -25,16 +27,9 @@ from ..graph import GraphView, is_standard
 from ..outcomes import Skip
 from ..sites import AffineSite
 from .base import node_label
+from .optable import ACTIVATION, NOOP, ROLES, role
 
-LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
-# f(s·x + t) = s·f(x) + t for every s (linear, channel-preserving).
-LINEAR_CARRIERS = frozenset({"GlobalAveragePool", "AveragePool", "Identity", "Dropout"})
-# f(s·x + t) = s·f(x) + t for s >= 0 (max commutes with increasing maps).
-MAX_CARRIERS = frozenset({"MaxPool", "GlobalMaxPool"})
-# f(s·x) = s·f(x) for s >= 0, but f(x + t) != f(x) + t.
-ACTIVATIONS = frozenset({"Relu", "LeakyRelu"})
-PASS_THROUGH = LAYOUT_OPS | LINEAR_CARRIERS | MAX_CARRIERS
+ACTIVATIONS = frozenset(op for op, kind in ROLES.items() if kind == ACTIVATION)
 
 
 @dataclass
@@ -65,6 +60,13 @@ def reads_only_metadata(node: onnx.NodeProto, name: str) -> bool:
     return node.op_type == "CastLike" and node.input[0] != name
 
 
+def targets(side: str) -> frozenset[str]:
+    """Op types the registered patterns fold into on ``side`` (``producer``/``consumer``)."""
+    from . import target_ops  # the registry imports this module
+
+    return target_ops(side)
+
+
 def walk_to_linear(
     view: GraphView, site: AffineSite, *, through_activations: bool = False
 ) -> Chain | Skip:
@@ -73,7 +75,7 @@ def walk_to_linear(
     elementwise: list[onnx.NodeProto] = []
     passes: list[onnx.NodeProto] = []
     shape_readers: list[onnx.NodeProto] = []
-    allowed = PASS_THROUGH | ACTIVATIONS if through_activations else PASS_THROUGH
+    linear_ops = targets("producer")
     while True:
         if view.is_graph_output(name):
             return Skip(
@@ -86,8 +88,11 @@ def walk_to_linear(
             return Skip(
                 "no-linear-producer", f"input comes from custom op {node.domain}.{node.op_type}"
             )
-        operand = None if node.op_type in LINEAR_OPS else constant_operand(view, node)
-        if node.op_type not in LINEAR_OPS and operand is None and node.op_type not in allowed:
+        operand = None if node.op_type in linear_ops else constant_operand(view, node)
+        kind = role(node, view.elem_type(node.input[0])) if node.input else None
+        if kind == ACTIVATION and not through_activations:
+            kind = None
+        if node.op_type not in linear_ops and operand is None and kind is None:
             return Skip("no-linear-producer", f"input comes from {node.op_type} {node_label(node)}")
         # Only now is sharing the reason: the producer is one a fold could go into or through.
         uses = view.uses.get(name, [])
@@ -103,7 +108,7 @@ def walk_to_linear(
         if len(data_uses) != 1 or data_uses[0].node is not reader:
             return Skip("producer-output-shared", f"{name!r} has {len(uses)} uses")
         shape_readers.extend(metadata)
-        if node.op_type in LINEAR_OPS:
+        if node.op_type in linear_ops:
             if shape_readers and passes:
                 # Only tensors that keep their shape end to end are rewired; not traced here.
                 return Skip(
@@ -114,8 +119,9 @@ def walk_to_linear(
             elementwise.insert(0, node)
             name = node.input[1 - operand[0]]
         else:
-            if elementwise:
-                # A constant after such an op broadcasts in another layout: not traced.
+            if elementwise and kind != NOOP:
+                # A constant after such an op broadcasts in another layout: not traced. A
+                # no-op keeps shape and values, so the constant acts on the layer's output.
                 return Skip(
                     "unsupported-chain", f"constant {elementwise[0].op_type} follows {node.op_type}"
                 )

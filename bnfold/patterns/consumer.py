@@ -5,7 +5,9 @@ For ``z = W·(s ⊙ x + t) + b`` with the affine on W's input axis K:
     W' = W with its input-channel slices scaled by s,     b' = b + W·t
 
 - MatMul ``x[…, K] · W[K, N]``: ``W'[k, n] = s[k]·W[k, n]``, ``b' = b + t·W`` (the bias is the
-  constant ``Add`` after the MatMul, or a new one).
+  constant ``Add`` after the MatMul, or a new one). With the constant on the left,
+  ``W[M, K] · x[…, K, N]`` and the affine on x's axis −2: ``W'[m, k] = W[m, k]·s[k]``,
+  ``b'[m] = b[m] + (W·t)[m]``, added per row (shape ``[M, 1]``).
 - Gemm ``α·A'·B' + β·C``: the affine acts on A's K axis; B's K axis is scaled and
   ``C' = β·C + α·(t·B')``, written with ``β = 1``.
 - Conv: ``W'[o, j] = s[g(o)·C/g + j]·W[o, j]``, ``b'[o] = b[o] + Σ W[o, j, k…]·t[g(o)·C/g + j]``.
@@ -20,14 +22,15 @@ features it became (``Flatten`` of ``[N, C, H, W]``: ``H·W`` features per chann
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 
-from ..carriers import carrier_skip, has_padding
+from ..carriers import has_padding
 from ..elementwise import elementwise_affine
 from ..foldmath import LOW_PRECISION, Affine, Rounded, all_finite, round_to, scale_along
-from ..graph import float_attribute, int_attribute, is_standard
-from ..layout import trace_axis_forward
+from ..graph import float_attribute, int_attribute
 from ..outcomes import Fold, Skip
 from ..plan import (
     AddConstant,
@@ -42,7 +45,7 @@ from ..plan import (
 )
 from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
-from .chain import PASS_THROUGH
+from .consumer_walk import walk_to_consumers
 from .layer_checks import constant_weight, optional_bias
 from .producer import tensor_base
 
@@ -52,15 +55,18 @@ class ConsumerFold:
 
     name = "consumer"
     op_type = ""
+    side = "consumer"
 
     def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
-        walked = _walk_to_consumer(ctx, site)
+        walked = walk_to_consumers(ctx, site)
         if isinstance(walked, Skip):
             return walked
-        consumer, passes, axis, affine = walked
-        if consumer.op_type != self.op_type:
+        if len(walked) != 1:
+            return None  # several layers read it: ``multi_consumer``
+        branch = walked[0]
+        if branch.consumer.op_type != self.op_type:
             return None
-        return self.plan(ctx, site, consumer, passes, axis, affine)
+        return self.plan(ctx, site, branch.consumer, branch.passes, branch.axis, branch.affine)
 
     def plan(
         self,
@@ -83,6 +89,7 @@ class ConsumerFold:
         bias_edits: list[Edit],
         adds_node: bool,
         rewrites: tuple[onnx.NodeProto, ...] = (),
+        weight_slot: int = 1,
     ) -> Plan | Skip | None:
         """Check the rounded tensors and the gain; build the plan.
 
@@ -118,7 +125,7 @@ class ConsumerFold:
         )
         reader = passes[0] if passes else consumer
         edits: list[Edit] = [
-            SetConstant(consumer, 1, weight.value, tensor_base(consumer, "weight")),
+            SetConstant(consumer, weight_slot, weight.value, tensor_base(consumer, "weight")),
             *bias_edits,
             *(
                 SetInput(reader, index, site.input)
@@ -136,56 +143,18 @@ class ConsumerFold:
         )
 
 
-def _walk_to_consumer(
-    ctx: FoldContext, site: AffineSite
-) -> tuple[onnx.NodeProto, list[onnx.NodeProto], int, Affine] | Skip:
-    """Follow the site's output to the linear layer reading it; the affine per feature there."""
-    view = ctx.view
-    name, axis, affine = site.output, site.axis, site.affine
-    passes: list[onnx.NodeProto] = []
-    while True:
-        if view.is_graph_output(name):
-            return Skip(
-                "consumer-input-is-graph-output", f"{name!r} is a graph output and must stay"
-            )
-        reader = view.only_consumer(name)
-        if reader is None:
-            return Skip(
-                "consumer-input-shared", f"{name!r} has {len(view.uses.get(name, []))} uses"
-            )
-        if not is_standard(reader):
-            return Skip(
-                "no-linear-consumer",
-                f"{name!r} is read by custom op {reader.domain}.{reader.op_type}",
-            )
-        if reader.op_type in CONSUMER_OPS and reader.input[0] == name:
-            return reader, passes, axis, affine
-        if reader.op_type not in PASS_THROUGH or reader.input[0] != name:
-            return Skip(
-                "no-linear-consumer", f"{name!r} is read by {reader.op_type} {node_label(reader)}"
-            )
-        refusal = carrier_skip(view, reader, affine, ctx.opset)
-        if refusal is not None:
-            return refusal
-        traced = trace_axis_forward(reader, axis, ctx.shapes())
-        if traced is None:
-            return Skip(
-                "axis-not-proven", f"cannot prove where {node_label(reader)} moves the channel axis"
-            )
-        axis, repeat = traced
-        if repeat > 1:
-            affine = Affine(np.repeat(affine.scale, repeat), np.repeat(affine.shift, repeat))
-        passes.append(reader)
-        name = reader.output[0]
-
-
 class MatMulConsumer(ConsumerFold):
     name = "bn-matmul"
     op_type = "MatMul"
 
     def plan(self, ctx, site, consumer, passes, axis, affine):  # type: ignore[no-untyped-def]
         view = ctx.view
-        weight = constant_weight(view, consumer, 1, "weight")
+        data = passes[-1].output[0] if passes else site.output
+        # x @ W: the affine is on x's last axis (K), W's rows are scaled, the bias is a row.
+        # W @ x (constant on the left): on x's axis −2 (K), W's columns, the bias a column.
+        left = consumer.input[0] != data
+        w_slot, k_axis = (0, 1) if left else (1, 0)
+        weight = constant_weight(view, consumer, w_slot, "weight")
         if isinstance(weight, Skip):
             return weight
         if weight.ndim != 2:
@@ -193,23 +162,34 @@ class MatMulConsumer(ConsumerFold):
                 "unsupported-weight-rank",
                 f"{node_label(consumer)} weight has rank {weight.ndim}, not 2",
             )
-        shape = ctx.shapes().get(consumer.input[0])
+        shape = ctx.shapes().get(data)
         if shape is None:
             return Skip("axis-not-proven", f"rank of {node_label(consumer)}'s input is unknown")
-        if axis != len(shape) - 1:
+        reduced = len(shape) - 2 if left else len(shape) - 1
+        if axis != reduced or reduced < 0:
             return Skip(
                 "channel-axis-mismatch",
-                f"the affine acts on axis {axis}, {node_label(consumer)} reduces the last",
+                f"the affine acts on axis {axis}, {node_label(consumer)} reduces axis {reduced}",
             )
-        if weight.shape[0] != affine.channels:
+        if weight.shape[k_axis] != affine.channels:
             return Skip(
                 "channel-mismatch",
-                f"{node_label(consumer)} reads {weight.shape[0]} features, the affine has {affine.channels}",
+                f"{node_label(consumer)} reads {weight.shape[k_axis]} features, the affine has {affine.channels}",
             )
         dtype = weight.dtype
-        new_weight = round_to(scale_along(weight, affine.scale, 0), dtype)
-        delta = affine.shift @ np.asarray(weight, dtype=np.float64)
-        bias_add = _bias_add_after(ctx, consumer, rank=max(len(shape), 2), channels=weight.shape[1])
+        new_weight = round_to(scale_along(weight, affine.scale, k_axis), dtype)
+        w64 = np.asarray(weight, dtype=np.float64)
+        delta = w64 @ affine.shift if left else affine.shift @ w64
+        if left:
+            delta = delta.reshape(-1, 1)  # one value per output row, broadcast over columns
+        rank = max(len(shape), 2)
+        out_axis, out_channels = (
+            (rank - 2, weight.shape[0]) if left else (rank - 1, weight.shape[1])
+        )
+        bias_add = _bias_add_after(ctx, consumer, rank=rank, axis=out_axis, channels=out_channels)
+        finish = functools.partial(
+            self.finish, site, consumer, passes, new_weight, weight_slot=w_slot
+        )
         if bias_add is not None:
             add, index, old = bias_add
             # Broadcast, not flatten: the bias keeps its shape (and so the Add its output's).
@@ -220,11 +200,9 @@ class MatMulConsumer(ConsumerFold):
                     f"bias {list(np.shape(old))} of {node_label(add)} does not hold the folded shift",
                 )
             edits: list[Edit] = [SetConstant(add, index, bias.value, tensor_base(add, "bias"))]
-            return self.finish(
-                site, consumer, passes, new_weight, bias, edits, adds_node=False, rewrites=(add,)
-            )
+            return finish(bias, edits, adds_node=False, rewrites=(add,))
         if not np.any(delta):
-            return self.finish(site, consumer, passes, new_weight, None, [], adds_node=False)
+            return finish(None, [], adds_node=False)
         bias = round_to(delta, dtype)
         output = consumer.output[0]
         inner = Fresh(f"{output}_unbiased")
@@ -234,19 +212,20 @@ class MatMulConsumer(ConsumerFold):
             AddConstant(bias_name, bias.value, anchor=consumer),
             InsertNode("Add", (inner, bias_name), (output,), Fresh(f"{site.label}_bias"), consumer),
         ]
-        return self.finish(site, consumer, passes, new_weight, bias, edits, adds_node=True)
+        return finish(bias, edits, adds_node=True)
 
 
 def _bias_add_after(
-    ctx: FoldContext, node: onnx.NodeProto, *, rank: int, channels: int
+    ctx: FoldContext, node: onnx.NodeProto, *, rank: int, axis: int, channels: int
 ) -> tuple[onnx.NodeProto, int, np.ndarray] | None:
-    """The constant bias ``Add`` that alone reads ``node``'s output, with its bias operand."""
+    """The constant ``Add`` that alone reads ``node``'s output and adds a bias per feature on
+    ``axis``, with its bias operand."""
     view = ctx.view
     output = node.output[0]
     add = view.only_consumer(output)
     if add is None or add.op_type != "Add" or view.is_graph_output(output):
         return None
-    step = elementwise_affine(view, add, rank=rank, axis=rank - 1, channels=channels)
+    step = elementwise_affine(view, add, rank=rank, axis=axis, channels=channels)
     if step is None or isinstance(step, Skip):
         return None
     index = 1 if add.input[0] == output else 0
@@ -318,7 +297,7 @@ class ConvConsumer(ConsumerFold):
                 "channel-mismatch",
                 f"{node_label(consumer)} reads {in_per_group * group} channels, the affine has {affine.channels}",
             )
-        if np.any(affine.shift) and has_padding(consumer):
+        if np.any(affine.shift) and has_padding(consumer, ctx.view):
             return Skip(
                 "padded-consumer",
                 f"{node_label(consumer)} pads its input: the border would see the shift",
@@ -344,6 +323,3 @@ class ConvConsumer(ConsumerFold):
             SetConstant(consumer, 2, new_bias.value, tensor_base(consumer, "bias"))
         ]
         return self.finish(site, consumer, passes, new_weight, new_bias, edits, adds_node=False)
-
-
-CONSUMER_OPS = frozenset({"MatMul", "Gemm", "Conv"})

@@ -63,6 +63,7 @@ class ProducerFold:
 
     name = "producer"
     op_type = ""
+    side = "producer"
     weight_index = 1
     bias_index: int | None = 2
 
@@ -117,9 +118,10 @@ class ProducerFold:
                 "channel-mismatch",
                 f"{node_label(layer.node)} has {layer.channels} output channels, the site {affine.channels}",
             )
-        axis = _trace_channel_axis(ctx, chain, site.axis)
-        if isinstance(axis, Skip):
-            return axis
+        axes = _trace_channel_axis(ctx, chain, site.axis)
+        if isinstance(axes, Skip):
+            return axes
+        axis = axes[0] if axes else site.axis
         if axis != layer.channel_axis:
             return Skip(
                 "channel-axis-mismatch",
@@ -137,8 +139,8 @@ class ProducerFold:
                 return Skip("axis-not-proven", f"rank of {site.input!r} is unknown")
         elif not site.is_batchnorm and self.bias_index is None and not site.has_scale:
             return None  # a shift alone into a layer without bias input gains nothing
-        for node in chain.passes:
-            refusal = carrier_skip(ctx.view, node, moving, ctx.opset)
+        for node, at in zip(chain.passes, axes, strict=True):
+            refusal = carrier_skip(ctx.view, node, moving, ctx.opset, at)
             if refusal is not None:
                 return refusal
         total = Affine.identity(layer.channels)
@@ -230,11 +232,13 @@ class ProducerFold:
         )
 
 
-def _trace_channel_axis(ctx: FoldContext, chain: Chain, site_axis: int) -> int | Skip:
-    """The site's channel axis, followed back through the passes to the layer's output."""
+def _trace_channel_axis(ctx: FoldContext, chain: Chain, site_axis: int) -> list[int] | Skip:
+    """The site's channel axis at the input of each pass (data order), followed back from the
+    site; the first is where it lies on the layer's output."""
     axis = site_axis
+    axes: list[int] = []
     if not chain.passes:
-        return axis
+        return axes
     shapes = ctx.shapes()
     for node in reversed(chain.passes):
         traced = trace_axis_back(node, axis, shapes)
@@ -243,7 +247,8 @@ def _trace_channel_axis(ctx: FoldContext, chain: Chain, site_axis: int) -> int |
                 "axis-not-proven", f"cannot prove where {node_label(node)} moves the channel axis"
             )
         axis = traced
-    return axis
+        axes.insert(0, axis)
+    return axes
 
 
 def _splice_out(

@@ -1,0 +1,88 @@
+"""One affine read by several linear layers: fold it into every one of them.
+
+``z_i = W_i·(s ⊙ x + t) + b_i`` for each reader ``i`` (a head of a multi-output model, the
+branches after a ``Split`` of the channels): each layer gets its own ``W_i' = W_i·s_i`` and
+``b_i' = b_i + W_i·t_i`` (the consumer patterns' formulas, with ``(s_i, t_i)`` the affine as
+it reaches that layer), the readers read the site's input, and the site goes. A weight two
+readers share is copied, since each now holds a different scale (the editor copies any
+tensor whose other uses a plan does not rewrite).
+
+Exact when every reader's fold is: any branch that is refused refuses the whole fold (with
+that branch's reason), since the affine must vanish from every path or stay.
+"""
+
+from __future__ import annotations
+
+from ..outcomes import Fold, Skip
+from ..plan import Edit, RemoveNodes, SetInput
+from ..sites import AffineSite
+from .base import FoldContext, Plan, node_label
+from .consumer import ConsumerFold
+from .consumer_walk import walk_to_consumers
+
+
+class MultiConsumerFold:
+    """Fold into every consumer of ``site`` (each ``ConsumerFold`` plans its own branch)."""
+
+    name = "bn-consumers"
+    op_type = "*"  # whatever the single-consumer patterns take
+    side = "consumer-all"
+
+    def __init__(self, consumers: list[ConsumerFold]) -> None:
+        self.consumers = {pattern.op_type: pattern for pattern in consumers}
+
+    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
+        branches = walk_to_consumers(ctx, site)
+        if isinstance(branches, Skip) or len(branches) < 2:
+            return None  # the single-consumer patterns report it
+        plans: list[Plan] = []
+        for branch in branches:
+            pattern = self.consumers.get(branch.consumer.op_type)
+            if pattern is None:
+                return Skip(
+                    "no-pattern",
+                    f"no enabled pattern folds into {node_label(branch.consumer)}",
+                )
+            plan = pattern.plan(
+                ctx, site, branch.consumer, branch.passes, branch.axis, branch.affine
+            )
+            if plan is None or isinstance(plan, Skip):
+                return plan
+            plans.append(plan)
+        return _merge(site, plans, [branch.reader for branch in branches], self.name)
+
+
+def _merge(site: AffineSite, plans: list[Plan], readers: list, name: str) -> Plan:  # type: ignore[type-arg]
+    """One plan: each branch's weight and bias edits, then one rewiring and one removal."""
+    edits: list[Edit] = []
+    for plan in plans:
+        edits += [
+            edit
+            for edit in plan.edits
+            if not isinstance(edit, RemoveNodes)
+            and not (isinstance(edit, SetInput) and edit.name == site.input)
+        ]
+    seen: set[int] = set()
+    for reader in readers:
+        if id(reader) in seen:
+            continue
+        seen.add(id(reader))
+        edits += [
+            SetInput(reader, index, site.input)
+            for index, input_name in enumerate(reader.input)
+            if input_name == site.output
+        ]
+    edits.append(RemoveNodes(tuple(site.nodes)))
+    first = plans[0].fold
+    fold = Fold(
+        bn=site.label,
+        into=", ".join(plan.fold.into for plan in plans),
+        pattern=name,
+        direction="consumer",
+        through=sorted({op for plan in plans for op in plan.fold.through}),
+        dtype=first.dtype,
+        rounding_error=max(plan.fold.rounding_error for plan in plans),
+        kind=site.kind,
+    )
+    nodes = [node for plan in plans for node in plan.nodes]
+    return Plan(fold, nodes, edits, target=None, site_output=site.output)
