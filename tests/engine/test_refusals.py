@@ -574,7 +574,6 @@ def test_every_reason_code_has_a_test() -> None:
     tested |= {
         "self-check-failed",  # test_self_check.py
         "training-info",  # test_format_edges.py
-        "training-info",  # test_format_edges.py
         "no-pattern",
         "unsupported-dtype",
         "no-linear-consumer",
