@@ -346,7 +346,7 @@ class BenchReport:
             )
         lines += [
             "",
-            "speedup = p50(original) / p50(candidate), the geometric mean over session pairs; "
+            "speedup = p50(original) / p50(candidate), the 20%-trimmed geometric mean over pairs; "
             "above 1 the candidate is faster. faster/slower: the whole interval lies beyond "
             "±margin; equivalent: within it; inconclusive: neither.",
             "",

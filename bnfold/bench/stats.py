@@ -54,8 +54,9 @@ VERDICTS = (FASTER, SLOWER, EQUIVALENT, INCONCLUSIVE)
 DECISIVE = (FASTER, SLOWER)  # the verdicts that claim a difference
 
 DEFAULT_CONFIDENCE = 0.95
-# ±3%: from A/A runs on a shared two-core machine (see docs/bench-verdicts.md): the same graph
-# against itself gave pair-to-pair spreads of 1-4% and intervals within ±2.5%.
+# ±3%: in 90 A/A comparisons on a shared two-core machine (a model against a byte-different
+# copy of itself) two sessions of one graph differed systematically by up to 1.5%; 3% is
+# twice that, rounded up, and none of the 90 got a verdict at it (docs/bench-verdicts.md).
 DEFAULT_MARGIN = 0.03
 # No run recommends more pairs than this: beyond it the effect is the margin itself.
 MAX_PAIRS_NEEDED = 1000
