@@ -41,6 +41,7 @@ from .plan import (
     SetInput,
     SetOutput,
 )
+from .recipes import ScaledTensor, store_recipe
 
 # Broadcasting elementwise ops: opset 7 changed them from legacy (broadcast/axis attributes)
 # to numpy rules. Plans that insert them are refused below opset 7.
@@ -100,10 +101,17 @@ class NameAllocator:
         return name
 
 
-def store_value(tensor: onnx.TensorProto, value: np.ndarray) -> None:
-    """Let ``tensor`` hold ``value`` (same name) in ``raw_data`` and no other value field."""
+def store_value(tensor: onnx.TensorProto, value: np.ndarray | ScaledTensor) -> None:
+    """Let ``tensor`` hold ``value`` (same name) in ``raw_data`` and no other value field.
+
+    A recipe (``ScaledTensor``) is stored as one instead: an external reference to its
+    source bytes with its factors, evaluated while the model is written (``bnfold.recipes``).
+    """
     for name in VALUE_FIELDS:
         tensor.ClearField(name)
+    if isinstance(value, ScaledTensor):
+        store_recipe(tensor, value)
+        return
     tensor.ClearField("data_location")
     tensor.ClearField("dims")
     tensor.dims.extend(value.shape)
@@ -205,8 +213,15 @@ class GraphEditor:
             node.input.append("")
         self._set_input(node, slot, name)
 
-    def _add_constant(self, name: str, value: np.ndarray, *, before: onnx.NodeProto) -> None:
-        tensor = numpy_helper.from_array(value, name)
+    def _add_constant(
+        self, name: str, value: np.ndarray | ScaledTensor, *, before: onnx.NodeProto
+    ) -> None:
+        if isinstance(value, ScaledTensor) and self.view.ir_version >= 4:
+            tensor = onnx.TensorProto(name=name)
+            store_value(tensor, value)
+        else:
+            array = value.evaluate() if isinstance(value, ScaledTensor) else value
+            tensor = numpy_helper.from_array(array, name)
         if self.view.ir_version >= 4:
             self.graph.initializer.append(tensor)
             self.view.initializers[name] = self.graph.initializer[-1]
@@ -247,6 +262,7 @@ class GraphEditor:
             [self._name(name) for name in edit.inputs],
             outputs,
             name=self._name(edit.name),
+            **edit.attributes,  # type: ignore[arg-type]
         )
         self._insert_node(edit.anchor, node, after=edit.after)
 

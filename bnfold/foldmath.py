@@ -17,6 +17,7 @@ where ``s ⊙ W`` scales the output-channel slices of W.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,11 +55,16 @@ def bn_to_affine(
     return Affine(scale, beta64 - mean64 * scale)
 
 
+def along_axis(scale: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """``scale`` shaped to multiply the slices along ``axis`` of an ``ndim``-D tensor."""
+    shape = [1] * ndim
+    shape[axis] = scale.shape[0]
+    return np.asarray(scale, dtype=np.float64).reshape(shape)
+
+
 def scale_along(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
     """Multiply the slices of ``weight`` along ``axis`` by ``scale`` (float64 result)."""
-    shape = [1] * weight.ndim
-    shape[axis] = scale.shape[0]
-    return np.asarray(weight, dtype=np.float64) * scale.reshape(shape)
+    return np.asarray(weight, dtype=np.float64) * along_axis(scale, axis, weight.ndim)
 
 
 def conv_transpose_output_scale(scale: np.ndarray, in_channels: int, group: int) -> np.ndarray:
@@ -77,9 +83,14 @@ def conv_transpose_output_scale(scale: np.ndarray, in_channels: int, group: int)
 
 @dataclass(frozen=True)
 class Rounded:
-    """A float64 result rounded once to the target dtype, with the error that cost."""
+    """A float64 result rounded once to the target dtype, with the error that cost.
 
-    value: np.ndarray
+    ``value`` is the array, or for a large weight still in its file a
+    ``bnfold.recipes.ScaledTensor`` that computes it while the output is written (it has the
+    array's ``shape`` and ``dtype``; ``all_finite`` accepts it).
+    """
+
+    value: Any
     max_abs_error: float
     max_rel_error: float
 
@@ -135,6 +146,11 @@ def cancellation(bias: np.ndarray, output_scale: np.ndarray) -> float:
     return float(np.max(ratio)) if ratio.size else 0.0
 
 
-def all_finite(values: np.ndarray) -> bool:
-    """No NaN or Inf, checked in the array's own dtype (no float64 copy of a large weight)."""
+def all_finite(values: Any) -> bool:
+    """No NaN or Inf, checked in the array's own dtype (no float64 copy of a large weight).
+
+    A recipe (``Rounded.value`` of a large weight) answers from what its fold measured.
+    """
+    if not isinstance(values, np.ndarray) and hasattr(values, "all_finite"):
+        return bool(values.all_finite())
     return bool(np.all(np.isfinite(values)))

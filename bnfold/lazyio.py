@@ -19,6 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from . import protowire as wire
+from . import recipes
 
 # Initializers at least this large stay in the file until needed.
 LAZY_THRESHOLD_BYTES = 4096
@@ -91,6 +92,9 @@ def external_source(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Path, int
     """``(file, offset, length)`` of an external tensor's bytes, None for an inline one."""
     if tensor.data_location != onnx.TensorProto.EXTERNAL:
         return None
+    if recipes.is_recipe(tensor):
+        # Its file bytes are the unscaled source: never let them be copied as its value.
+        raise ValueError(f"tensor {tensor.name!r} is a recipe: evaluate it (bnfold.recipes)")
     info = {entry.key: entry.value for entry in tensor.external_data}
     path = base_dir / info["location"]
     offset = int(info.get("offset", 0))
@@ -127,6 +131,9 @@ def tensor_array(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
         # Never resolve a location against the working directory: bytes outside the model's
         # folder are not read (the loader vets every location against the model's folder).
         raise ValueError(f"tensor {tensor.name!r} has external data but no model folder")
+    recipe = recipes.recipe_of(tensor, base_dir)
+    if recipe is not None:
+        return recipe.evaluate()
     source = external_source(tensor, base_dir) if base_dir is not None else None
     if source is None:
         return numpy_helper.to_array(tensor)
@@ -147,9 +154,13 @@ def load_all(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
     full = onnx.ModelProto()
     full.CopyFrom(model)
     for tensor in full.graph.initializer:
-        source = external_source(tensor, base_dir)
+        recipe = recipes.recipe_of(tensor, base_dir)
+        source = external_source(tensor, base_dir) if recipe is None else None
+        if recipe is not None:
+            tensor.raw_data = recipe.evaluate().tobytes()
         if source is not None:
             tensor.raw_data = _read_bytes(*source)
+        if recipe is not None or source is not None:
             tensor.ClearField("external_data")
             tensor.ClearField("data_location")
     return full
@@ -211,6 +222,9 @@ def estimated_size(model: onnx.ModelProto, base_dir: Path | None) -> int:
     the initializers' byte lengths plus the nodes (whose Constant tensors count there)."""
     payload = 0
     for tensor in model.graph.initializer:
+        if recipes.is_recipe(tensor):
+            payload += recipes.recipe_of(tensor, base_dir).nbytes  # type: ignore[union-attr]
+            continue
         source = external_source(tensor, base_dir) if base_dir is not None else None
         payload += source[2] if source else tensor.ByteSize()
     return payload + sum(node.ByteSize() for node in model.graph.node)

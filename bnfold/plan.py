@@ -19,6 +19,7 @@ import onnx
 
 from .graph import node_label
 from .outcomes import Fold
+from .recipes import ScaledTensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +45,7 @@ class SetConstant:
 
     node: onnx.NodeProto
     slot: int
-    value: np.ndarray
+    value: np.ndarray | ScaledTensor  # a recipe for a large weight still in its file
     base: str
 
     def describe(self) -> str:
@@ -102,6 +103,7 @@ class InsertNode:
     anchor: onnx.NodeProto
     after: bool = True
     like: dict[int, str] = field(default_factory=dict)  # output index -> tensor it resembles
+    attributes: dict[str, object] = field(default_factory=dict)  # e.g. a Conv's group
 
     def describe(self) -> str:
         inputs = ", ".join(str(name) for name in self.inputs)

@@ -16,6 +16,7 @@ from typing import BinaryIO
 import onnx
 
 from . import protowire as wire
+from . import recipes
 from .lazyio import external_source
 
 COPY_CHUNK_BYTES = 16 * 2**20
@@ -93,22 +94,35 @@ class _TensorWriter:
         data_location: str,
         external_threshold: int,
     ) -> None:
-        self.source = external_source(tensor, base_dir) if base_dir is not None else None
-        if self.source is None and tensor.data_location == onnx.TensorProto.EXTERNAL:
+        # A recipe (a folded weight not computed yet) is evaluated chunk by chunk as written.
+        self.recipe = recipes.recipe_of(tensor, base_dir)
+        self.source = (
+            external_source(tensor, base_dir)
+            if self.recipe is None and base_dir is not None
+            else None
+        )
+        if (
+            self.source is None
+            and self.recipe is None
+            and tensor.data_location == onnx.TensorProto.EXTERNAL
+        ):
             raise ValueError(
                 f"tensor {tensor.name!r} refers to external data but no folder was given"
             )
-        inline_length = self.source[2] if self.source else len(tensor.raw_data)
+        if self.recipe is not None:
+            inline_length = self.recipe.nbytes
+        else:
+            inline_length = self.source[2] if self.source else len(tensor.raw_data)
         self.to_data_file = (
             data_handle is not None
             and inline_length >= external_threshold
-            and (self.source is not None or tensor.HasField("raw_data"))
+            and (self.source is not None or self.recipe is not None or tensor.HasField("raw_data"))
         )
         self.tensor = tensor
         self.data_handle = data_handle
         self.data_location = data_location
         self.body = b""  # the light tensor proto, for tensors moved to the data file
-        if self.to_data_file or self.source is not None:
+        if self.to_data_file or self.source is not None or self.recipe is not None:
             head, tail = _split(tensor, wire.RAW_DATA_FIELD, message_type=onnx.TensorProto)
             self.head, self.tail = head, _without_external_fields(tail)
             self.length = inline_length
@@ -129,7 +143,9 @@ class _TensorWriter:
     def _place_in_data_file(self) -> None:
         assert self.data_handle is not None
         offset = self.data_handle.tell()
-        if self.source is not None:
+        if self.recipe is not None:
+            self.recipe.write_to(self.data_handle)
+        elif self.source is not None:
             _copy_range(*self.source, self.data_handle)
         else:
             self.data_handle.write(self.tensor.raw_data)
@@ -159,12 +175,16 @@ class _TensorWriter:
         if self.to_data_file:
             handle.write(self.body)
             return
-        if self.source is None:
+        if self.source is None and self.recipe is None:
             handle.write(self.tensor.SerializeToString())
             return
         handle.write(self.head)
         handle.write(self.raw_key)
-        _copy_range(*self.source, handle)
+        if self.recipe is not None:
+            self.recipe.write_to(handle)
+        else:
+            assert self.source is not None
+            _copy_range(*self.source, handle)
         handle.write(self.tail)
 
 

@@ -29,7 +29,15 @@ import onnx
 
 from ..carriers import has_padding
 from ..elementwise import elementwise_affine
-from ..foldmath import LOW_PRECISION, Affine, Rounded, all_finite, round_to, scale_along
+from ..foldmath import (
+    LOW_PRECISION,
+    Affine,
+    Rounded,
+    all_finite,
+    along_axis,
+    round_to,
+    scale_along,
+)
 from ..graph import float_attribute, int_attribute
 from ..outcomes import Fold, Skip
 from ..plan import (
@@ -43,6 +51,7 @@ from ..plan import (
     SetInput,
     SetOutput,
 )
+from ..recipes import scaled_constant
 from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
 from .consumer_walk import walk_to_consumers
@@ -177,7 +186,9 @@ class MatMulConsumer(ConsumerFold):
                 f"{node_label(consumer)} reads {weight.shape[k_axis]} features, the affine has {affine.channels}",
             )
         dtype = weight.dtype
-        new_weight = round_to(scale_along(weight, affine.scale, k_axis), dtype)
+        new_weight = scaled_constant(
+            view, consumer.input[w_slot], weight, along_axis(affine.scale, k_axis, 2)
+        ) or round_to(scale_along(weight, affine.scale, k_axis), dtype)
         w64 = np.asarray(weight, dtype=np.float64)
         delta = w64 @ affine.shift if left else affine.shift @ w64
         if left:
@@ -260,7 +271,9 @@ class GemmConsumer(ConsumerFold):
                 f"{node_label(consumer)} B {list(weight.shape)} vs {affine.channels} channels",
             )
         dtype = weight.dtype
-        new_weight = round_to(scale_along(weight, affine.scale, k_axis_b), dtype)
+        new_weight = scaled_constant(
+            ctx.view, consumer.input[1], weight, along_axis(affine.scale, k_axis_b, 2)
+        ) or round_to(scale_along(weight, affine.scale, k_axis_b), dtype)
         b_kn = np.asarray(weight, np.float64).T if trans_b else np.asarray(weight, np.float64)
         alpha = float_attribute(consumer, "alpha", 1.0)
         beta = float_attribute(consumer, "beta", 1.0)
@@ -310,7 +323,10 @@ class ConvConsumer(ConsumerFold):
         spatial = (1,) * (weight.ndim - 2)
         w64 = np.asarray(weight, np.float64)
         dtype = weight.dtype
-        new_weight = round_to(w64 * affine.scale[index].reshape(index.shape + spatial), dtype)
+        factors = affine.scale[index].reshape(index.shape + spatial)
+        new_weight = scaled_constant(ctx.view, consumer.input[1], weight, factors) or round_to(
+            w64 * factors, dtype
+        )
         delta = np.sum(
             w64 * affine.shift[index].reshape(index.shape + spatial),
             axis=tuple(range(1, weight.ndim)),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..foldmath import conv_transpose_output_scale, scale_along
+from ..foldmath import along_axis, conv_transpose_output_scale
 from ..graph import int_attribute
 from ..outcomes import Skip
 from .base import FoldContext, node_label
@@ -42,8 +42,8 @@ class ConvBatchNorm(ProducerFold):
             )
         return Layer(node, weight, bias, channels, output_rank=weight.ndim, channel_axis=1)
 
-    def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
-        return scale_along(layer.weight, scale, 0)
+    def weight_factors(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+        return along_axis(scale, 0, layer.weight.ndim)
 
 
 class ConvTransposeBatchNorm(ProducerFold):
@@ -71,8 +71,7 @@ class ConvTransposeBatchNorm(ProducerFold):
             )
         return Layer(node, weight, bias, channels, output_rank=weight.ndim, channel_axis=1)
 
-    def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+    def weight_factors(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
         group = int_attribute(layer.node, "group", 1)
         factors = conv_transpose_output_scale(scale, layer.weight.shape[0], group)
-        factors = factors.reshape(factors.shape + (1,) * (layer.weight.ndim - 2))
-        return np.asarray(layer.weight, dtype=np.float64) * factors
+        return factors.reshape(factors.shape + (1,) * (layer.weight.ndim - 2))

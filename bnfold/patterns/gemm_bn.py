@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..foldmath import Affine, scale_along
+from ..foldmath import Affine, along_axis
 from ..graph import attribute, float_attribute
 from ..outcomes import Skip
 from ..plan import Edit, Name, SetFloatAttribute
@@ -43,9 +43,9 @@ class GemmBatchNorm(ProducerFold):
         channels = int(weight.shape[0] if attribute(node, "transB", 0) else weight.shape[1])
         return Layer(node, weight, bias, channels, output_rank=2, channel_axis=1)
 
-    def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+    def weight_factors(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
         axis = 0 if attribute(layer.node, "transB", 0) else 1
-        return scale_along(layer.weight, scale, axis)
+        return along_axis(scale, axis, 2)
 
     def new_bias(self, layer: Layer, affine: Affine) -> np.ndarray:
         """``C' = s·β·C + t``; numpy broadcasting of C against ``[N]`` gives its shape."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..foldmath import scale_along
+from ..foldmath import along_axis
 from ..outcomes import Skip
 from ..plan import AddConstant, Edit, Fresh, InsertNode, Name
 from ..sites import AffineSite
@@ -53,8 +53,8 @@ class MatMulBatchNorm(ProducerFold):
             node, weight, None, int(weight.shape[1]), output_rank=rank, channel_axis=rank - 1
         )
 
-    def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
-        return scale_along(layer.weight, scale, 1)
+    def weight_factors(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+        return along_axis(scale, 1, 2)
 
     def bias_edits(
         self, layer: Layer, bias: np.ndarray, site: AffineSite, *, direct: bool

@@ -41,6 +41,7 @@ from ..plan import (
     SetInput,
     SetOutput,
 )
+from ..recipes import scaled_constant
 from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
 from .chain import Chain, walk_to_linear
@@ -59,7 +60,7 @@ class Layer:
 
 
 class ProducerFold:
-    """Base of the producer patterns; subclasses implement ``inspect`` and ``scaled_weight``."""
+    """Base of the producer patterns; subclasses implement ``inspect`` and ``weight_factors``."""
 
     name = "producer"
     op_type = ""
@@ -71,8 +72,13 @@ class ProducerFold:
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
         raise NotImplementedError
 
-    def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+    def weight_factors(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+        """Per-slice factors (float64, broadcastable to W) with ``W' = W · factors``."""
         raise NotImplementedError
+
+    def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+        """``W' = s ⊙ W`` in float64, in memory (a small weight, or one not in a file)."""
+        return np.asarray(layer.weight, dtype=np.float64) * self.weight_factors(layer, scale)
 
     def new_bias(self, layer: Layer, affine: Affine) -> np.ndarray:
         """``b' = s·b + t`` (``t`` alone without a bias)."""
@@ -161,10 +167,11 @@ class ProducerFold:
                     "not-per-channel", f"{node_label(node)} is not a per-channel constant op"
                 )
             total = total.then(step)
-        return self._plan(site, chain, layer, total.then(moving), staying_shift)
+        return self._plan(ctx, site, chain, layer, total.then(moving), staying_shift)
 
     def _plan(
         self,
+        ctx: FoldContext,
         site: AffineSite,
         chain: Chain,
         layer: Layer,
@@ -172,7 +179,14 @@ class ProducerFold:
         staying_shift: np.ndarray | None,
     ) -> Plan | Skip:
         dtype = layer.weight.dtype
-        weight = round_to(self.scaled_weight(layer, total.scale), dtype)
+        # A large weight still in its file becomes a recipe, computed while the output is
+        # written (bnfold.recipes); the same float64 product and one rounding either way.
+        weight = scaled_constant(
+            ctx.view,
+            layer.node.input[self.weight_index],
+            layer.weight,
+            self.weight_factors(layer, total.scale),
+        ) or round_to(self.scaled_weight(layer, total.scale), dtype)
         try:
             bias = round_to(self.new_bias(layer, total), dtype)
         except ValueError as exc:
