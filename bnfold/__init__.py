@@ -22,7 +22,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .api import OptimizeResult, check, optimize  # noqa: E402
 from .errors import BnfoldError  # noqa: E402
