@@ -137,10 +137,10 @@ def tensor_array(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     source = external_source(tensor, base_dir) if base_dir is not None else None
     if source is None:
         return numpy_helper.to_array(tensor)
-    data = _read_bytes(*source)
     if tensor.data_type in _PLAIN_TYPES:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
-        return np.frombuffer(data, dtype=dtype).reshape(tuple(tensor.dims))
+        return _plain_array(*source, dtype).reshape(tuple(tensor.dims))
+    data = _read_bytes(*source)
     inline = onnx.TensorProto()
     inline.CopyFrom(tensor)
     inline.ClearField("external_data")
@@ -203,6 +203,27 @@ def _nested_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     yield from in_nodes(model.graph.node)
     for function in model.functions:
         yield from in_nodes(function.node)
+
+
+# Tensors at least this large are mapped from their file rather than read into new memory:
+# reading copies every byte into freshly allocated (zero-filled) pages, mapping shares the
+# page cache. Smaller ones are read (they may be cached, and a map holds a file descriptor).
+MAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _plain_array(path: Path, offset: int, length: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only array of the ``length`` bytes at ``offset`` of ``path``."""
+    if length < MAP_THRESHOLD_BYTES:
+        return np.frombuffer(_read_bytes(path, offset, length), dtype=dtype)
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    with open(path, "rb") as handle:
+        if handle.seek(0, 2) < offset + length:
+            raise OSError(f"{path} ended before its tensor data did")
+        mapped = mmap.mmap(
+            handle.fileno(), offset + length - start, access=mmap.ACCESS_READ, offset=start
+        )
+    # The array keeps the map open; it is unmapped when the last view of it goes.
+    return np.frombuffer(mapped, dtype=dtype, count=length // dtype.itemsize, offset=offset - start)
 
 
 def _read_bytes(path: Path, offset: int, length: int) -> bytes:
