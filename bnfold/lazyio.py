@@ -139,7 +139,7 @@ def tensor_array(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
         return numpy_helper.to_array(tensor)
     if tensor.data_type in _PLAIN_TYPES:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
-        return _plain_array(*source, dtype).reshape(tuple(tensor.dims))
+        return read_array(*source, dtype).reshape(tuple(tensor.dims))
     data = _read_bytes(*source)
     inline = onnx.TensorProto()
     inline.CopyFrom(tensor)
@@ -211,10 +211,13 @@ def _nested_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
 MAP_THRESHOLD_BYTES = 1 << 20
 
 
-def _plain_array(path: Path, offset: int, length: int, dtype: np.dtype) -> np.ndarray:
-    """A read-only array of the ``length`` bytes at ``offset`` of ``path``."""
+def read_array(path: Path, offset: int, length: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only array of the ``length`` bytes at ``offset`` of ``path`` (mapped when large)."""
     if length < MAP_THRESHOLD_BYTES:
-        return np.frombuffer(_read_bytes(path, offset, length), dtype=dtype)
+        data = _read_bytes(path, offset, length)
+        if len(data) != length:
+            raise OSError(f"{path} ended before its tensor data did")
+        return np.frombuffer(data, dtype=dtype)
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
     with open(path, "rb") as handle:
         if handle.seek(0, 2) < offset + length:

@@ -90,16 +90,16 @@ class ScaledTensor:
     # ---- evaluation ----------------------------------------------------------------------
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Slices ``start:stop`` of the leading axis of the result."""
+        from .lazyio import read_array  # lazyio evaluates recipes: imported when used
+
         row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if self.shape else 1
-        count = (stop - start) * row_items
-        value = np.fromfile(
+        itemsize = self.dtype.itemsize
+        value = read_array(
             self.path,
-            dtype=self.dtype,
-            count=count,
-            offset=self.offset + start * row_items * self.dtype.itemsize,
+            self.offset + start * row_items * itemsize,
+            (stop - start) * row_items * itemsize,
+            self.dtype,
         )
-        if value.size != count:
-            raise OSError(f"{self.path} ended before its tensor data did")
         value = value.reshape((stop - start, *self.shape[1:]) if self.shape else ())
         for factors in self.stages:
             block = factors if not self.shape or factors.shape[0] == 1 else factors[start:stop]

@@ -29,6 +29,7 @@ def small_recipes(monkeypatch: pytest.MonkeyPatch) -> None:
     models exercise many chunks and the threads that compute them ahead."""
     monkeypatch.setattr(recipes, "MIN_RECIPE_BYTES", 0)
     monkeypatch.setattr(recipes, "CHUNK_BYTES", 1500)
+    monkeypatch.setattr(lazyio, "MAP_THRESHOLD_BYTES", 0)  # map every source range
 
 
 def _bn(prefix: str, rng: np.random.Generator, channels: int, dtype: type, x: str, y: str):  # type: ignore[no-untyped-def]
@@ -301,3 +302,16 @@ def _main_view(loaded):  # type: ignore[no-untyped-def]
         shapes=dict,
         types=dict,
     )
+
+
+@pytest.mark.parametrize("threshold", [0, 1 << 30], ids=["mapped", "read"])
+def test_a_source_range_past_the_end_of_its_file_is_an_error(
+    threshold: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lazyio, "MAP_THRESHOLD_BYTES", threshold)
+    path = tmp_path / "w.bin"
+    path.write_bytes(bytes(range(200)) * 50)  # 10000 bytes
+    got = lazyio.read_array(path, 5001, 4000, np.dtype("<f4"))
+    assert got.tobytes() == path.read_bytes()[5001:9001]
+    with pytest.raises(OSError, match="ended"):
+        lazyio.read_array(path, 8001, 4000, np.dtype("<f4"))
