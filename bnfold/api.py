@@ -20,6 +20,7 @@ import onnx
 
 from . import lazyio
 from .errors import BnfoldError, UsageError, VerificationFailed
+from .lowering import LOWERING_FORMS
 from .modelio import LoadedModel, load_model
 from .output import Outputs
 from .passes import FoldOptions, fold_model
@@ -114,7 +115,7 @@ def optimize(
     source: ModelSource,
     *,
     disable: Iterable[str] = (),
-    lower_standalone: bool = False,
+    lower_standalone: bool | str = False,
     output: str | os.PathLike[str] | None = None,
     in_place: bool = False,
     external_data: bool | None = None,
@@ -129,7 +130,8 @@ def optimize(
 
     ``source`` is a path or a ModelProto (which is not modified: a copy is folded).
     ``disable`` names patterns to leave out (``bnfold.patterns.PATTERN_NAMES``);
-    ``lower_standalone`` rewrites BatchNormalization that stays as Mul + Add.
+    ``lower_standalone`` rewrites BatchNormalization that stays as Mul + Add (True or
+    ``"mul-add"``) or as a 1×1 depthwise Conv (``"dwconv"``).
 
     With ``output`` (or ``in_place``) the result is written there (``OptimizeResult.save``).
     ``verify``: verify the staged output file before it lands (without an output, the
@@ -144,6 +146,11 @@ def optimize(
         raise UsageError(
             f"unknown pattern(s): {', '.join(unknown)}",
             hint=f"choose from {', '.join(PATTERN_NAMES)}",
+        )
+    if isinstance(lower_standalone, str) and lower_standalone not in LOWERING_FORMS:
+        raise UsageError(
+            f"unknown --lower-standalone form {lower_standalone!r}",
+            hint=f"choose from {', '.join(LOWERING_FORMS)}",
         )
     outputs = outputs if outputs is not None else Outputs()
     target = _target(source, output, in_place)
@@ -184,7 +191,7 @@ def _target(
 def _fold(
     source: ModelSource,
     disabled: frozenset[str],
-    lower_standalone: bool,
+    lower_standalone: bool | str,
     progress: Callable[[int], None] | None,
     outputs: Outputs,
 ) -> OptimizeResult:

@@ -68,17 +68,21 @@ def _static_product(dims: Shape) -> int | None:
 
 def trace_axis_forward(
     node: onnx.NodeProto, in_axis: int, shapes: Mapping[str, Shape]
-) -> tuple[int, int] | None:
-    """``(out_axis, repeat)``: channel ``c`` of input axis ``in_axis`` becomes the ``repeat``
-    consecutive positions ``c·repeat … c·repeat + repeat − 1`` of output axis ``out_axis``.
+) -> tuple[int, int, int] | None:
+    """``(out_axis, repeat, tile)``: channel ``c`` of input axis ``in_axis`` becomes positions
+    ``f`` of output axis ``out_axis`` with ``c = (f // repeat) mod C``.
 
-    ``repeat`` is 1 except where a reshape merges the channel axis with the static axes after
-    it (``Flatten`` of ``[N, C, H, W]`` into ``[N, C·H·W]``: ``repeat = H·W``).
+    ``repeat`` and ``tile`` are 1 except where a reshape merges the channel axis with static
+    axes next to it: with the axes after it, each channel repeats (``Flatten`` of
+    ``[N, C, H, W]`` into ``[N, C·H·W]``: ``repeat = H·W``); with the axes before it, the
+    channels tile (``Flatten`` of an NHWC ``[N, H, W, C]``: ``tile = H·W``). The merged axes
+    ``a…b`` (``a ≤ in_axis ≤ b``) are the ones whose sizes multiply to the output axis and
+    after which the element counts agree, all static.
     """
     if node.op_type in AXIS_PRESERVING:
-        return in_axis, 1
+        return in_axis, 1, 1
     if node.op_type in POOLING:
-        return (in_axis, 1) if in_axis == 1 else None
+        return (in_axis, 1, 1) if in_axis == 1 else None
     if node.op_type == "Transpose":
         perm = attribute(node, "perm")
         in_shape = shapes.get(node.input[0])
@@ -87,19 +91,25 @@ def trace_axis_forward(
                 return None
             perm = list(range(len(in_shape) - 1, -1, -1))
         perm = list(perm)  # type: ignore[call-overload]
-        return (perm.index(in_axis), 1) if in_axis in perm else None
+        return (perm.index(in_axis), 1, 1) if in_axis in perm else None
     in_shape = shapes.get(node.input[0])
     out_shape = shapes.get(node.output[0])
     if in_shape is None or out_shape is None or not 0 <= in_axis < len(in_shape):
         return None
-    channels = in_shape[in_axis]
-    inner = _static_product(in_shape[in_axis + 1 :])
-    if not isinstance(channels, int) or inner is None:
-        return None
     for out_axis, dim in enumerate(out_shape):
         out_inner = _static_product(out_shape[out_axis + 1 :])
-        if dim == channels and out_inner == inner:
-            return out_axis, 1
-        if dim == channels * inner and out_inner == 1 and inner > 1:
-            return out_axis, inner
+        if not isinstance(dim, int) or out_inner is None:
+            continue
+        for last in range(in_axis, len(in_shape)):
+            if _static_product(in_shape[last + 1 :]) != out_inner:
+                continue
+            for first in range(in_axis, -1, -1):
+                span = _static_product(in_shape[first : last + 1])
+                if span is None or span > dim:
+                    break
+                if span == dim:
+                    repeat = _static_product(in_shape[in_axis + 1 : last + 1])
+                    tile = _static_product(in_shape[first:in_axis])
+                    assert repeat is not None and tile is not None
+                    return out_axis, repeat, tile
     return None

@@ -35,7 +35,7 @@ from .graph import (
     sort_topologically,
     subgraphs,
 )
-from .lowering import lowering_plan
+from .lowering import MUL_ADD, lowering_plan
 from .outcomes import Fold, Skip
 from .patterns import default_patterns
 from .patterns.base import FoldContext, Pattern
@@ -49,17 +49,21 @@ SiteKey = tuple[ScopePath, str]  # (scope, site output): unique, since names are
 @dataclass(frozen=True)
 class FoldOptions:
     """``disabled``: pattern names not to apply (see ``bnfold.patterns.PATTERN_NAMES``);
-    ``lower_standalone``: rewrite BNs that stay as Mul + Add (see ``lowering``)."""
+    ``lower_standalone``: rewrite BNs that stay, as Mul + Add (True or ``mul-add``) or as a
+    1×1 depthwise Conv (``dwconv``; see ``lowering``)."""
 
     disabled: frozenset[str] = frozenset()
-    lower_standalone: bool = False
+    lower_standalone: bool | str = False
 
 
 @dataclass
 class SkippedBatchNorm:
+    """A BN, or a BN-equivalent chain (``kind`` ``Mul+Add``...), kept with its reason."""
+
     bn: str
     reason: str
     detail: str
+    kind: str = "BatchNormalization"
 
 
 @dataclass
@@ -180,6 +184,7 @@ class _ModelState:
         # Scopes that are function bodies: their own IR rules (no initializers) and opset.
         self.overrides: dict[ScopePath, tuple[int | None, int | None]] = {}
         self.caches: dict[ScopePath, ConstantCache] = {}
+        self.lowered: set[SiteKey] = set()  # sites --lower-standalone wrote as Mul + Add
         self._shapes: ModelShapes | None = None
 
     def model_shapes(self) -> ModelShapes:
@@ -300,9 +305,11 @@ class _ModelState:
         for site in sites:
             result = self._plan(ctx, editor, site, patterns)
             if isinstance(result, Skip):
-                if site.is_batchnorm:
+                if site.bn_like and (view.scope, site.output) not in self.lowered:
+                    # A Mul+Add chain's refusal is reported like a BN's (not the ones that
+                    # --lower-standalone wrote: their BN was reported as lowered).
                     skipped[site.output] = SkippedBatchNorm(
-                        site.label, result.reason, result.detail
+                        site.label, result.reason, result.detail, site.kind
                     )
                 continue
             if editor.overlaps(result):
@@ -349,12 +356,18 @@ class _ModelState:
             elem = view.elem_type(site.input)
             if not site.is_batchnorm or site.output not in skipped or elem is None:
                 continue
-            plan = lowering_plan(site, onnx.helper.tensor_dtype_to_np_dtype(elem))
+            form = self.options.lower_standalone
+            plan = lowering_plan(
+                site,
+                onnx.helper.tensor_dtype_to_np_dtype(elem),
+                form if isinstance(form, str) else MUL_ADD,
+            )
             if plan is None or editor.refusal(plan) is not None or editor.overlaps(plan):
                 continue
             if self.deny_all is not None or (view.scope, site.output) in self.denied:
                 continue
             del skipped[site.output]
+            self.lowered.add((view.scope, site.output))
             self._apply(editor, plan, outcome)
             lowered = True
         editor.cleanup()
@@ -365,6 +378,9 @@ class _ModelState:
 GENERIC_REASONS = frozenset(
     {"no-linear-producer", "no-linear-consumer", "consumer-input-is-graph-output"}
 )
+# A fold that is exact but withheld by default (it would be slower): the most telling reason,
+# since it says what would fold; the other sides' refusals go into its detail.
+WITHHELD_REASONS = frozenset({"slower-at-level-all"})
 
 
 def _try_fold(ctx: FoldContext, site: AffineSite, patterns: Iterable[Pattern]) -> Plan | Skip:
@@ -378,8 +394,15 @@ def _try_fold(ctx: FoldContext, site: AffineSite, patterns: Iterable[Pattern]) -
             skips.append(result)
     if not skips:
         return Skip("no-pattern", "no enabled pattern folds this BatchNormalization")
-    main = next((skip for skip in skips if skip.reason not in GENERIC_REASONS), skips[0])
-    others = [skip.detail for skip in skips if skip is not main and skip.reason in GENERIC_REASONS]
+    main = next((skip for skip in skips if skip.reason in WITHHELD_REASONS), None) or next(
+        (skip for skip in skips if skip.reason not in GENERIC_REASONS), skips[0]
+    )
+    withheld = main.reason in WITHHELD_REASONS
+    others = [
+        skip.detail
+        for skip in skips
+        if skip is not main and (withheld or skip.reason in GENERIC_REASONS)
+    ]
     return Skip(main.reason, "; ".join([main.detail, *others]))
 
 

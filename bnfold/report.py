@@ -106,8 +106,11 @@ class FoldReport:
             ]
             lines.append("")
         if self.skipped:
-            lines += ["| BatchNormalization kept | reason | detail |", "|---|---|---|"]
-            lines += [f"| `{s.bn}` | {s.reason} | {s.detail} |" for s in self.skipped]
+            lines += ["| kept | kind | reason | detail |", "|---|---|---|---|"]
+            lines += [
+                f"| `{s.bn}` | {fold_category(s.kind)} | {s.reason} | {s.detail} |"
+                for s in self.skipped
+            ]
             lines.append("")
         return "\n".join(lines)
 
@@ -140,13 +143,15 @@ class FoldReport:
                 table.add_row(*row)
             console.print(table)
         if self.skipped:
-            # Only BatchNormalization nodes are ever reported as kept.
-            title = f"Kept: {len(self.skipped)} BatchNormalization"
-            table = Table(title=title, title_justify="left")
-            for column in ("BatchNormalization", "reason", "detail"):
+            # BatchNormalization nodes and BN-equivalent Mul/Add chains (never a bias Add).
+            kept = dict.fromkeys(CATEGORIES, 0)
+            for skip in self.skipped:
+                kept[fold_category(skip.kind)] += 1
+            table = Table(title=f"Kept: {count_line(kept)}", title_justify="left")
+            for column in ("node", "kind", "reason", "detail"):
                 table.add_column(column)
             for skip in self.skipped:
-                table.add_row(skip.bn, skip.reason, skip.detail)
+                table.add_row(skip.bn, fold_category(skip.kind), skip.reason, skip.detail)
             console.print(table)
         c = self.counts
         console.print(

@@ -62,6 +62,14 @@ class AffineSite:
         )
 
     @property
+    def bn_like(self) -> bool:
+        """A BN, or a chain that scales per channel (``Mul``/``Div``): a BN in another form
+        (a chain of ``Add``/``Sub`` alone is a bias, not a BN)."""
+        return self.is_batchnorm or (
+            self.has_scale and any(node.op_type in ("Mul", "Div") for node in self.nodes)
+        )
+
+    @property
     def has_scale(self) -> bool:
         return not bool(np.all(self.affine.scale == 1.0))
 

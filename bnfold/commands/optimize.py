@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..api import optimize
+from ..lowering import LOWERING_FORMS
 from ..modelio import default_output_path
 from ..output import Outputs
 from ..patterns import PATTERN_NAMES
@@ -46,8 +47,12 @@ from .options import (
 )
 @click.option(
     "--lower-standalone",
-    is_flag=True,
-    help="Rewrite a BatchNormalization that nothing folds into as one Mul and one Add.",
+    type=click.Choice(LOWERING_FORMS),
+    is_flag=False,
+    flag_value="mul-add",
+    default=None,
+    help="Rewrite a BatchNormalization that nothing folds into: as one Mul and one Add "
+    "(mul-add, the default when no form is given) or as a 1x1 depthwise Conv (dwconv).",
 )
 @click.option(
     "--verify",
@@ -77,7 +82,7 @@ def command(
     report_path: Path | None,
     markdown_path: Path | None,
     disable: tuple[str, ...],
-    lower_standalone: bool,
+    lower_standalone: str | None,
     run_verify: bool,
     force: bool,
     run_bench: bool,
@@ -131,7 +136,7 @@ def command(
         result = optimize(
             model,
             disable=disable,
-            lower_standalone=lower_standalone,
+            lower_standalone=lower_standalone or False,
             output=target,
             in_place=in_place and not dry_run,
             external_data=external_data,

@@ -15,11 +15,14 @@ from collections.abc import Iterable
 from functools import cache
 
 from .base import Pattern
+from .bn_bn import BatchNormAffine
+from .concat_bn import ConcatBatchNorm
 from .consumer import ConsumerFold, ConvConsumer, GemmConsumer, MatMulConsumer
 from .conv_bn import ConvBatchNorm, ConvTransposeBatchNorm
 from .gemm_bn import GemmBatchNorm
 from .matmul_bn import MatMulBatchNorm
 from .multi_consumer import MultiConsumerFold
+from .producer import ProducerFold
 
 PRODUCERS = (ConvBatchNorm, ConvTransposeBatchNorm, GemmBatchNorm, MatMulBatchNorm)
 CONSUMERS = (MatMulConsumer, GemmConsumer, ConvConsumer)
@@ -29,8 +32,11 @@ def default_patterns(disabled: Iterable[str] = ()) -> list[Pattern]:
     """Every pattern not named in ``disabled``, in the order they are tried."""
     off = set(disabled)
     consumers: list[ConsumerFold] = [c() for c in CONSUMERS if c.name not in off]
+    producers: list[ProducerFold] = [p() for p in PRODUCERS if p.name not in off]
     patterns: list[Pattern] = [
-        *(producer() for producer in PRODUCERS),
+        *producers,
+        BatchNormAffine(),
+        ConcatBatchNorm(producers),
         *consumers,
         MultiConsumerFold(consumers),
         *(producer(through_activations=True) for producer in PRODUCERS),

@@ -7,6 +7,8 @@ per such layer, with the affine *per feature at that layer's input*:
 
 - a reshape that merges the channel axis with static axes after it repeats each channel's
   ``(s, t)`` over the features it became (``Flatten`` of ``[N, C, H, W]``: ``H·W`` each);
+  with axes before it, the channels tile (``Transpose`` to NHWC, then ``Flatten``: feature
+  ``f`` is channel ``f mod C``);
 - a ``Split`` on the channel axis gives each output its own slice of ``(s, t)``
   (``s[a:b]``, ``t[a:b]`` for the output holding channels ``a…b−1``); on another axis each
   output gets the whole affine.
@@ -132,9 +134,12 @@ def _follow(
         return Skip(
             "axis-not-proven", f"cannot prove where {node_label(reader)} moves the channel axis"
         )
-    new_axis, repeat = traced
-    if repeat > 1:
-        affine = Affine(np.repeat(affine.scale, repeat), np.repeat(affine.shift, repeat))
+    new_axis, repeat, tile = traced
+    if repeat > 1 or tile > 1:
+        affine = Affine(
+            np.tile(np.repeat(affine.scale, repeat), tile),
+            np.tile(np.repeat(affine.shift, repeat), tile),
+        )
     return _walk(ctx, targets, reader.output[0], new_axis, affine, [*passes, reader])
 
 

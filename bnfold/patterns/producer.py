@@ -46,6 +46,8 @@ from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
 from .chain import Chain, walk_to_linear
 
+Slot = tuple[onnx.NodeProto, int]  # a node and one of its input slots
+
 
 @dataclass
 class Layer:
@@ -57,6 +59,13 @@ class Layer:
     channels: int
     output_rank: int | None
     channel_axis: int
+    weight_index: int | None = None  # the weight's input slot, when not the pattern's
+
+
+# A kept shift Add on a rank-4 (N, C, H, W) feature map breaks onnxruntime's NCHWc chain of
+# Conv/pool kernels (a constant-broadcast Add is not NCHWc), while a BatchNormalization there
+# becomes an NCHWc depthwise Conv: measured slower at level all (benchmarks/fold_shapes.md).
+NCHW_RANK = 4
 
 
 class ProducerFold:
@@ -79,6 +88,9 @@ class ProducerFold:
     def scaled_weight(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
         """``W' = s ⊙ W`` in float64, in memory (a small weight, or one not in a file)."""
         return np.asarray(layer.weight, dtype=np.float64) * self.weight_factors(layer, scale)
+
+    def slot_of_weight(self, layer: Layer) -> int:
+        return self.weight_index if layer.weight_index is None else layer.weight_index
 
     def new_bias(self, layer: Layer, affine: Affine) -> np.ndarray:
         """``b' = s·b + t`` (``t`` alone without a bias)."""
@@ -106,10 +118,16 @@ class ProducerFold:
         if through_activations:
             self.name = f"{self.name}-split"
 
-    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
+    def match(
+        self, ctx: FoldContext, site: AffineSite, *, into: Slot | None = None
+    ) -> Plan | Skip | None:
+        """The plan for ``site``; with ``into`` (a node and input slot, e.g. a Concat's), the
+        site's nodes stay: the folded layer's output feeds that slot again (``concat_bn``)."""
         chain = walk_to_linear(ctx.view, site, through_activations=self.through_activations)
         if isinstance(chain, Skip):
             return chain
+        if into is not None and chain.shape_readers:
+            return Skip("producer-output-shared", "a tensor on the way is also read for its shape")
         if (
             chain.linear.op_type != self.op_type
             or bool(chain.activations) != self.through_activations
@@ -149,6 +167,13 @@ class ProducerFold:
             refusal = carrier_skip(ctx.view, node, moving, ctx.opset, at)
             if refusal is not None:
                 return refusal
+        if staying_shift is not None and site.rank == NCHW_RANK:
+            return Skip(
+                "slower-at-level-all",
+                f"the shift would stay as an Add on {node_label(layer.node)}'s 4-D feature "
+                "map, which breaks onnxruntime's NCHWc layout at level all (it reorders "
+                "around the Add, not around the BN): kept, see benchmarks/fold_shapes.md",
+            )
         total = Affine.identity(layer.channels)
         for node in chain.elementwise:
             if layer.output_rank is None:
@@ -167,7 +192,7 @@ class ProducerFold:
                     "not-per-channel", f"{node_label(node)} is not a per-channel constant op"
                 )
             total = total.then(step)
-        return self._plan(ctx, site, chain, layer, total.then(moving), staying_shift)
+        return self._plan(ctx, site, chain, layer, total.then(moving), staying_shift, into)
 
     def _plan(
         self,
@@ -177,13 +202,14 @@ class ProducerFold:
         layer: Layer,
         total: Affine,
         staying_shift: np.ndarray | None,
+        into: Slot | None = None,
     ) -> Plan | Skip:
         dtype = layer.weight.dtype
         # A large weight still in its file becomes a recipe, computed while the output is
         # written (bnfold.recipes); the same float64 product and one rounding either way.
         weight = scaled_constant(
             ctx.view,
-            layer.node.input[self.weight_index],
+            layer.node.input[self.slot_of_weight(layer)],
             layer.weight,
             self.weight_factors(layer, total.scale),
         ) or round_to(self.scaled_weight(layer, total.scale), dtype)
@@ -230,13 +256,19 @@ class ProducerFold:
         )
         edits: list[Edit] = [
             SetConstant(
-                layer.node, self.weight_index, weight.value, tensor_base(layer.node, "weight")
+                layer.node,
+                self.slot_of_weight(layer),
+                weight.value,
+                tensor_base(layer.node, "weight"),
             )
         ]
-        direct = not chain.passes and shift is None
+        direct = not chain.passes and shift is None and into is None
         stored, carrier = self.bias_edits(layer, bias.value, site, direct=direct)
         edits += stored
-        edits += _splice_out(chain, site, carrier, None if shift is None else shift.value)
+        if into is not None:
+            edits += _splice_into(chain, into, carrier)
+        else:
+            edits += splice_out(chain, site, carrier, None if shift is None else shift.value)
         return Plan(
             fold,
             [*site.nodes, *chain.elementwise, *chain.passes, *chain.shape_readers, layer.node],
@@ -265,7 +297,7 @@ def _trace_channel_axis(ctx: FoldContext, chain: Chain, site_axis: int) -> list[
     return axes
 
 
-def _splice_out(
+def splice_out(
     chain: Chain, site: AffineSite, carrier: Name, shift: np.ndarray | None
 ) -> list[Edit]:
     """Remove the folded constant ops and the site; rewire so the site's output name stays.
@@ -304,6 +336,20 @@ def _splice_out(
     elif last_output != site.output:
         node = last if last is not None else chain.linear
         edits.append(SetOutput(node, 0, site.output))
+    return edits
+
+
+def _splice_into(chain: Chain, into: Slot, carrier: Name) -> list[Edit]:
+    """Remove the folded constant ops; the passes, or else input ``into`` itself, read
+    ``carrier`` (the layer's output, or its new bias Add's) again."""
+    edits: list[Edit] = [RemoveNodes(tuple(chain.elementwise))] if chain.elementwise else []
+    node, slot = into
+    last: Name = carrier
+    if chain.passes:
+        edits.append(SetInput(chain.passes[0], 0, carrier))
+        last = chain.passes[-1].output[0]
+    if last != node.input[slot]:  # constant ops that sat after a no-op are gone
+        edits.append(SetInput(node, slot, last))
     return edits
 
 

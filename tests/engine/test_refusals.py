@@ -477,8 +477,8 @@ CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
         ),
         True,
     ),
-    "MatMul with the constant on the left": (
-        "constant-left-operand",
+    "MatMul with the constant on the left, BN on the columns": (
+        "channel-axis-mismatch",
         _left_constant_matmul_model,
         True,
     ),
@@ -494,6 +494,15 @@ CASES: dict[str, tuple[str, Callable[[], onnx.ModelProto], bool]] = {
             helper.make_node("Constant", [], ["ax"], value_ints=[1]),
             helper.make_node("Slice", ["y", "s0", "s1", "ax"], ["t"]),
             bn_input="t",
+        ),
+        True,
+    ),
+    "shift kept as an Add on a Conv feature map (NCHWc at level all)": (
+        "slower-at-level-all",
+        lambda: conv_then(
+            helper.make_node("Relu", ["y"], ["r"]),
+            bn_input="r",
+            params=[np.abs(p) + 0.1 for p in _bn_params(4)],
         ),
         True,
     ),

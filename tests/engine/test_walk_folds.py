@@ -258,3 +258,107 @@ def test_bn_into_a_constant_left_matmul() -> None:
     inits = {**_bn_inits(4), "W": _weights([3, 4])}
     folded = _folded(_model(nodes, inits, [2, 4, 5]))
     assert op_types(folded) == ["MatMul", "Add"]
+
+
+# ---- an affine after a BN merges into the BN ------------------------------------------
+
+
+@pytest.mark.parametrize("second", ["chain", "bn"])
+def test_an_affine_after_a_bn_merges_into_it(second: str) -> None:
+    """Caffe's BN → Scale (Mul, Add) and BN → BN: γ' = s·γ, β' = s·β + t (s < 0 too)."""
+    rng = np.random.default_rng(9)
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["g"]),
+        helper.make_node("BatchNormalization", ["g", *BN], ["n"], name="bn"),
+    ]
+    inits = _bn_inits(4)
+    if second == "chain":
+        scale = rng.uniform(0.5, 2, [4, 1, 1]) * np.array([1, -1, 1, -1]).reshape(4, 1, 1)
+        nodes += [
+            helper.make_node("Mul", ["n", "s"], ["m"], name="scale_mul"),
+            helper.make_node("Add", ["m", "t"], ["z"], name="scale_add"),
+        ]
+        inits |= {"s": scale.astype(np.float32), "t": _weights([4, 1, 1], 8)}
+    else:
+        names = [f"{p}2" for p in BN]
+        nodes.append(helper.make_node("BatchNormalization", ["n", *names], ["z"], name="bn2"))
+        inits |= dict(zip(names, _bn(4, seed=3), strict=True))
+    model = _model(nodes, inits, [1, 4, 3, 3])
+    result = fold(model)
+    assert [(f.pattern, f.into) for f in result.report.folds] == [("bn-affine", "bn")]
+    assert op_types(result.model) == ["Sigmoid", "BatchNormalization"]
+    assert [s.bn for s in result.report.skipped] == ["bn"]
+    assert_equivalent(model, result.model)
+
+
+# ---- Concat → BN: each producer takes its slice ---------------------------------------
+
+
+def test_concat_of_two_convs_then_bn_folds_each_slice() -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "A"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "B", "bb"], ["b"], name="conv_b"),
+        helper.make_node("ConvTranspose", ["x", "T"], ["t"], name="deconv", group=3),
+        helper.make_node("Cast", ["t"], ["tc"], to=FLOAT),
+        helper.make_node("Add", ["tc", "tb"], ["ta"]),
+        helper.make_node("Concat", ["a", "b", "ta"], ["c"], axis=1),
+        helper.make_node("BatchNormalization", ["c", *BN], ["z"], name="bn"),
+    ]
+    inits = {
+        "A": _weights([2, 3, 3, 3], 2),
+        "B": _weights([3, 3, 1, 1], 3),
+        "bb": _weights([3], 4),
+        "T": _weights([3, 2, 1, 1], 5),
+        "tb": _weights([6, 1, 1], 6),
+        **_bn_inits(11),
+    }
+    model = _model(nodes, inits, [1, 3, 5, 5])
+    result = fold(model)
+    assert [(f.pattern, f.into) for f in result.report.folds][-1:] == [
+        ("concat-bn", "conv_a, conv_b, deconv")
+    ], (result.report.folds, result.report.skipped)
+    assert "BatchNormalization" not in op_types(result.model)
+    assert_equivalent(model, result.model)
+
+
+def test_concat_with_a_part_nothing_folds_into_keeps_the_bn() -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "A"], ["a"], name="conv_a"),
+        helper.make_node("Concat", ["a", "x"], ["c"], axis=1),
+        helper.make_node("BatchNormalization", ["c", *BN], ["z"], name="bn"),
+    ]
+    model = _model(nodes, {"A": _weights([2, 3, 1, 1]), **_bn_inits(5)}, [1, 3, 4, 4])
+    result = fold(model)
+    assert [s.reason for s in result.report.skipped] == ["no-linear-producer"]
+    assert result.model.SerializeToString() == model.SerializeToString()
+
+
+# ---- tiled channel mappings (NHWC, then Flatten/Reshape) ------------------------------
+
+
+@pytest.mark.parametrize("flatten", ["Flatten", "Reshape"])
+def test_bn_then_nhwc_transpose_then_flatten_into_matmul(flatten: str) -> None:
+    """Feature f of the flattened NHWC tensor is channel f mod C: (s, t) tile, not repeat."""
+    shape_const = helper.make_node("Constant", [], ["target"], value_ints=[1, -1])
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", *BN], ["n"], name="bn"),
+        helper.make_node("Transpose", ["n"], ["t"], perm=[0, 2, 3, 1]),
+        *(
+            [helper.make_node("Flatten", ["t"], ["f"], axis=1)]
+            if flatten == "Flatten"
+            else [shape_const, helper.make_node("Reshape", ["t", "target"], ["f"])]
+        ),
+        helper.make_node("MatMul", ["f", "W"], ["z"], name="matmul"),
+    ]
+    inits = {**_bn_inits(3), "W": _weights([2 * 4 * 3, 5])}
+    _folded(_model(nodes, inits, [1, 3, 2, 4]))
+
+
+def test_constant_left_matmul_then_bn_on_its_rows() -> None:
+    """W[M, K] @ x[B, K, N] → BN over M: W's rows scaled, s·0 + t added per row."""
+    nodes = [
+        helper.make_node("MatMul", ["W", "x"], ["y"], name="matmul"),
+        helper.make_node("BatchNormalization", ["y", *BN], ["z"], name="bn"),
+    ]
+    folded = _folded(_model(nodes, {"W": _weights([5, 4]), **_bn_inits(5)}, [2, 4, 3]))
+    assert op_types(folded) == ["MatMul", "Add"]

@@ -3,7 +3,8 @@
 ``random_models()`` draws a small network step by step: each step takes an existing tensor
 (the latest one more often, any earlier one otherwise, which creates fan-out) and applies one
 of Conv, ConvTranspose, Gemm, MatMul, BatchNormalization, Relu, Add, Mul, Reshape, Flatten,
-MaxPool, AveragePool, GlobalAveragePool or Concat with random attributes (group, strides,
+MaxPool, AveragePool, GlobalAveragePool, Concat, a no-op Cast/Identity or a Slice with random
+attributes (group, strides,
 pads, dilations, auto_pad, output_padding, transA/transB, alpha/beta, bias or not...). A
 BatchNormalization often follows a linear layer directly, so folds are common; the random
 sharing and graph outputs make refusals common too.
@@ -324,6 +325,26 @@ def _concat(b: _Builder, v: Value) -> Value | None:
     return b.add_node("Concat", [v.name, other.name], shape, axis=1)
 
 
+def _noop(b: _Builder, v: Value) -> Value | None:
+    """A no-op a fold walks through: torch's float→float Cast, or Identity."""
+    if b.draw(st.booleans()):
+        elem = onnx.helper.np_dtype_to_tensor_dtype(b.dtype)
+        return b.add_node("Cast", [v.name], v.shape, to=elem)
+    return b.add_node("Identity", [v.name], v.shape)
+
+
+def _slice(b: _Builder, v: Value) -> Value | None:
+    """A causal trim: drop the first element of the last axis (or of axis 1, the channels)."""
+    axis = b.draw(st.sampled_from([len(v.shape) - 1, 1]))
+    if v.shape[axis] < 2:
+        return None
+    shape = tuple(size - 1 if i == axis else size for i, size in enumerate(v.shape))
+    starts = b.const("starts", np.array([1], np.int64))
+    ends = b.const("ends", np.array([v.shape[axis]], np.int64))
+    axes = b.const("axes", np.array([axis], np.int64))
+    return b.add_node("Slice", [v.name, starts, ends, axes], shape)
+
+
 LINEAR: list[Callable[[_Builder, Value], Value | None]] = [_conv, _conv_transpose, _gemm, _matmul]
 OTHERS: list[Callable[[_Builder, Value], Value | None]] = [
     _batchnorm,
@@ -332,6 +353,8 @@ OTHERS: list[Callable[[_Builder, Value], Value | None]] = [
     _elementwise,
     _reshape,
     _concat,
+    _noop,
+    _slice,
 ]
 
 

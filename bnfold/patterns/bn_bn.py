@@ -1,0 +1,45 @@
+"""An affine right after a BatchNormalization: merge it into the BN's own scale and bias.
+
+Caffe's exporters write ``BN → Scale`` as ``BatchNormalization → Mul → Add``, and some graphs
+stack two BNs. For ``BN(x) = γ·(x − μ)/sqrt(σ² + ε) + β`` followed by ``s·y + t`` per channel:
+
+    s·BN(x) + t = (s·γ)·(x − μ)/sqrt(σ² + ε) + (s·β + t)
+
+so ``γ' = s·γ``, ``β' = s·β + t`` and μ, σ², ε stay: the BN computes both (any sign of s).
+The merged BN is still a site, and folds on into a neighbouring layer where it can.
+Spec: https://onnx.ai/onnx/operators/onnx__BatchNormalization.html
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..batchnorm import batchnorm_affine
+from ..foldmath import along_axis
+from ..outcomes import Skip
+from .base import FoldContext
+from .layer_checks import constant_weight
+from .producer import Layer, ProducerFold
+
+
+class BatchNormAffine(ProducerFold):
+    name = "bn-affine"
+    op_type = "BatchNormalization"
+
+    def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
+        checked = batchnorm_affine(ctx.view, node, ctx.opset)
+        if isinstance(checked, Skip):
+            return checked
+        gamma = constant_weight(ctx.view, node, 1, "scale")
+        if isinstance(gamma, Skip):
+            return gamma
+        beta = constant_weight(ctx.view, node, 2, "B")
+        if isinstance(beta, Skip):
+            return beta
+        shape = ctx.shapes().get(node.input[0])
+        rank = len(shape) if shape is not None else None
+        return Layer(node, gamma, beta, int(gamma.size), output_rank=rank, channel_axis=1)
+
+    def weight_factors(self, layer: Layer, scale: np.ndarray) -> np.ndarray:
+        return along_axis(scale, 0, 1)
