@@ -198,6 +198,67 @@ def bnfold_cli() -> Callable[[str, str, bool], str]:
     return run
 
 
+def bnfold_no_fsync() -> Callable[[str, str, bool], str]:
+    """bnfold with its fsyncs turned into no-ops: what the durable commit costs (compare with
+    ``bnfold``). Still atomic (staged, renamed), but a power cut could lose the new file."""
+    import bnfold.output
+
+    bnfold.output.fsync = lambda path: None  # type: ignore[assignment]
+    bnfold.output.fsync_folder = lambda folder: None  # type: ignore[assignment]
+    run = bnfold_api()
+
+    def run_no_fsync(src: str, dst: str, external: bool) -> str:
+        return run(src, dst, external) + " (fsync off)"
+
+    return run_no_fsync
+
+
+def bnfold_io() -> Callable[[str, str, bool], str]:
+    """bnfold's reading and writing alone (no fold): ``load_model`` + ``Outputs.save_model``."""
+    from bnfold.modelio import load_model
+    from bnfold.output import Outputs
+
+    def run(src: str, dst: str, external: bool) -> str:
+        loaded = load_model(src)
+        outputs = Outputs()
+        outputs.read_model(src)
+        outputs.save_model(
+            loaded.model, dst, external_data=loaded.has_external_data, base_dir=loaded.base_dir
+        )
+        return "bnfold load_model + Outputs.save_model (lazy read, streamed atomic write)"
+
+    return run
+
+
+def onnx_ir_io() -> Callable[[str, str, bool], str]:
+    """onnx-ir's reading and writing alone (what onnxscript builds on): ``ir.load`` + ``ir.save``."""
+    import onnx_ir as ir
+
+    def run(src: str, dst: str, external: bool) -> str:
+        model = ir.load(src)
+        ir.save(model, dst, external_data=os.path.basename(dst) + ".data" if external else None)
+        return "onnx_ir.load + onnx_ir.save"
+
+    return run
+
+
+def cp_tool() -> Callable[[str, str, bool], str]:
+    """The floor: copy the model and its data files byte for byte (``shutil.copyfile``, which
+    copies in the kernel). The copy refers to its data files by their original names."""
+    import shutil
+
+    from bnfold.output import model_files
+
+    def run(src: str, dst: str, external: bool) -> str:
+        files = model_files(Path(src))
+        shutil.copyfile(files[0], dst)
+        for data in files[1:]:
+            shutil.copyfile(data, Path(dst).parent / data.name)
+        return "shutil.copyfile of the model and its data files"
+
+    return run
+
+
 def ort_basic() -> Callable[[str, str, bool], str]:
     import onnxruntime as ort
 
@@ -309,6 +370,10 @@ TOOLS: dict[str, Callable[[], Callable[[str, str, bool], str]]] = {
     "onnx-io": onnx_io,
     "bnfold": bnfold_api,
     "bnfold-cli": bnfold_cli,
+    "bnfold-nofsync": bnfold_no_fsync,
+    "bnfold-io": bnfold_io,
+    "onnx-ir-io": onnx_ir_io,
+    "cp": cp_tool,
     "onnxruntime": ort_basic,
     "onnxscript-rules": onnxscript_rules,
     "onnxscript-optimize": onnxscript_optimize,

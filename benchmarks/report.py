@@ -14,6 +14,10 @@ TOOL_LABELS = {
     "onnx-io": "onnx.load + onnx.save (baseline)",
     "bnfold": "**bnfold** (`optimize` + `save`)",
     "bnfold-cli": "bnfold CLI (`bnfold optimize -q`)",
+    "bnfold-nofsync": "bnfold with fsync off",
+    "bnfold-io": "bnfold I/O alone (no fold)",
+    "onnx-ir-io": "onnx-ir I/O alone (`ir.load` + `ir.save`)",
+    "cp": "cp (the files, byte for byte)",
     "onnxruntime": "onnxruntime BASIC (`optimized_model_filepath`)",
     "onnxscript-rules": "onnxscript fuse_batchnorm rules",
     "onnxscript-optimize": "onnxscript `optimizer.optimize`",
@@ -25,6 +29,10 @@ TOOL_HOW = {
     "onnx-io": "`onnx.load(path)` then `onnx.save` (external data when the input has it)",
     "bnfold": "`bnfold.optimize(path)` then `result.save(out)`",
     "bnfold-cli": "`bnfold optimize MODEL -o OUT -q` through the click entry point (in process, after imports)",
+    "bnfold-nofsync": "as **bnfold**, with `bnfold.output`'s `fsync`/`fsync_folder` replaced by no-ops: the difference is what the durable commit costs",
+    "bnfold-io": "`bnfold.modelio.load_model(path)` then `Outputs().save_model(...)`: bnfold's reading and atomic, durable writing with no fold",
+    "onnx-ir-io": "`onnx_ir.load(path)` then `onnx_ir.save(model, out)` (external data when the input has it): the I/O onnxscript builds on, with no rewrite",
+    "cp": "`shutil.copyfile` of the model and each data file (in the kernel): no tool writes these bytes faster",
     "onnxruntime": "`InferenceSession(path, level=ORT_ENABLE_BASIC, optimized_model_filepath=out)`, CPU provider; external initializers file when the input has external data",
     "onnxscript-rules": "`onnx_ir.load`, `onnxscript.rewriter.rewrite(model, [fuse_batchnorm_into_conv_rule, ..._conv_transpose_rule, ..._gemm_rule])`, `onnx_ir.save`",
     "onnxscript-optimize": "`onnx_ir.load`, `onnxscript.optimizer.optimize(model)` (constant folding + the default rewrite rules, which include the BN fusions), `onnx_ir.save`",
@@ -146,6 +154,25 @@ def targets(entry: dict[str, Any]) -> list[str]:
                 if ours.get("rounds", 1) > 1
                 else ""
             )
+        )
+    other = tools.get("onnxscript-rules")
+    if ours and other and ours.get("ok") and other.get("ok"):
+        lines.append(
+            f"- **vs onnxscript**: bnfold {ours['work_s']:.2f} s, {ours['rss_peak_mb']:,.0f} MiB "
+            f"peak; onnxscript's rules {other['work_s']:.2f} s, {other['rss_peak_mb']:,.0f} MiB "
+            f"(bnfold/onnxscript time = **{ours['work_s'] / other['work_s']:.2f}×**)"
+            + (
+                f"; rounds: onnxscript {other.get('work_runs_s')}"
+                if other.get("rounds", 1) > 1
+                else ""
+            )
+        )
+    durable, loose = tools.get("bnfold"), tools.get("bnfold-nofsync")
+    if durable and loose and durable.get("ok") and loose.get("ok"):
+        lines.append(
+            f"- **fsync**: bnfold {durable['work_s']:.2f} s, with fsync off "
+            f"{loose['work_s']:.2f} s: the durable commit costs "
+            f"{durable['work_s'] - loose['work_s']:+.2f} s"
         )
     if ours and ours.get("ok"):
         peak = ours["rss_peak_mb"]
@@ -315,9 +342,10 @@ def markdown(store: dict[str, Any]) -> str:
         + "`: the original runs with onnxruntime at ORT_DISABLE_ALL (the reference), the output at "
         "ORT_DISABLE_ALL and ORT_ENABLE_ALL, random inputs, per-dtype tolerances "
         "(float32: atol = rtol = 1e-4). A tool's output that still has every BN passes trivially.",
-        "- onnx.load + onnx.save and bnfold are timed side by side in interleaved rounds where a "
-        "model asks for it (the median is shown); every other tool runs once. Outputs are deleted "
-        "after verification.",
+        "- onnx.load + onnx.save, bnfold, onnxscript's rules, bnfold with fsync off, the two I/O "
+        "layers alone and cp are timed side by side in interleaved rounds where a model asks for "
+        "it (the median is shown); every other tool runs once. Outputs are deleted after "
+        "verification.",
         "",
         "Tools:",
         "",

@@ -42,6 +42,10 @@ TOOLS = [
     "onnx-io",
     "bnfold",
     "bnfold-cli",
+    "bnfold-nofsync",
+    "bnfold-io",
+    "onnx-ir-io",
+    "cp",
     "onnxruntime",
     "onnxscript-rules",
     "onnxscript-optimize",
@@ -49,10 +53,15 @@ TOOLS = [
     "onnxslim",
     "onnxsim",
 ]
-PAIR = ("onnx-io", "bnfold")  # timed side by side, `repeat` rounds, interleaved
+# Timed side by side in `repeat` interleaved rounds (the others run once): bnfold against the
+# baseline, the fastest other folder, bnfold without fsync, the two I/O layers alone, and cp.
+PAIR = ("onnx-io", "bnfold", "onnxscript-rules", "bnfold-nofsync", "bnfold-io", "onnx-ir-io", "cp")
 TOOL_MODULES = {
     "bnfold": "bnfold",
     "bnfold-cli": "bnfold",
+    "bnfold-nofsync": "bnfold",
+    "bnfold-io": "bnfold",
+    "onnx-ir-io": "onnx_ir",
     "onnxruntime": "onnxruntime",
     "onnxscript-rules": "onnxscript",
     "onnxscript-optimize": "onnxscript",
@@ -68,7 +77,7 @@ BENCH_MODELS = {
     "chain-512x50": (20, 3, "disable,all"),
 }
 QUICK_BENCH = (20, 3, "all")
-PROFILE_MODELS = ("chain-512x50", "chain-1024x57-ext")
+PROFILE_MODELS = ("chain-512x50", "chain-1024x64-ext")
 
 
 def log(message: str) -> None:
@@ -482,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small models only (about 2 min)")
     parser.add_argument("--models", help="comma list of models to (re)run; others are kept")
     parser.add_argument("--tools", help=f"comma list of tools to (re)run: {','.join(TOOLS)}")
-    parser.add_argument("--repeat", type=int, help="rounds of onnx-io+bnfold (default per model)")
+    parser.add_argument(
+        "--repeat", type=int, help=f"interleaved rounds of {','.join(PAIR)} (default per model)"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run (600)")
     parser.add_argument("--mem-limit-gb", type=float, default=20.0, help="GiB per run (20)")
     parser.add_argument("--no-verify", action="store_true", help="skip bnfold verify")
