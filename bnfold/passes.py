@@ -24,7 +24,6 @@ from pathlib import Path
 import onnx
 
 from . import selfcheck
-from .batchnorm import is_batchnorm
 from .constants import ConstantCache
 from .editor import GraphEditor, NameAllocator
 from .graph import (
@@ -39,9 +38,10 @@ from .lowering import MUL_ADD, lowering_plan
 from .outcomes import Fold, Skip
 from .patterns import default_patterns
 from .patterns.base import FoldContext, Pattern
+from .patterns.batchnorm import is_batchnorm
+from .patterns.sites import AffineSite, all_sites
 from .plan import Plan
 from .shapes import MAIN_SCOPE, ModelShapes, ScopePath, infer_model_shapes, scoped_subgraphs
-from .sites import AffineSite, all_sites
 
 SiteKey = tuple[ScopePath, str]  # (scope, site output): unique, since names are SSA per scope
 

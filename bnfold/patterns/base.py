@@ -17,7 +17,7 @@ from ..plan import Plan
 from ..shapes import Shape
 
 if TYPE_CHECKING:
-    from ..sites import AffineSite
+    from .sites import AffineSite
 
 
 @dataclass

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..batchnorm import batchnorm_affine
 from ..foldmath import along_axis
 from ..outcomes import Skip
 from .base import FoldContext
+from .batchnorm import batchnorm_affine
 from .layer_checks import constant_weight
 from .producer import Layer, ProducerFold
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from ..elementwise import constant_operand
 from ..graph import GraphView, is_standard
 from ..outcomes import Skip
-from ..sites import AffineSite
 from .base import node_label
+from .elementwise import constant_operand
 from .optable import ACTIVATION, NOOP, ROLES, role
+from .sites import AffineSite
 
 ACTIVATIONS = frozenset(op for op, kind in ROLES.items() if kind == ACTIVATION)
 

@@ -15,15 +15,15 @@ BN are composed or passed first. Spec: https://onnx.ai/onnx/operators/onnx__Conc
 
 from __future__ import annotations
 
-from ..elementwise import elementwise_affine
 from ..foldmath import Affine
 from ..graph import int_attribute
 from ..outcomes import Fold, Skip
-from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
 from .chain import walk_to_linear
+from .elementwise import elementwise_affine
 from .optable import NOOP, role
 from .producer import ProducerFold, splice_out
+from .sites import AffineSite
 
 
 class ConcatBatchNorm:

@@ -27,8 +27,6 @@ import functools
 import numpy as np
 import onnx
 
-from ..carriers import has_padding
-from ..elementwise import elementwise_affine
 from ..foldmath import (
     LOW_PRECISION,
     Affine,
@@ -52,11 +50,13 @@ from ..plan import (
     SetOutput,
 )
 from ..recipes import scaled_constant
-from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
+from .carriers import has_padding
 from .consumer_walk import walk_to_consumers
+from .elementwise import elementwise_affine
 from .layer_checks import constant_weight, optional_bias
 from .producer import tensor_base
+from .sites import AffineSite
 
 
 class ConsumerFold:

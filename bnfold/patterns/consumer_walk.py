@@ -25,14 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..carriers import carrier_skip
 from ..foldmath import Affine
 from ..graph import CAPTURE, attribute, is_standard
-from ..layout import trace_axis_forward
 from ..outcomes import Skip
-from ..sites import AffineSite
 from .base import FoldContext, node_label
+from .carriers import carrier_skip
+from .layout import trace_axis_forward
 from .optable import ACTIVATION, role
+from .sites import AffineSite
 
 
 @dataclass

@@ -19,10 +19,10 @@ from ..foldmath import Affine, along_axis
 from ..graph import attribute, float_attribute
 from ..outcomes import Skip
 from ..plan import Edit, Name, SetFloatAttribute
-from ..sites import AffineSite
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight, optional_bias
 from .producer import Layer, ProducerFold
+from .sites import AffineSite
 
 
 class GemmBatchNorm(ProducerFold):

@@ -24,10 +24,10 @@ import onnx
 from ..foldmath import along_axis
 from ..outcomes import Skip
 from ..plan import AddConstant, Edit, Fresh, InsertNode, Name
-from ..sites import AffineSite
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight
 from .producer import Layer, ProducerFold, tensor_base
+from .sites import AffineSite
 
 
 class MatMulBatchNorm(ProducerFold):

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from ..outcomes import Fold, Skip
 from ..plan import Edit, RemoveNodes, SetInput
-from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
 from .consumer import ConsumerFold
 from .consumer_walk import walk_to_consumers
+from .sites import AffineSite
 
 
 class MultiConsumerFold:

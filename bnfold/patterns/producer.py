@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..carriers import carrier_skip
-from ..elementwise import elementwise_affine
 from ..foldmath import (
     CANCELLATION_BOUND,
     LOW_PRECISION,
@@ -28,7 +26,6 @@ from ..foldmath import (
     precision_lost,
     round_to,
 )
-from ..layout import trace_axis_back
 from ..outcomes import Fold, Skip
 from ..plan import (
     AddConstant,
@@ -42,9 +39,12 @@ from ..plan import (
     SetOutput,
 )
 from ..recipes import scaled_constant
-from ..sites import AffineSite
 from .base import FoldContext, Plan, node_label
+from .carriers import carrier_skip
 from .chain import Chain, walk_to_linear
+from .elementwise import elementwise_affine
+from .layout import trace_axis_back
+from .sites import AffineSite
 
 Slot = tuple[onnx.NodeProto, int]  # a node and one of its input slots
 

@@ -163,7 +163,7 @@ def test_optimize_verify_checks_the_written_file_before_it_lands(
 
 def _corrupt_folds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every BN folds with a scale 0.1% off: a wrong fold verify must catch."""
-    import bnfold.batchnorm as batchnorm
+    import bnfold.patterns.batchnorm as batchnorm
     from bnfold.foldmath import Affine, bn_to_affine
 
     def wrong(*args: object, **kwargs: object) -> Affine:

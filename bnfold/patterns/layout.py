@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 import onnx
 
-from .graph import attribute
-from .patterns.optable import ACTIVATION, NOOP, POOLING, ROLES, SLICE
+from ..graph import attribute
+from .optable import ACTIVATION, NOOP, POOLING, ROLES, SLICE
 
 Shape = tuple[int | str | None, ...]
 
