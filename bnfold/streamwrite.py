@@ -149,6 +149,7 @@ class _TensorWriter:
             _copy_range(*self.source, self.data_handle)
         else:
             self.data_handle.write(self.tensor.raw_data)
+        _start_writeback(self.data_handle, offset, self.length)
         light = onnx.TensorProto()
         light.ParseFromString(self.head + self.tail)
         light.data_location = onnx.TensorProto.EXTERNAL
@@ -180,12 +181,37 @@ class _TensorWriter:
             return
         handle.write(self.head)
         handle.write(self.raw_key)
+        start = handle.tell()
         if self.recipe is not None:
             self.recipe.write_to(handle)
         else:
             assert self.source is not None
             _copy_range(*self.source, handle)
+        _start_writeback(handle, start, self.length)
         handle.write(self.tail)
+
+
+# Tensors at least this large are handed to the kernel for writing back as soon as written.
+WRITEBACK_BYTES = 1 << 20
+
+
+def _start_writeback(handle: BinaryIO, start: int, length: int) -> None:
+    """Let the kernel start writing ``length`` bytes from ``start`` to disk now (a hint).
+
+    ``POSIX_FADV_DONTNEED`` starts writeback of the range's dirty pages without waiting
+    (and drops the pages already clean). The final ``fsync`` then finds little left to do,
+    and dirty pages never pile up to the point where the kernel throttles the writer: on a
+    2.4 GB model this took the save from 4.4-5.4 s to 2.3-2.8 s, fsync from 0.6 s to 0.02 s.
+    The ``fsync`` before the commit is what makes the file durable, not this.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None or length < WRITEBACK_BYTES:
+        return
+    try:
+        handle.flush()
+        advise(handle.fileno(), start, length, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError, ValueError):  # an in-memory buffer, an odd file system
+        pass
 
 
 def _without_external_fields(serialized: bytes) -> bytes:
