@@ -21,8 +21,10 @@ from .base import FoldContext
 from .batchnorm import batchnorm_affine
 from .layer_checks import constant_weight
 from .producer import Layer, ProducerFold
+from .registry import PRODUCER_GROUP, register
 
 
+@register(PRODUCER_GROUP)
 class BatchNormAffine(ProducerFold):
     name = "bn-affine"
     op_type = "BatchNormalization"

@@ -18,14 +18,16 @@ from __future__ import annotations
 from ..foldmath import Affine
 from ..graph import int_attribute
 from ..outcomes import Fold, Skip
-from .base import FoldContext, Plan, node_label
+from .base import FoldContext, Pattern, Plan, node_label
 from .chain import walk_to_linear
 from .elementwise import elementwise_affine
 from .optable import NOOP, role
 from .producer import ProducerFold, splice_out
+from .registry import PRODUCER_GROUP, register
 from .sites import AffineSite
 
 
+@register(PRODUCER_GROUP)
 class ConcatBatchNorm:
     """Fold each slice of a site into the producer of the matching Concat input."""
 
@@ -35,6 +37,11 @@ class ConcatBatchNorm:
 
     def __init__(self, producers: list[ProducerFold]) -> None:
         self.producers = producers
+
+    @classmethod
+    def from_patterns(cls, built: list[Pattern]) -> ConcatBatchNorm:
+        """Each slice may go into any enabled producer pattern (no split variants)."""
+        return cls([p for p in built if isinstance(p, ProducerFold) and not p.through_activations])
 
     def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
         view = ctx.view

@@ -56,6 +56,7 @@ from .consumer_walk import walk_to_consumers
 from .elementwise import elementwise_affine
 from .layer_checks import constant_weight, optional_bias
 from .producer import tensor_base
+from .registry import CONSUMER, register
 from .sites import AffineSite
 
 
@@ -152,6 +153,7 @@ class ConsumerFold:
         )
 
 
+@register(CONSUMER)
 class MatMulConsumer(ConsumerFold):
     name = "bn-matmul"
     op_type = "MatMul"
@@ -244,6 +246,7 @@ def _bias_add_after(
     return (add, index, value) if value is not None else None
 
 
+@register(CONSUMER)
 class GemmConsumer(ConsumerFold):
     name = "bn-gemm"
     op_type = "Gemm"
@@ -287,6 +290,7 @@ class GemmConsumer(ConsumerFold):
         return self.finish(site, consumer, passes, new_weight, new_bias, edits, adds_node=False)
 
 
+@register(CONSUMER)
 class ConvConsumer(ConsumerFold):
     name = "bn-conv"
     op_type = "Conv"

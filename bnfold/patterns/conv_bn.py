@@ -19,8 +19,10 @@ from ..outcomes import Skip
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight, optional_bias
 from .producer import Layer, ProducerFold
+from .registry import PRODUCER, register
 
 
+@register(PRODUCER, split=True)
 class ConvBatchNorm(ProducerFold):
     name = "conv-bn"
     op_type = "Conv"
@@ -46,6 +48,7 @@ class ConvBatchNorm(ProducerFold):
         return along_axis(scale, 0, layer.weight.ndim)
 
 
+@register(PRODUCER, split=True)
 class ConvTransposeBatchNorm(ProducerFold):
     name = "convtranspose-bn"
     op_type = "ConvTranspose"

@@ -22,9 +22,11 @@ from ..plan import Edit, Name, SetFloatAttribute
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight, optional_bias
 from .producer import Layer, ProducerFold
+from .registry import PRODUCER, register
 from .sites import AffineSite
 
 
+@register(PRODUCER, split=True)
 class GemmBatchNorm(ProducerFold):
     name = "gemm-bn"
     op_type = "Gemm"

@@ -27,9 +27,11 @@ from ..plan import AddConstant, Edit, Fresh, InsertNode, Name
 from .base import FoldContext, node_label
 from .layer_checks import constant_weight
 from .producer import Layer, ProducerFold, tensor_base
+from .registry import PRODUCER, register
 from .sites import AffineSite
 
 
+@register(PRODUCER, split=True)
 class MatMulBatchNorm(ProducerFold):
     name = "matmul-bn"
     op_type = "MatMul"

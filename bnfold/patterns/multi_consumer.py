@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from ..outcomes import Fold, Skip
 from ..plan import Edit, RemoveNodes, SetInput
-from .base import FoldContext, Plan, node_label
+from .base import FoldContext, Pattern, Plan, node_label
 from .consumer import ConsumerFold
 from .consumer_walk import walk_to_consumers
+from .registry import CONSUMER_GROUP, register
 from .sites import AffineSite
 
 
+@register(CONSUMER_GROUP)
 class MultiConsumerFold:
     """Fold into every consumer of ``site`` (each ``ConsumerFold`` plans its own branch)."""
 
@@ -30,6 +32,11 @@ class MultiConsumerFold:
 
     def __init__(self, consumers: list[ConsumerFold]) -> None:
         self.consumers = {pattern.op_type: pattern for pattern in consumers}
+
+    @classmethod
+    def from_patterns(cls, built: list[Pattern]) -> MultiConsumerFold:
+        """Each branch may go into any enabled single-consumer pattern."""
+        return cls([p for p in built if isinstance(p, ConsumerFold)])
 
     def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
         branches = walk_to_consumers(ctx, site)
