@@ -7,6 +7,7 @@ reference). The written files must be byte-identical, and so must ``result.model
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import bnfold
-from bnfold import lazyio, recipes
+from bnfold import lazyio, recipes, streamwrite
 from bnfold.foldmath import round_to
 from bnfold.modelio import load_model
 from tests.helpers import assert_equivalent, make_model, random_bn_params, tensor
@@ -315,3 +316,20 @@ def test_a_source_range_past_the_end_of_its_file_is_an_error(
     assert got.tobytes() == path.read_bytes()[5001:9001]
     with pytest.raises(OSError, match="ended"):
         lazyio.read_array(path, 8001, 4000, np.dtype("<f4"))
+
+
+def test_large_tensors_stream_into_a_buffer_without_a_file_descriptor(tmp_path: Path) -> None:
+    """The writeback hint after each large tensor needs a real file; a buffer skips it."""
+    weight = np.random.default_rng(0).standard_normal((300, 1000)).astype(np.float32)  # 1.2 MB
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        [tensor("x", ["N", 300])],
+        [tensor("y", None)],
+        [weight],
+        names=["W"],
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    lazy = lazyio.read_lazy(tmp_path / "m.onnx")
+    buffer = io.BytesIO()
+    streamwrite.write_model(lazy, buffer, tmp_path)
+    assert buffer.getvalue() == model.SerializeToString()
