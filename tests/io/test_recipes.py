@@ -333,3 +333,40 @@ def test_large_tensors_stream_into_a_buffer_without_a_file_descriptor(tmp_path: 
     buffer = io.BytesIO()
     streamwrite.write_model(lazy, buffer, tmp_path)
     assert buffer.getvalue() == model.SerializeToString()
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["one-file", "external"])
+def test_in_place_reads_the_recipes_sources_before_replacing_them(
+    external: bool, tmp_path: Path
+) -> None:
+    model = _model("conv", np.float32, 0)
+    source = tmp_path / "m.onnx"
+    onnx.save(model, source, save_as_external_data=external, size_threshold=1024)
+    (tmp_path / "ref").mkdir()
+    reference = bnfold.optimize(onnx.load(source))
+    reference.save(tmp_path / "ref" / "m.onnx", external_data=external)
+    result = bnfold.optimize(source, in_place=True)
+    assert len(result.report.folds) == 1
+    expected = lazyio.load_all(
+        onnx.load(tmp_path / "ref" / "m.onnx", load_external_data=False), tmp_path / "ref"
+    )
+    got = lazyio.load_all(onnx.load(source, load_external_data=False), tmp_path)
+    assert got.SerializeToString() == expected.SerializeToString()
+
+
+def test_a_forked_child_evaluates_recipes_with_its_own_threads(tmp_path: Path) -> None:
+    import multiprocessing
+
+    model = _model("conv", np.float32, 1)
+    onnx.save(model, tmp_path / "m.onnx")
+    result = bnfold.optimize(tmp_path / "m.onnx")
+    expected = result.model.SerializeToString()  # the parent's pool now has threads
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        # Without a fresh pool in the child, its tasks would wait forever for dead threads.
+        got = pool.apply_async(_materialize, (tmp_path / "m.onnx",)).get(timeout=120)
+    assert got == expected
+
+
+def _materialize(path: Path) -> bytes:
+    return bnfold.optimize(path).model.SerializeToString()
