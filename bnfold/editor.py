@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 from .constants import NONDETERMINISTIC_OPS, ConstantCache
-from .graph import CAPTURE, GraphView, Use, captured_names, is_standard, node_label, subgraphs
+from .graph import CAPTURE, GraphView, Use, captured_names, is_standard, subgraphs
 from .outcomes import Fold, Skip
 from .plan import (
     AddConstant,
@@ -176,7 +176,7 @@ class GraphEditor:
                 self.remove(edit.nodes, keep_value_info=edit.keep_value_info)
         self.touched.update(id(node) for node in plan.nodes)
         if plan.target is not None:
-            plan.fold.into = node_label(plan.target)
+            plan.fold.into = plan.into_label()
         return plan.fold
 
     def _name(self, name: Name) -> str:

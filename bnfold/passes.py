@@ -73,11 +73,11 @@ class FoldOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     # The node each fold went into: labelled once folding is over (a later fold of the same
     # run may rename an unnamed node's output, which is its label).
-    targets: list[tuple[Fold, onnx.NodeProto]] = field(default_factory=list, repr=False)
+    targets: list[tuple[Fold, Plan]] = field(default_factory=list, repr=False)
 
     def label_targets(self) -> None:
-        for fold, target in self.targets:
-            fold.into = node_label(target)
+        for fold, plan in self.targets:
+            fold.into = plan.into_label()
         self.targets.clear()
 
 
@@ -339,7 +339,7 @@ class _ModelState:
         plan.fold.edits = plan.describe()
         outcome.folds.append(editor.apply(plan))
         if plan.target is not None:
-            outcome.targets.append((plan.fold, plan.target))
+            outcome.targets.append((plan.fold, plan))
         if self.check_each is not None:
             found = self.check_each()
             if found is not None:

@@ -152,6 +152,13 @@ class Plan:
     edits: list[Edit]
     target: onnx.NodeProto | None
     site_output: str
+    # Further nodes it went into (a fold into several layers): ``into`` lists them all.
+    more_targets: tuple[onnx.NodeProto, ...] = ()
+
+    def into_label(self) -> str:
+        """The report's ``into``: the targets' labels as they are now."""
+        nodes = [node for node in (self.target, *self.more_targets) if node is not None]
+        return ", ".join(node_label(node) for node in nodes)
 
     def describe(self) -> list[str]:
         """One line per edit, in order (``bnfold optimize --dry-run --explain``)."""

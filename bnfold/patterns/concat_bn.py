@@ -40,8 +40,17 @@ class ConcatBatchNorm:
 
     @classmethod
     def from_patterns(cls, built: list[Pattern]) -> ConcatBatchNorm:
-        """Each slice may go into any enabled producer pattern (no split variants)."""
-        return cls([p for p in built if isinstance(p, ProducerFold) and not p.through_activations])
+        """Each slice may go into any enabled producer pattern that folds into a layer (no
+        split variants; not ``bn-affine``, whose BN may itself fold away later)."""
+        return cls(
+            [
+                p
+                for p in built
+                if isinstance(p, ProducerFold)
+                and not p.through_activations
+                and p.op_type != "BatchNormalization"
+            ]
+        )
 
     def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
         view = ctx.view
@@ -118,7 +127,14 @@ class ConcatBatchNorm:
         )
         nodes = [*site.nodes, *chain.elementwise, *chain.passes, concat]
         nodes += [node for plan in plans for node in plan.nodes]
-        return Plan(fold, nodes, edits, target=None, site_output=site.output)
+        return Plan(
+            fold,
+            nodes,
+            edits,
+            target=plans[0].target,
+            site_output=site.output,
+            more_targets=tuple(p.target for p in plans[1:] if p.target is not None),
+        )
 
     def _fold_part(self, ctx: FoldContext, part: AffineSite, slot: int) -> Plan | Skip:
         """The first producer pattern's plan for one Concat input, or why none applies."""

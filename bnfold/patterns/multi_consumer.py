@@ -92,4 +92,11 @@ def _merge(site: AffineSite, plans: list[Plan], readers: list, name: str) -> Pla
         kind=site.kind,
     )
     nodes = [node for plan in plans for node in plan.nodes]
-    return Plan(fold, nodes, edits, target=None, site_output=site.output)
+    return Plan(
+        fold,
+        nodes,
+        edits,
+        target=plans[0].target,
+        site_output=site.output,
+        more_targets=tuple(p.target for p in plans[1:] if p.target is not None),
+    )

@@ -362,3 +362,40 @@ def test_constant_left_matmul_then_bn_on_its_rows() -> None:
     ]
     folded = _folded(_model(nodes, {"W": _weights([5, 4]), **_bn_inits(5)}, [2, 4, 3]))
     assert op_types(folded) == ["MatMul", "Add"]
+
+
+def test_float16_bns_do_not_merge() -> None:
+    """Each merge rounds γ', β' to float16 again: not done (the BNs fold, or stay, alone)."""
+    params = [p.astype(np.float16) for p in _bn(4)] + [p.astype(np.float16) for p in _bn(4, 3)]
+    names = [*BN, *(f"{p}2" for p in BN)]
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["g"]),
+        helper.make_node("BatchNormalization", ["g", *BN], ["n"], name="bn"),
+        helper.make_node("BatchNormalization", ["n", *names[4:]], ["z"], name="bn2"),
+    ]
+    model = make_model(
+        nodes,
+        [tensor("x", [1, 4, 3, 3], TensorProto.FLOAT16)],
+        [tensor("z", None, TensorProto.FLOAT16)],
+        params,
+        names=names,
+    )
+    result = fold(model)
+    assert not result.report.folds
+    assert sorted(s.bn for s in result.report.skipped) == ["bn", "bn2"]
+
+
+def test_into_names_every_consumer_as_it_is_after_the_fold() -> None:
+    """Unnamed MatMuls are labelled by their output, which the new bias Add takes over."""
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", *BN], ["n"], name="bn"),
+        helper.make_node("MatMul", ["n", "A"], ["a"]),
+        helper.make_node("MatMul", ["n", "B"], ["b"]),
+    ]
+    inits = {**_bn_inits(4), "A": _weights([4, 3], 2), "B": _weights([4, 2], 3)}
+    model = _model(nodes, inits, [2, 4], outputs=("a", "b"))
+    result = fold(model)
+    labels = {f"<{n.op_type}:{n.output[0]}>" for n in result.model.graph.node if not n.name}
+    into = result.report.folds[0].into.split(", ")
+    assert len(into) == 2 and set(into) <= labels, (into, labels)
+    assert_equivalent(model, result.model)
