@@ -47,12 +47,15 @@ from .options import (
 )
 @click.option(
     "--lower-standalone",
+    is_flag=True,
+    help="Rewrite a BatchNormalization that nothing folds into (as --lower-as says).",
+)
+@click.option(
+    "--lower-as",
     type=click.Choice(LOWERING_FORMS),
-    is_flag=False,
-    flag_value="mul-add",
     default=None,
-    help="Rewrite a BatchNormalization that nothing folds into: as one Mul and one Add "
-    "(mul-add, the default when no form is given) or as a 1x1 depthwise Conv (dwconv).",
+    help="Form of --lower-standalone (implies it): one Mul and one Add (mul-add, the "
+    "default) or a 1x1 depthwise Conv (dwconv).",
 )
 @click.option(
     "--verify",
@@ -82,7 +85,8 @@ def command(
     report_path: Path | None,
     markdown_path: Path | None,
     disable: tuple[str, ...],
-    lower_standalone: str | None,
+    lower_standalone: bool,
+    lower_as: str | None,
     run_verify: bool,
     force: bool,
     run_bench: bool,
@@ -136,7 +140,7 @@ def command(
         result = optimize(
             model,
             disable=disable,
-            lower_standalone=lower_standalone or False,
+            lower_standalone=lower_as or lower_standalone,
             output=target,
             in_place=in_place and not dry_run,
             external_data=external_data,

@@ -61,14 +61,16 @@ def test_an_unknown_form_is_a_usage_error() -> None:
     ("args", "ops"),
     [
         (["--lower-standalone", "-q"], ["Sigmoid", "Mul", "Add"]),
-        (["--lower-standalone=mul-add", "-q"], ["Sigmoid", "Mul", "Add"]),
-        (["--lower-standalone=dwconv", "-q"], ["Sigmoid", "Conv"]),
+        (["--lower-as", "mul-add", "-q"], ["Sigmoid", "Mul", "Add"]),
+        (["--lower-standalone", "--lower-as", "dwconv", "-q"], ["Sigmoid", "Conv"]),
+        (["--lower-as=dwconv", "-q"], ["Sigmoid", "Conv"]),
     ],
 )
 def test_cli_forms(tmp_path: Path, args: list[str], ops: list[str]) -> None:
     model = _lone_bn([1, 4, 3, 3])
     source = tmp_path / "m.onnx"
     onnx.save(model, source)
-    result = CliRunner().invoke(main, ["optimize", str(source), *args])
+    # The flag before the model, as users type it: the model is not taken for a form.
+    result = CliRunner().invoke(main, ["optimize", *args, str(source)])
     assert result.exit_code == 0, result.output
     assert op_types(onnx.load(tmp_path / "m.folded.onnx")) == ops
