@@ -71,11 +71,14 @@ def phases(model: str, out: str) -> dict:
 
     hwm_before = hwm_mb()
     loaded = phase("load", lambda: load_model(model))
-    phase("fold", lambda: fold_model(loaded.model, FoldOptions()))
+    phase("fold", lambda: fold_model(loaded.model, FoldOptions(), base_dir=loaded.base_dir))
     phase(
         "save",
         lambda: Outputs().save_model(
-            loaded.model, Path(out), external_data=loaded.has_external_data
+            loaded.model,
+            Path(out),
+            external_data=loaded.has_external_data,
+            base_dir=loaded.base_dir,
         ),
     )
     result["rss_hwm_mb"] = max([hwm_before] + [p["rss_peak_mb"] or 0.0 for p in result["phases"]])

@@ -345,7 +345,8 @@ def markdown(store: dict[str, Any]) -> str:
         "- onnx.load + onnx.save, bnfold, onnxscript's rules, bnfold with fsync off, the two I/O "
         "layers alone and cp are timed side by side in interleaved rounds where a model asks for "
         "it (the median is shown); every other tool runs once. Outputs are deleted after "
-        "verification.",
+        "verification. Before each run the parent calls `sync`, so that no tool pays for the "
+        "writeback of the previous one's output (only bnfold fsyncs its own).",
         "",
         "Tools:",
         "",

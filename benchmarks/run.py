@@ -166,10 +166,18 @@ def run_tool(
 ) -> dict[str, Any]:
     out = out_dir / f"{tool}.onnx"
     _remove_outputs(out)
+    if not args.keep_outputs:
+        # Whatever an earlier run left (cp's copies keep their data file's original name).
+        for leftover in out_dir.iterdir():
+            if leftover.is_file() and leftover.suffix not in (".log", ".json", ".txt"):
+                leftover.unlink()
     result_path = out_dir / f"{tool}.result.json"
     result_path.unlink(missing_ok=True)
     log_path = out_dir / f"{tool}.log"
     before = set(out_dir.iterdir())
+    # Start every tool with no dirty pages left by the previous one: a tool that does not
+    # fsync (most) would otherwise hand its writeback to whichever tool runs next.
+    os.sync()
     limits = run_child(
         [tool, str(spec.path), str(out), str(result_path)],
         log_path,
@@ -387,7 +395,8 @@ def profile(spec: make_models.ModelSpec, out_dir: Path, args: argparse.Namespace
             subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, timeout=args.timeout * 2)
         except subprocess.TimeoutExpired:
             return {"error": "timed out"}
-    _remove_outputs(out_dir / "profile.onnx")
+    for written in out_dir.glob("profile.onnx*"):  # its second save may pick a new data name
+        written.unlink()
     try:
         return json.loads(result_path.read_text())
     except (OSError, ValueError):
@@ -499,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify", action="store_true", help="skip bnfold verify")
     parser.add_argument("--no-bench", action="store_true", help="skip the bench-overhead runs")
     parser.add_argument("--no-profile", action="store_true", help="skip the bnfold profile")
+    parser.add_argument(
+        "--profile-only",
+        action="store_true",
+        help="only (re)run the bnfold phase profile of the chosen models; keep their timings",
+    )
     parser.add_argument("--keep-outputs", action="store_true", help="keep tool outputs")
     parser.add_argument("--doc", default=str(DOC), help="Markdown file to write")
     parser.add_argument("--results", default=str(RESULTS), help="the results JSON to update")
@@ -524,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown tool(s): {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
 
     WORK.mkdir(parents=True, exist_ok=True)
-    partial = bool(args.models or args.tools)
+    partial = bool(args.models or args.tools or args.profile_only)
     store = _load() if partial else {"models": {}}
     if not partial:
         store["mode"] = "quick" if args.quick else "full"
@@ -546,6 +560,14 @@ def main(argv: list[str] | None = None) -> int:
     disk = psutil.disk_usage(str(WORK))
     log(f"disk free under {WORK}: {disk.free / 2**30:.1f} GiB")
     for spec in specs:
+        if args.profile_only:
+            if spec.name in store["models"] and spec.name in PROFILE_MODELS:
+                make_models.ensure(spec, log=log)
+                out_dir = OUT / spec.name
+                out_dir.mkdir(parents=True, exist_ok=True)
+                store["models"][spec.name]["profile"] = profile(spec, out_dir, args)
+                _save(store)
+            continue
         run_model(spec, tools, args, store)
     store["seconds"] = this_run["seconds"] = round(time.perf_counter() - started, 1)
     _save(store)
