@@ -399,3 +399,22 @@ def test_a_recipe_deeper_than_the_limit_says_so() -> None:
     skipped = fold(model).report.skipped
     assert [s.reason for s in skipped] == ["weight-not-constant"]
     assert "deeper than" in skipped[0].detail
+
+
+def test_a_shared_output_of_a_layer_nothing_folds_into_is_no_linear_producer() -> None:
+    """The producer's kind is the reason, not the sharing (it would not fold unshared)."""
+    rng = np.random.default_rng(31)
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["y"]),
+        helper.make_node("Sigmoid", ["y"], ["r"]),
+        helper.make_node("Relu", ["r"], ["q"]),
+        helper.make_node("BatchNormalization", ["r", *BN], ["z"], name="bn"),
+    ]
+    model = make_model(
+        nodes,
+        [tensor("x", [1, 3, 6, 6])],
+        [tensor("z", None), tensor("q", None)],
+        [rng.standard_normal([4, 3, 3, 3]).astype(np.float32), *random_bn_params(rng, 4)],
+        names=["W", *BN],
+    )
+    assert [s.reason for s in fold(model).report.skipped] == ["no-linear-producer"]
