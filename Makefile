@@ -22,7 +22,7 @@ demo: $(VENV)/.core
 	mkdir -p $(OUT)
 	$(BIN)/bnfold optimize $(MODEL) -o $(OUT)/resnet_tiny.folded.onnx --report $(OUT)/optimize.json
 	$(BIN)/bnfold verify $(MODEL) $(OUT)/resnet_tiny.folded.onnx --report $(OUT)/verify.json
-	$(BIN)/bnfold bench $(MODEL) $(OUT)/resnet_tiny.folded.onnx --min-time 2 --report $(OUT)/bench.json
+	$(BIN)/bnfold bench $(MODEL) $(OUT)/resnet_tiny.folded.onnx --report $(OUT)/bench.json
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
