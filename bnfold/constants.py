@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from .graph import attribute, int_attribute, is_standard, node_label, subgraphs
+from .graph import attribute, int_attribute, is_standard, node_label
 from .lazyio import tensor_array
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _compute(view: GraphView, name: str, depth: int) -> np.ndarray | None:
         return None
     if node.op_type == "Constant":
         return constant_node_value(node, view.cache.base_dir)
-    if node.op_type == "Dropout" and not _dropout_is_inference(view, node):
+    if node.op_type == "Dropout" and not dropout_is_inference(view, node):
         return None
     if node.op_type == "CastLike":
         return _cast_like(view, node, depth)
@@ -149,7 +149,7 @@ def _is_too_deep(view: GraphView, name: str) -> bool:
     return owner is not None and name in owner.cache.too_deep
 
 
-def _dropout_is_inference(view: GraphView, node: onnx.NodeProto) -> bool:
+def dropout_is_inference(view: GraphView, node: onnx.NodeProto) -> bool:
     """Dropout is the identity at inference: is_test=1 (opset < 7), or no true training_mode."""
     if view.opset < 7:
         return bool(attribute(node, "is_test", 0))
@@ -157,10 +157,6 @@ def _dropout_is_inference(view: GraphView, node: onnx.NodeProto) -> bool:
         value = _constant(view, node.input[2], 1)
         return value is not None and not bool(np.asarray(value).any())
     return True
-
-
-def dropout_is_inference(view: GraphView, node: onnx.NodeProto) -> bool:
-    return _dropout_is_inference(view, node)
 
 
 def _cast_like(view: GraphView, node: onnx.NodeProto, depth: int) -> np.ndarray | None:
@@ -311,7 +307,8 @@ __all__ = [
     "constant_node_value",
     "describe_not_constant",
     "dropout_is_inference",
+    "evaluable",
     "evaluate_node",
     "quantized_source",
-    "subgraphs",
+    "standalone_view",
 ]

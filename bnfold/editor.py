@@ -27,11 +27,10 @@ import onnx
 from onnx import numpy_helper
 
 from .constants import NONDETERMINISTIC_OPS, ConstantCache
-from .graph import CAPTURE, GraphView, Use, captured_names, is_standard, subgraphs
+from .graph import GraphView, Use, captured_names, is_standard, subgraphs
 from .outcomes import Fold, Skip
 from .plan import (
     AddConstant,
-    Fresh,
     InsertNode,
     Name,
     Plan,
@@ -375,4 +374,4 @@ def _set_float_attribute(node: onnx.NodeProto, name: str, value: float) -> None:
     node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
-__all__ = ["CAPTURE", "Fresh", "GraphEditor", "NameAllocator", "store_value"]
+__all__ = ["GraphEditor", "NameAllocator", "store_value"]

@@ -167,17 +167,6 @@ class GraphView:
             self.uses.setdefault(name, []).append(Use(None, 0))
 
     # ---- structure ---------------------------------------------------------------------
-    def readers(self, name: str) -> list[onnx.NodeProto]:
-        """Distinct nodes that read ``name`` (in a slot or through a subgraph)."""
-        nodes: list[onnx.NodeProto] = []
-        for use in self.uses.get(name, ()):
-            if use.node is not None and all(use.node is not seen for seen in nodes):
-                nodes.append(use.node)
-        return nodes
-
-    def consumer_count(self, name: str) -> int:
-        return len(self.readers(name))
-
     def only_consumer(self, name: str) -> onnx.NodeProto | None:
         """The single node reading ``name`` in exactly one slot, or None otherwise.
 
