@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from ..foldmath import Affine
 from ..graph import int_attribute
-from ..outcomes import Fold, Skip
+from ..outcomes import Skip
+from ..plan import combined_plan
 from .base import FoldContext, Pattern, Plan, node_label
 from .chain import walk_to_linear
 from .elementwise import elementwise_affine
@@ -115,25 +116,16 @@ class ConcatBatchNorm:
             )
         edits = [edit for plan in plans for edit in plan.edits]
         edits += splice_out(chain, site, concat.output[0], None)
-        fold = Fold(
+        return combined_plan(
+            plans,
             bn=site.label,
-            into=", ".join(plan.fold.into for plan in plans),
+            kind=site.kind,
+            site_output=site.output,
             pattern=self.name,
             direction="producer (per Concat slice)",
             through=["Concat", *chain.through],
-            dtype=plans[0].fold.dtype,
-            rounding_error=max(plan.fold.rounding_error for plan in plans),
-            kind=site.kind,
-        )
-        nodes = [*site.nodes, *chain.elementwise, *chain.passes, concat]
-        nodes += [node for plan in plans for node in plan.nodes]
-        return Plan(
-            fold,
-            nodes,
-            edits,
-            target=plans[0].target,
-            site_output=site.output,
-            more_targets=tuple(p.target for p in plans[1:] if p.target is not None),
+            edits=edits,
+            nodes=(*site.nodes, *chain.elementwise, *chain.passes, concat),
         )
 
     def _fold_part(self, ctx: FoldContext, part: AffineSite, slot: int) -> Plan | Skip:

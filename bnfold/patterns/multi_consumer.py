@@ -13,8 +13,8 @@ that branch's reason), since the affine must vanish from every path or stay.
 
 from __future__ import annotations
 
-from ..outcomes import Fold, Skip
-from ..plan import Edit, RemoveNodes, SetInput
+from ..outcomes import Skip
+from ..plan import Edit, RemoveNodes, SetInput, combined_plan
 from .base import FoldContext, Pattern, Plan, node_label
 from .consumer import ConsumerFold
 from .consumer_walk import walk_to_consumers
@@ -80,23 +80,13 @@ def _merge(site: AffineSite, plans: list[Plan], readers: list, name: str) -> Pla
             if input_name == site.output
         ]
     edits.append(RemoveNodes(tuple(site.nodes)))
-    first = plans[0].fold
-    fold = Fold(
+    return combined_plan(
+        plans,
         bn=site.label,
-        into=", ".join(plan.fold.into for plan in plans),
+        kind=site.kind,
+        site_output=site.output,
         pattern=name,
         direction="consumer",
         through=sorted({op for plan in plans for op in plan.fold.through}),
-        dtype=first.dtype,
-        rounding_error=max(plan.fold.rounding_error for plan in plans),
-        kind=site.kind,
-    )
-    nodes = [node for plan in plans for node in plan.nodes]
-    return Plan(
-        fold,
-        nodes,
-        edits,
-        target=plans[0].target,
-        site_output=site.output,
-        more_targets=tuple(p.target for p in plans[1:] if p.target is not None),
+        edits=edits,
     )

@@ -256,24 +256,37 @@ def test_constant_recipes_are_evaluated_in_the_models_opset() -> None:
     assert_equivalent(model, result.model)
 
 
-def test_softmax_11_weight_recipe_is_not_evaluated_with_softmax_13s_meaning() -> None:
-    """Softmax-11 normalises over the flattened axes ≥ axis; onnx's evaluator only knows
-    Softmax-13 (one axis), so such a recipe is not evaluated: the BN stays, truthfully."""
-    rng = np.random.default_rng(25)
+def _recipe_conv_bn(
+    seed: int,
+    recipe: list[onnx.NodeProto],
+    source: str,
+    extra: dict[str, np.ndarray] | None = None,
+    **model_options: int,
+) -> onnx.ModelProto:
+    """``recipe`` (computing ``W`` from the random weight ``source``) → Conv(x, W) → BN → z."""
+    rng = np.random.default_rng(seed)
+    inits = {source: rng.standard_normal([4, 3, 3, 3]).astype(np.float32), **(extra or {})}
+    inits.update(zip(BN, random_bn_params(rng, 4), strict=True))
     nodes = [
-        helper.make_node("Softmax", ["w0"], ["W"], axis=1),
+        *recipe,
         helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
         helper.make_node("BatchNormalization", ["y", *BN], ["z"], name="bn"),
     ]
-    model = make_model(
+    return make_model(
         nodes,
         [tensor("x", [1, 3, 6, 6])],
         [tensor("z", None)],
-        [rng.standard_normal([4, 3, 3, 3]).astype(np.float32), *random_bn_params(rng, 4)],
-        names=["w0", *BN],
-        opset=11,
-        ir_version=6,
+        list(inits.values()),
+        names=list(inits),
+        **model_options,  # type: ignore[arg-type]
     )
+
+
+def test_softmax_11_weight_recipe_is_not_evaluated_with_softmax_13s_meaning() -> None:
+    """Softmax-11 normalises over the flattened axes ≥ axis; onnx's evaluator only knows
+    Softmax-13 (one axis), so such a recipe is not evaluated: the BN stays, truthfully."""
+    softmax = helper.make_node("Softmax", ["w0"], ["W"], axis=1)
+    model = _recipe_conv_bn(25, [softmax], "w0", opset=11, ir_version=6)
     result = fold(model)
     assert [(s.bn, s.reason) for s in result.report.skipped] == [("bn", "weight-not-constant")]
     assert "Softmax-11" in result.report.skipped[0].detail
@@ -281,24 +294,9 @@ def test_softmax_11_weight_recipe_is_not_evaluated_with_softmax_13s_meaning() ->
 
 
 def test_training_mode_dropout_is_never_a_constant() -> None:
-    rng = np.random.default_rng(26)
-    nodes = [
-        helper.make_node("Dropout", ["w0", "ratio", "train"], ["W"], seed=1),
-        helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
-        helper.make_node("BatchNormalization", ["y", *BN], ["z"], name="bn"),
-    ]
-    model = make_model(
-        nodes,
-        [tensor("x", [1, 3, 6, 6])],
-        [tensor("z", None)],
-        [
-            rng.standard_normal([4, 3, 3, 3]).astype(np.float32),
-            np.array(0.5, np.float32),
-            np.array(True),
-            *random_bn_params(rng, 4),
-        ],
-        names=["w0", "ratio", "train", *BN],
-    )
+    dropout = helper.make_node("Dropout", ["w0", "ratio", "train"], ["W"], seed=1)
+    extra = {"ratio": np.array(0.5, np.float32), "train": np.array(True)}
+    model = _recipe_conv_bn(26, [dropout], "w0", extra)
     result = fold(model)
     assert [(s.bn, s.reason) for s in result.report.skipped] == [("bn", "weight-not-constant")]
 
@@ -332,18 +330,7 @@ def test_two_batchnorms_with_one_name_are_both_reported_and_lowered() -> None:
 
 
 def test_training_info_is_refused_with_a_reason() -> None:
-    rng = np.random.default_rng(28)
-    nodes = [
-        helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
-        helper.make_node("BatchNormalization", ["y", *BN], ["z"], name="bn"),
-    ]
-    model = make_model(
-        nodes,
-        [tensor("x", [1, 3, 6, 6])],
-        [tensor("z", None)],
-        [rng.standard_normal([4, 3, 3, 3]).astype(np.float32), *random_bn_params(rng, 4)],
-        names=["W", *BN],
-    )
+    model = _recipe_conv_bn(28, [], "W")
     info = model.training_info.add()
     info.algorithm.name = "train"
     binding = info.update_binding.add()
@@ -382,20 +369,10 @@ def test_a_graph_out_of_order_folds_like_the_sorted_one_and_keeps_order_when_unc
 def test_a_recipe_deeper_than_the_limit_says_so() -> None:
     from bnfold.constants import MAX_CONSTANT_DEPTH
 
-    rng = np.random.default_rng(30)
     steps = MAX_CONSTANT_DEPTH + 2
-    nodes = [helper.make_node("Neg", [f"w{i}"], [f"w{i + 1}"]) for i in range(steps)]
-    nodes += [
-        helper.make_node("Conv", ["x", f"w{steps}"], ["y"], name="conv"),
-        helper.make_node("BatchNormalization", ["y", *BN], ["z"], name="bn"),
-    ]
-    model = make_model(
-        nodes,
-        [tensor("x", [1, 3, 6, 6])],
-        [tensor("z", None)],
-        [rng.standard_normal([4, 3, 3, 3]).astype(np.float32), *random_bn_params(rng, 4)],
-        names=["w0", *BN],
-    )
+    chain = [helper.make_node("Neg", [f"w{i}"], [f"w{i + 1}"]) for i in range(steps - 1)]
+    chain.append(helper.make_node("Neg", [f"w{steps - 1}"], ["W"]))
+    model = _recipe_conv_bn(30, chain, "w0")
     skipped = fold(model).report.skipped
     assert [s.reason for s in skipped] == ["weight-not-constant"]
     assert "deeper than" in skipped[0].detail

@@ -57,7 +57,7 @@ def test_a_fold_that_breaks_the_model_is_refused_and_the_rest_kept(
     assert_equivalent(model, result.model)
 
 
-def test_a_clean_fold_is_checked_once_and_kept() -> None:
+def test_clean_folds_are_all_kept() -> None:
     model = _two_conv_bn_blocks()
     result = fold(model)
     assert sorted(f.bn for f in result.report.folds) == ["bad_bn", "good_bn"]
