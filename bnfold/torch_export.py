@@ -50,6 +50,7 @@ import onnx
 
 from .api import OptimizeResult, optimize
 from .errors import UsageError, VerificationFailed
+from .passes import count_batchnorms
 from .report import FoldReport
 from .verify.compare import OutputComparison, compare_output, tolerance_for
 from .verify.session import create_session, parse_levels, run_session
@@ -185,7 +186,7 @@ def export_torch(
         final, exporter_folded = first, 0
         if optimize_after:
             optimized = _exporter_optimize(program, first.model)
-            exporter_folded = _count_bn(first.model) - _count_bn(optimized)
+            exporter_folded = count_batchnorms(first.model) - count_batchnorms(optimized)
             if exporter_folded:
                 notes.append(
                     f"the exporter's optimizer removed {exporter_folded} BatchNormalization "
@@ -230,7 +231,7 @@ def export_torch(
         verification=verification,
         model=final.model,
         exporter="dynamo" if dynamo else "torchscript",
-        batchnorm_exported=_count_bn(raw),
+        batchnorm_exported=count_batchnorms(raw),
         exporter_folded=exporter_folded,
         node_modules=node_modules,
         notes=notes,
@@ -290,10 +291,6 @@ def _exporter_optimize(program: Any, model: onnx.ModelProto) -> onnx.ModelProto:
     program.optimize()
     optimized: onnx.ModelProto = program.model_proto
     return optimized
-
-
-def _count_bn(model: onnx.ModelProto) -> int:
-    return sum(node.op_type == "BatchNormalization" for node in model.graph.node)
 
 
 # ---- module paths ---------------------------------------------------------------------------
