@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import os
 import re
 import sys
@@ -57,6 +58,11 @@ DEFAULT_PROVIDER_OPTIONS: dict[str, dict[str, Any]] = {
     "tensorrt": {"device_id": 0},
     "rocm": {"device_id": 0},
     "migraphx": {"device_id": 0},
+    # OpenVINO's CPU plugin computes in bfloat16 by default where the CPU has bf16 units
+    # (AMX, AVX512-BF16): a float32 model then differs from itself by ~1e-3, which no fold
+    # caused. Keep the model's precision; pass --provider-option openvino:load_config=... to
+    # choose another.
+    "openvino": {"load_config": json.dumps({d: {"INFERENCE_PRECISION_HINT": "f32"} for d in ("CPU", "GPU")})},
 }
 
 # Level names -> attribute names of ``onnxruntime.GraphOptimizationLevel``.
@@ -322,7 +328,10 @@ def create_session(
 
     available = list(ort.get_available_providers())
     devices: list[Any] = []
-    if full not in available and is_plugin(short):
+    # A plugin EP is always created the plugin way. Once its library is registered,
+    # onnxruntime also lists it in get_available_providers(), and a session that names it in
+    # a providers list then runs silently on CPU (seen with OpenVINO on Intel CPUs).
+    if is_plugin(short):
         with capture_native_output():
             registered, why = register_plugin(short)
             devices = plugin_devices(full) if registered else []

@@ -343,9 +343,10 @@ def test_calibrate_times_the_original_against_itself(monkeypatch: pytest.MonkeyP
     comparison = report.comparisons[0]
     assert comparison.verdict == "slower"
     calibration = comparison.calibration
+    # What calibration records, not how fast this machine was (no timing is asserted: three
+    # pairs of a sub-millisecond model under load can land anywhere).
     assert calibration is not None and calibration.pairs == 3
-    # The same model against itself is nowhere near the 40x of the candidate.
-    assert 0.5 < calibration.speedup < 2.0
+    assert calibration.speedup > 0
     assert report.noise_lines()[0].startswith("cpu/disable/batch 1: A/A ")
 
 

@@ -216,7 +216,11 @@ def test_plugin_path_registers_adds_devices_and_checks_truth(
     )
     assert recorded["providers"] is None
     assert recorded["options"].devices == [fake_device]
-    assert recorded["options"].options == {"num_of_threads": "2"}
+    options_given = recorded["options"].options
+    assert options_given["num_of_threads"] == "2"  # string options, the caller's kept
+    # The model's own precision unless the caller says otherwise (OpenVINO's CPU default is
+    # bfloat16 on CPUs with bf16 units).
+    assert '"INFERENCE_PRECISION_HINT": "f32"' in options_given["load_config"]
     if really_used:
         assert attempt.status == "ok" and attempt.actual_providers[0] == "OpenVINOExecutionProvider"
     else:
