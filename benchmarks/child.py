@@ -134,7 +134,7 @@ def _has_external_data(path: str) -> bool:
     # and that peak would be charged to the tool (VmHWM never goes down).
     import onnx
 
-    from bnfold.lazyio import is_self_reference, read_lazy
+    from bnfold.storage.lazyio import is_self_reference, read_lazy
 
     resolved = Path(path).resolve()
     model = read_lazy(resolved)
@@ -201,10 +201,10 @@ def bnfold_cli() -> Callable[[str, str, bool], str]:
 def bnfold_no_fsync() -> Callable[[str, str, bool], str]:
     """bnfold with its fsyncs turned into no-ops: what the durable commit costs (compare with
     ``bnfold``). Still atomic (staged, renamed), but a power cut could lose the new file."""
-    import bnfold.output
+    import bnfold.storage.outputs
 
-    bnfold.output.fsync = lambda path: None  # type: ignore[assignment]
-    bnfold.output.fsync_folder = lambda folder: None  # type: ignore[assignment]
+    bnfold.storage.outputs.fsync = lambda path: None  # type: ignore[assignment]
+    bnfold.storage.outputs.fsync_folder = lambda folder: None  # type: ignore[assignment]
     run = bnfold_api()
 
     def run_no_fsync(src: str, dst: str, external: bool) -> str:
@@ -215,8 +215,8 @@ def bnfold_no_fsync() -> Callable[[str, str, bool], str]:
 
 def bnfold_io() -> Callable[[str, str, bool], str]:
     """bnfold's reading and writing alone (no fold): ``load_model`` + ``Outputs.save_model``."""
-    from bnfold.modelio import load_model
-    from bnfold.output import Outputs
+    from bnfold.storage.load import load_model
+    from bnfold.storage.outputs import Outputs
 
     def run(src: str, dst: str, external: bool) -> str:
         loaded = load_model(src)
@@ -247,7 +247,7 @@ def cp_tool() -> Callable[[str, str, bool], str]:
     copies in the kernel). The copy refers to its data files by their original names."""
     import shutil
 
-    from bnfold.output import model_files
+    from bnfold.storage.outputs import model_files
 
     def run(src: str, dst: str, external: bool) -> str:
         files = model_files(Path(src))

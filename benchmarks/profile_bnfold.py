@@ -2,8 +2,8 @@
 
 ``python benchmarks/profile_bnfold.py MODEL [--out OUT.onnx] [--json R.json] [--cprofile P.txt]``
 
-1. Phases, in a fresh process: ``load`` (``bnfold.modelio.load_model``), ``fold``
-   (``bnfold.passes.fold_model``), ``save`` (``bnfold.output.Outputs.save_model``, external data
+1. Phases, in a fresh process: ``load`` (``bnfold.storage.load.load_model``), ``fold``
+   (``bnfold.engine.driver.fold_model``), ``save`` (``bnfold.storage.outputs.Outputs.save_model``, external data
    when the input had it); for each, the wall time, resident memory at its end and the
    peak resident memory during it (VmHWM, reset before each phase via /proc/self/clear_refs).
 2. Then ``bnfold.optimize(MODEL).save(OUT)`` under cProfile; the top functions by cumulative
@@ -46,9 +46,10 @@ def reset_hwm() -> bool:
 
 
 def phases(model: str, out: str) -> dict:
-    from bnfold.modelio import load_model
-    from bnfold.output import Outputs
-    from bnfold.passes import FoldOptions, fold_model
+    from bnfold.engine.driver import FoldOptions, fold_model
+    from bnfold.patterns import default_patterns
+    from bnfold.storage.load import load_model
+    from bnfold.storage.outputs import Outputs
 
     result: dict = {"rss_start_mb": rss_mb(), "phases": []}
 
@@ -71,7 +72,12 @@ def phases(model: str, out: str) -> dict:
 
     hwm_before = hwm_mb()
     loaded = phase("load", lambda: load_model(model))
-    phase("fold", lambda: fold_model(loaded.model, FoldOptions(), base_dir=loaded.base_dir))
+    phase(
+        "fold",
+        lambda: fold_model(
+            loaded.model, default_patterns(), FoldOptions(), base_dir=loaded.base_dir
+        ),
+    )
     phase(
         "save",
         lambda: Outputs().save_model(

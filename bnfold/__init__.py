@@ -22,20 +22,22 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
-
-from .api import OptimizeResult, check, optimize  # noqa: E402
-from .errors import BnfoldError  # noqa: E402
+from .api import OptimizeResult, check, optimize
+from .errors import BnfoldError
+from .version import __version__
 
 if TYPE_CHECKING:
     from .bench import bench
-    from .graphsurgeon import fold_graph
-    from .torch_export import export_torch
+    from .integrations.graphsurgeon import fold_graph
+    from .integrations.torch_export import export_torch
     from .verify import verify
 
 _CALLABLE_PACKAGES = ("verify", "bench")
 # Loaded on first use: torch_export imports torch only when called, graphsurgeon its package.
-_LAZY_FUNCTIONS = {"export_torch": ".torch_export", "fold_graph": ".graphsurgeon"}
+_LAZY_FUNCTIONS = {
+    "export_torch": ".integrations.torch_export",
+    "fold_graph": ".integrations.graphsurgeon",
+}
 
 
 class _CallablePackage(types.ModuleType):

@@ -2,7 +2,7 @@
 ``check`` (``verify``/``bench`` live in their packages and are imported only when used).
 
 ``optimize(..., output=..., verify=..., bench=...)`` is exactly what ``bnfold optimize``
-does: fold; write the output through ``bnfold.output`` with verification of the staged file
+does: fold; write the output through ``bnfold.storage.outputs`` with verification of the staged file
 before it is renamed into place (a failed verification writes nothing unless ``force``); then
 benchmark the original against what was written.
 """
@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from . import lazyio
+from .engine.driver import FoldOptions, fold_model
+from .engine.lowering import LOWERING_FORMS
+from .engine.report import FoldReport
 from .errors import BnfoldError, UsageError, VerificationFailed
-from .lowering import LOWERING_FORMS
-from .modelio import LoadedModel, load_model
-from .output import Outputs
-from .passes import FoldOptions, fold_model
-from .patterns import PATTERN_NAMES
-from .report import FoldReport
+from .patterns import PATTERN_NAMES, default_patterns
+from .storage import lazyio
+from .storage.load import LoadedModel, load_model
+from .storage.outputs import Outputs
 
 if TYPE_CHECKING:
     from .bench import BenchReport
@@ -212,7 +212,8 @@ def _fold(
     started = time.perf_counter()
     outcome = fold_model(
         model,
-        FoldOptions(disabled=disabled, lower_standalone=lower_standalone),
+        default_patterns(disabled),
+        FoldOptions(lower_standalone=lower_standalone),
         progress=progress,
         base_dir=loaded.base_dir,
         reload=reload,

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from . import __version__
 from .errors import EXIT_CODES, BnfoldError, Interrupted, first_line
+from .version import __version__
 
 INTERNAL_ERROR_EXIT = 70
 

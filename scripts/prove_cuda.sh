@@ -13,7 +13,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 import onnxruntime as ort
 if hasattr(ort, "preload_dlls"):
     ort.preload_dlls()  # CUDA/cuDNN from pip wheels, if installed that way
-from bnfold.verify.session import cuda_available
+from bnfold.runtime.session import cuda_available
 ok, why = cuda_available()
 print("onnxruntime", ort.__version__, "providers:", ort.get_available_providers())
 print("CUDA really runs:", ok, why or "")

@@ -31,9 +31,9 @@ import numpy as np
 import onnx
 
 from ..errors import UsageError
-from ..modelio import LoadedModel, load_model
-from ..verify.inputs import describe_inputs
-from ..verify.session import default_providers, onnxruntime_version, parse_levels, parse_providers
+from ..runtime.inputs import describe_inputs
+from ..runtime.session import default_providers, onnxruntime_version, parse_levels, parse_providers
+from ..storage.load import LoadedModel, load_model
 from .design import DEFAULT_PAIRS, DEFAULT_SECONDS, DEFAULT_WARMUP, PairPlan
 from .feeds import build_feed_sets, feeds_for
 from .machine import machine_info

@@ -1,6 +1,6 @@
 """Input sets for benchmarking: one per batch size, identical for both models.
 
-Inputs are made exactly as ``bnfold verify`` makes them (``bnfold.verify.inputs``): same
+Inputs are made exactly as ``bnfold verify`` makes them (``bnfold.runtime.inputs``): same
 shape rules (``--shape``, ``--dim``, declared sizes, default 1), same distributions, same
 seeding, or read from ``--inputs FILE.npz``.
 
@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from ..errors import UsageError
-from ..verify.inputs import InputSpec, generate_inputs, graph_inputs, input_specs, load_inputs
+from ..runtime.inputs import InputSpec, generate_inputs, graph_inputs, input_specs, load_inputs
 
 
 @dataclass

@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 
 from ..errors import BnfoldError, UsageError
-from ..modelio import LoadedModel
-from ..verify.session import SessionResult, create_session
+from ..runtime.session import SessionResult, create_session
+from ..storage.load import LoadedModel
 from .design import PairPlan
 from .feeds import FeedSet, feeds_for
 from .formatting import setting_label

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from ..modelio import LoadedModel
+from ..storage.load import LoadedModel
 
 _ONNX_DOMAINS = ("", "ai.onnx")
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..output import Outputs
+from ..storage.outputs import Outputs
 from .formatting import format_speedup
 from .report import CANDIDATE, ORIGINAL, BenchReport, ModelResult
 from .stats import thin
@@ -34,7 +34,7 @@ def require_matplotlib() -> None:
 def write_plot(report: BenchReport, path: str | Path, outputs: Outputs | None = None) -> Path:
     """Draw violin plots of per-run latency for each measured setting and save a PNG.
 
-    Written through ``outputs`` (``bnfold.output``: atomic, never over a model the command
+    Written through ``outputs`` (``bnfold.storage.outputs``: atomic, never over a model the command
     read); by default one that protects nothing.
     """
     require_matplotlib()

@@ -424,7 +424,7 @@ def _estimate_dict(estimate: SpeedupEstimate | None) -> dict[str, Any] | None:
 
 
 def _bnfold_version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..output import Outputs
+from ..storage.outputs import Outputs
 from .common import ReportFiles
 from .options import (
     input_arguments,

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from ..api import check
+from ..engine.report import BIAS_ADD, count_line
 from ..errors import BnfoldError
-from ..output import Outputs
 from ..patterns import PATTERN_NAMES
-from ..report import BIAS_ADD, count_line
+from ..storage.outputs import Outputs
 from .common import ReportFiles, stdout_console
 from .options import model_path_argument, report_options
 

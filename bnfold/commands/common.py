@@ -1,4 +1,4 @@
-"""Rendering helpers and the report files every command writes (through ``bnfold.output``)."""
+"""Rendering helpers and the report files every command writes (through ``bnfold.storage.outputs``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..output import Outputs
+from ..storage.outputs import Outputs
 
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 

@@ -9,10 +9,10 @@ from typing import Any
 import click
 
 from ..api import optimize
-from ..lowering import LOWERING_FORMS
-from ..modelio import default_output_path
-from ..output import Outputs
+from ..engine.lowering import LOWERING_FORMS
 from ..patterns import PATTERN_NAMES
+from ..storage.load import default_output_path
+from ..storage.outputs import Outputs
 from .common import ReportFiles, progress_status, stdout_console
 from .options import (
     input_arguments,

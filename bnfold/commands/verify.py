@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..output import Outputs
+from ..storage.outputs import Outputs
 from .common import ReportFiles
 from .options import input_arguments, input_options, provider_options, report_options
 
@@ -111,7 +111,7 @@ def command(
     reports = ReportFiles(outputs, report_path, markdown_path)
     from rich.console import Console
 
-    from ..providers import parse_provider_options
+    from ..runtime.providers import parse_provider_options
     from ..verify import verify
 
     report = verify(

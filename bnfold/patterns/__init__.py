@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cache
 
-from .base import Pattern
+from ..engine.protocol import Pattern
 from .registry import build_patterns, registered_names
 
 

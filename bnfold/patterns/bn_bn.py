@@ -17,14 +17,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..foldmath import LOW_PRECISION, along_axis
-from ..outcomes import Skip
-from .base import FoldContext, Plan
-from .batchnorm import batchnorm_affine
+from ..engine.batchnorm import batchnorm_affine
+from ..engine.foldmath import LOW_PRECISION, along_axis
+from ..engine.outcomes import Skip
+from ..engine.protocol import FoldContext, Plan
+from ..engine.sites import AffineSite
 from .layer_checks import constant_weight
 from .producer import Layer, ProducerFold, Slot
 from .registry import PRODUCER_GROUP, register
-from .sites import AffineSite
 
 
 @register(PRODUCER_GROUP)

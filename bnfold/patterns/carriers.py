@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..constants import dropout_is_inference
-from ..foldmath import Affine
-from ..graph import GraphView, attribute, int_attribute, node_label
-from ..outcomes import Skip
+from ..engine.constants import dropout_is_inference
+from ..engine.foldmath import Affine
+from ..engine.graph import GraphView, attribute, int_attribute, node_label
+from ..engine.outcomes import Skip
 
 
 def carrier_skip(

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from ..graph import GraphView, is_standard
-from ..outcomes import Skip
-from .base import node_label
-from .elementwise import constant_operand
+from ..engine.elementwise import constant_operand
+from ..engine.graph import GraphView, is_standard
+from ..engine.outcomes import Skip
+from ..engine.protocol import node_label
+from ..engine.sites import AffineSite
 from .optable import ACTIVATION, NOOP, ROLES, role
-from .sites import AffineSite
 
 ACTIVATIONS = frozenset(op for op, kind in ROLES.items() if kind == ACTIVATION)
 
@@ -62,7 +62,7 @@ def reads_only_metadata(node: onnx.NodeProto, name: str) -> bool:
 
 def targets(side: str) -> frozenset[str]:
     """Op types the registered patterns fold into on ``side`` (``producer``/``consumer``)."""
-    from . import target_ops  # the registry imports this module
+    from . import target_ops
 
     return target_ops(side)
 

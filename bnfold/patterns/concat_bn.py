@@ -15,17 +15,17 @@ BN are composed or passed first. Spec: https://onnx.ai/onnx/operators/onnx__Conc
 
 from __future__ import annotations
 
-from ..foldmath import Affine
-from ..graph import int_attribute
-from ..outcomes import Skip
-from ..plan import combined_plan
-from .base import FoldContext, Pattern, Plan, node_label
+from ..engine.elementwise import elementwise_affine
+from ..engine.foldmath import Affine
+from ..engine.graph import int_attribute
+from ..engine.outcomes import Skip
+from ..engine.plan import combined_plan
+from ..engine.protocol import FoldContext, Pattern, Plan, node_label
+from ..engine.sites import AffineSite
 from .chain import walk_to_linear
-from .elementwise import elementwise_affine
 from .optable import NOOP, role
 from .producer import ProducerFold, splice_out
 from .registry import PRODUCER_GROUP, register
-from .sites import AffineSite
 
 
 @register(PRODUCER_GROUP)

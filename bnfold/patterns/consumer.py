@@ -27,7 +27,8 @@ import functools
 import numpy as np
 import onnx
 
-from ..foldmath import (
+from ..engine.elementwise import elementwise_affine
+from ..engine.foldmath import (
     LOW_PRECISION,
     Affine,
     Rounded,
@@ -36,9 +37,9 @@ from ..foldmath import (
     round_to,
     scale_along,
 )
-from ..graph import float_attribute, int_attribute
-from ..outcomes import Fold, Skip
-from ..plan import (
+from ..engine.graph import float_attribute, int_attribute
+from ..engine.outcomes import Fold, Skip
+from ..engine.plan import (
     AddConstant,
     Edit,
     Fresh,
@@ -49,15 +50,14 @@ from ..plan import (
     SetInput,
     SetOutput,
 )
-from ..recipes import scaled_constant
-from .base import FoldContext, Plan, node_label
+from ..engine.protocol import FoldContext, Plan, node_label
+from ..engine.scaled_weights import scaled_constant
+from ..engine.sites import AffineSite
 from .carriers import has_padding
 from .consumer_walk import walk_to_consumers
-from .elementwise import elementwise_affine
 from .layer_checks import constant_weight, optional_bias
 from .producer import tensor_base
 from .registry import CONSUMER, register
-from .sites import AffineSite
 
 
 class ConsumerFold:

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..foldmath import Affine
-from ..graph import CAPTURE, attribute, is_standard
-from ..outcomes import Skip
-from .base import FoldContext, node_label
+from ..engine.foldmath import Affine
+from ..engine.graph import CAPTURE, attribute, is_standard
+from ..engine.outcomes import Skip
+from ..engine.protocol import FoldContext, node_label
+from ..engine.sites import AffineSite
 from .carriers import carrier_skip
 from .layout import trace_axis_forward
 from .optable import ACTIVATION, role
-from .sites import AffineSite
 
 
 @dataclass
@@ -62,7 +62,7 @@ def consumer_slots(ctx: FoldContext, node: onnx.NodeProto) -> tuple[int, ...]:
 
 def walk_to_consumers(ctx: FoldContext, site: AffineSite) -> list[Branch] | Skip:
     """Every branch from ``site.output`` to a layer a consumer pattern targets, or why not."""
-    from . import target_ops  # the registry imports this module
+    from . import target_ops
 
     return _walk(ctx, target_ops("consumer"), site.output, site.axis, site.affine, [], top=True)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..foldmath import along_axis, conv_transpose_output_scale
-from ..graph import int_attribute
-from ..outcomes import Skip
-from .base import FoldContext, node_label
+from ..engine.foldmath import along_axis, conv_transpose_output_scale
+from ..engine.graph import int_attribute
+from ..engine.outcomes import Skip
+from ..engine.protocol import FoldContext, node_label
 from .layer_checks import constant_weight, optional_bias
 from .producer import Layer, ProducerFold
 from .registry import PRODUCER, register

@@ -15,15 +15,15 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..foldmath import Affine, along_axis
-from ..graph import attribute, float_attribute
-from ..outcomes import Skip
-from ..plan import Edit, Name, SetFloatAttribute
-from .base import FoldContext, node_label
+from ..engine.foldmath import Affine, along_axis
+from ..engine.graph import attribute, float_attribute
+from ..engine.outcomes import Skip
+from ..engine.plan import Edit, Name, SetFloatAttribute
+from ..engine.protocol import FoldContext, node_label
+from ..engine.sites import AffineSite
 from .layer_checks import constant_weight, optional_bias
 from .producer import Layer, ProducerFold
 from .registry import PRODUCER, register
-from .sites import AffineSite
 
 
 @register(PRODUCER, split=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..constants import describe_not_constant, quantized_source
-from ..dtypes import is_float_dtype
-from ..foldmath import all_finite
-from ..graph import GraphView
-from ..outcomes import Skip
-from .base import node_label
+from ..engine.constants import describe_not_constant, quantized_source
+from ..engine.foldmath import all_finite
+from ..engine.graph import GraphView
+from ..engine.outcomes import Skip
+from ..engine.protocol import node_label
+from ..storage.dtypes import is_float_dtype
 
 
 def constant_weight(

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import onnx
 
-from ..graph import attribute
+from ..engine.graph import attribute
 from .optable import ACTIVATION, NOOP, POOLING, ROLES, SLICE
 
 Shape = tuple[int | str | None, ...]

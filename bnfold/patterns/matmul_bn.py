@@ -21,14 +21,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..foldmath import along_axis
-from ..outcomes import Skip
-from ..plan import AddConstant, Edit, Fresh, InsertNode, Name
-from .base import FoldContext, node_label
+from ..engine.foldmath import along_axis
+from ..engine.outcomes import Skip
+from ..engine.plan import AddConstant, Edit, Fresh, InsertNode, Name
+from ..engine.protocol import FoldContext, node_label
+from ..engine.sites import AffineSite
 from .layer_checks import constant_weight
 from .producer import Layer, ProducerFold, tensor_base
 from .registry import PRODUCER, register
-from .sites import AffineSite
 
 
 @register(PRODUCER, split=True)

@@ -13,13 +13,13 @@ that branch's reason), since the affine must vanish from every path or stay.
 
 from __future__ import annotations
 
-from ..outcomes import Skip
-from ..plan import Edit, RemoveNodes, SetInput, combined_plan
-from .base import FoldContext, Pattern, Plan, node_label
+from ..engine.outcomes import Skip
+from ..engine.plan import Edit, RemoveNodes, SetInput, combined_plan
+from ..engine.protocol import FoldContext, Pattern, Plan, node_label
+from ..engine.sites import AffineSite
 from .consumer import ConsumerFold
 from .consumer_walk import walk_to_consumers
 from .registry import CONSUMER_GROUP, register
-from .sites import AffineSite
 
 
 @register(CONSUMER_GROUP)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..foldmath import (
+from ..engine.elementwise import elementwise_affine
+from ..engine.foldmath import (
     CANCELLATION_BOUND,
     LOW_PRECISION,
     Affine,
@@ -26,8 +27,8 @@ from ..foldmath import (
     precision_lost,
     round_to,
 )
-from ..outcomes import Fold, Skip
-from ..plan import (
+from ..engine.outcomes import Fold, Skip
+from ..engine.plan import (
     AddConstant,
     Edit,
     Fresh,
@@ -38,13 +39,12 @@ from ..plan import (
     SetInput,
     SetOutput,
 )
-from ..recipes import scaled_constant
-from .base import FoldContext, Plan, node_label
+from ..engine.protocol import FoldContext, Plan, node_label
+from ..engine.scaled_weights import scaled_constant
+from ..engine.sites import AffineSite
 from .carriers import carrier_skip
 from .chain import Chain, walk_to_linear
-from .elementwise import elementwise_affine
 from .layout import trace_axis_back
-from .sites import AffineSite
 
 Slot = tuple[onnx.NodeProto, int]  # a node and one of its input slots
 
@@ -206,7 +206,7 @@ class ProducerFold:
     ) -> Plan | Skip:
         dtype = layer.weight.dtype
         # A large weight still in its file becomes a recipe, computed while the output is
-        # written (bnfold.recipes); the same float64 product and one rounding either way.
+        # written (bnfold.storage.recipes); the same float64 product and one rounding either way.
         weight = scaled_constant(
             ctx.view,
             layer.node.input[self.slot_of_weight(layer)],

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .base import Pattern
+from ..engine.protocol import Pattern
 
 PRODUCER, PRODUCER_GROUP, CONSUMER, CONSUMER_GROUP, SPLIT = 10, 20, 30, 40, 50
 

@@ -34,16 +34,16 @@ from typing import Any, Union
 import numpy as np
 import onnx
 
-from ..dtypes import is_float_dtype
 from ..errors import OutputWriteError, UsageError
-from ..modelio import LoadedModel, load_model
-from ..output import Outputs
-from .drift import provider_references
-from .evidence import weak_outputs
-from .inputs import InputSpec, check_inputs, generate_inputs, input_specs, load_inputs, save_inputs
-from .report import ProviderResult, VerifyReport
-from .runner import prepare, reference_runs, run_candidate, split
-from .session import (
+from ..runtime.inputs import (
+    InputSpec,
+    check_inputs,
+    generate_inputs,
+    input_specs,
+    load_inputs,
+    save_inputs,
+)
+from ..runtime.session import (
     canonical_provider,
     cuda_available,
     onnxruntime_version,
@@ -51,6 +51,13 @@ from .session import (
     parse_providers,
     set_verbose,
 )
+from ..storage.dtypes import is_float_dtype
+from ..storage.load import LoadedModel, load_model
+from ..storage.outputs import Outputs
+from .drift import provider_references
+from .evidence import weak_outputs
+from .report import ProviderResult, VerifyReport
+from .runner import prepare, reference_runs, run_candidate, split
 from .sites import DEFAULT_BUDGET_BYTES, SITE_MODES, plan_sites
 from .structure import StructureMismatch
 from .structure import check_structure as _check_structure
@@ -90,7 +97,7 @@ def verify(
       when CUDA really works (an unavailable default CUDA is only noted).
     - ``levels``: onnxruntime optimization levels for the candidate (``disable``, ``basic``,
       ``extended``, ``all``); default ``all``, what deployments use.
-    - ``shapes`` / ``dims`` / ``ranges`` / ``default_dim``: see ``bnfold.verify.inputs``;
+    - ``shapes`` / ``dims`` / ``ranges`` / ``default_dim``: see ``bnfold.runtime.inputs``;
       ``default_dim=None`` chooses free dims from the graph (a Conv's receptive field).
     - ``seed`` and ``runs``: input set ``i`` is generated with seed ``seed + i``.
     - ``inputs``: real data instead: an ``.npz`` path, a ``{name: array}`` mapping, or a list
@@ -330,7 +337,7 @@ def _keep_failing_inputs(
 ) -> None:
     """Save the first failing input set and write the command that reruns exactly it.
 
-    The ``.npz`` is written through ``bnfold.output``: never over ``reads`` (the models).
+    The ``.npz`` is written through ``bnfold.storage.outputs``: never over ``reads`` (the models).
     """
     first = next((r for r in report.failed if r.failing_run is not None), None)
     if first is None or first.failing_run is None:
@@ -408,6 +415,6 @@ def _label(loaded: LoadedModel) -> str:
 
 
 def _bnfold_version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return str(__version__)

@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dtypes import is_float_dtype
+from ..storage.dtypes import is_float_dtype
 
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1e-4, 1e-4),

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..runtime.session import REFERENCE_LEVEL, create_session, run_session
 from .compare import OutputComparison, compare_outputs, compare_sites
-from .session import REFERENCE_LEVEL, create_session, run_session
 
 if TYPE_CHECKING:  # runner imports report, which imports this module
     from .runner import Prepared

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..runtime.specs import is_floating
 from .compare import tolerance_for
-from .specs import is_floating
 
 SATURATED_SHARE = 0.99
 _PROBABILITY_OPS = frozenset({"Softmax", "Sigmoid", "HardSigmoid"})

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProviderUnavailable, VerificationFailed
+from ..runtime.session import LEVELS, provider_full_name
 from .compare import DEFAULT_TOLERANCES, OutputComparison
 from .drift import drift_line, drift_to_dict
 from .evidence import Weakness
-from .session import LEVELS, provider_full_name
 
 PASSED, FAILED, UNAVAILABLE = "passed", "failed", "unavailable"
 # Site rows shown per configuration in the terminal/Markdown table (all are in the JSON).

@@ -24,10 +24,10 @@ import numpy as np
 import onnx
 
 from ..errors import ModelLoadError, UsageError
-from ..modelio import LoadedModel
+from ..runtime.session import REFERENCE_LEVEL, REFERENCE_PROVIDER, create_session, run_session
+from ..storage.load import LoadedModel
 from .compare import OutputComparison, compare_outputs, compare_sites
 from .report import FAILED, PASSED, UNAVAILABLE, ProviderResult
-from .session import REFERENCE_LEVEL, REFERENCE_PROVIDER, create_session, run_session
 from .sites import SitePlan, with_outputs
 
 

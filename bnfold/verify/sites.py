@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..graph import node_label
-from .specs import declared_shape, graph_inputs
+from ..runtime.specs import declared_shape, graph_inputs
+from ..storage.naming import node_label
 
 SITE_MODES = ("folds", "all", "none")
 DEFAULT_BUDGET_BYTES = 256 * 2**20

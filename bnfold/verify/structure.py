@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import ModelLoadError
-from .inputs import declared_shape, graph_inputs
+from ..runtime.inputs import declared_shape, graph_inputs
 
 
 class StructureMismatch(ModelLoadError):

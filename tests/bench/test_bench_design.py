@@ -12,7 +12,7 @@ from bnfold.bench.design import MIN_ROUNDS, PairPlan
 from bnfold.bench.placement import Threads, format_cpus, parse_cpus, pinned, usable_cpus
 from bnfold.bench.runner import measure_interleaved, round_order, warm_up
 from bnfold.errors import UsageError
-from bnfold.verify.session import session_options
+from bnfold.runtime.session import session_options
 
 
 def test_adaptive_pairs_share_the_budget_equally() -> None:

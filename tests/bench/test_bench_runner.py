@@ -18,7 +18,7 @@ from bnfold.bench.runner import (
     prepare_run,
     time_once_ms,
 )
-from bnfold.verify.session import cuda_available
+from bnfold.runtime.session import cuda_available
 from tests.bench.bench_models import bfloat16_model, fast_model
 
 

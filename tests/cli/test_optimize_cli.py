@@ -163,8 +163,8 @@ def test_optimize_verify_checks_the_written_file_before_it_lands(
 
 def _corrupt_folds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every BN folds with a scale 0.1% off: a wrong fold verify must catch."""
-    import bnfold.patterns.batchnorm as batchnorm
-    from bnfold.foldmath import Affine, bn_to_affine
+    import bnfold.engine.batchnorm as batchnorm
+    from bnfold.engine.foldmath import Affine, bn_to_affine
 
     def wrong(*args: object, **kwargs: object) -> Affine:
         exact = bn_to_affine(*args, **kwargs)  # type: ignore[arg-type]

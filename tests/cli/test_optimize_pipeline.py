@@ -117,8 +117,8 @@ def test_cli_and_library_run_the_same_pipeline(
 def test_a_failed_verification_writes_nothing_and_skips_bench(
     model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bnfold.patterns.batchnorm as batchnorm
-    from bnfold.foldmath import Affine, bn_to_affine
+    import bnfold.engine.batchnorm as batchnorm
+    from bnfold.engine.foldmath import Affine, bn_to_affine
 
     def wrong(*args: Any, **kwargs: Any) -> Affine:
         exact = bn_to_affine(*args, **kwargs)

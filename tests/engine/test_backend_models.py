@@ -36,7 +36,7 @@ import pytest
 from onnx import helper, numpy_helper, version_converter
 
 import bnfold
-from bnfold.report import FoldReport
+from bnfold.engine.report import FoldReport
 from tests import helpers
 
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bnfold.foldmath import Affine, bn_to_affine, conv_transpose_output_scale, round_to, scale_along
+from bnfold.engine.foldmath import (
+    Affine,
+    bn_to_affine,
+    conv_transpose_output_scale,
+    round_to,
+    scale_along,
+)
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
 positive = st.floats(0.0010000000474974513, 1e3, allow_nan=False, allow_infinity=False, width=32)

@@ -367,7 +367,7 @@ def test_a_graph_out_of_order_folds_like_the_sorted_one_and_keeps_order_when_unc
 
 
 def test_a_recipe_deeper_than_the_limit_says_so() -> None:
-    from bnfold.constants import MAX_CONSTANT_DEPTH
+    from bnfold.engine.constants import MAX_CONSTANT_DEPTH
 
     steps = MAX_CONSTANT_DEPTH + 2
     chain = [helper.make_node("Neg", [f"w{i}"], [f"w{i + 1}"]) for i in range(steps - 1)]

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from bnfold.constants import standalone_view
-from bnfold.outcomes import Skip
+from bnfold.engine.constants import standalone_view
+from bnfold.engine.outcomes import Skip
 from bnfold.patterns.layer_checks import constant_weight
 from tests.helpers import fold, make_model, random_bn_params, random_feeds, run_unoptimized, tensor
 

@@ -20,8 +20,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import bnfold  # noqa: E402
-from bnfold import torch_export  # noqa: E402
 from bnfold.errors import UsageError, VerificationFailed  # noqa: E402
+from bnfold.integrations import torch_export  # noqa: E402
 from bnfold.verify.compare import OutputComparison  # noqa: E402
 from tests import helpers, nets  # noqa: E402
 from tests.integrations.torch_nets import NETS, warm  # noqa: E402

@@ -19,8 +19,8 @@ gs = pytest.importorskip("onnx_graphsurgeon")
 torch = pytest.importorskip("torch")
 
 import bnfold  # noqa: E402
-from bnfold import graphsurgeon  # noqa: E402
 from bnfold.errors import UsageError  # noqa: E402
+from bnfold.integrations import graphsurgeon  # noqa: E402
 from tests import helpers, nets  # noqa: E402
 from tests.integrations.torch_nets import NETS  # noqa: E402
 

@@ -12,8 +12,8 @@ import onnx
 import pytest
 
 import bnfold
-from bnfold import lazyio, streamwrite
-from bnfold.modelio import load_model
+from bnfold.storage import lazyio, streamwrite
+from bnfold.storage.load import load_model
 from tests.engine.test_producer_folds import conv_bn_model
 from tests.helpers import assert_equivalent
 

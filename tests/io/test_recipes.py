@@ -16,9 +16,10 @@ import pytest
 from onnx import TensorProto, helper
 
 import bnfold
-from bnfold import lazyio, recipes, streamwrite
-from bnfold.foldmath import round_to
-from bnfold.modelio import load_model
+from bnfold.engine import scaled_weights
+from bnfold.engine.foldmath import round_to
+from bnfold.storage import filebytes, lazyio, recipes, streamwrite
+from bnfold.storage.load import load_model
 from tests.helpers import assert_equivalent, make_model, random_bn_params, tensor
 
 BN_NAMES = ["gamma", "beta", "mean", "var"]
@@ -30,7 +31,7 @@ def small_recipes(monkeypatch: pytest.MonkeyPatch) -> None:
     models exercise many chunks and the threads that compute them ahead."""
     monkeypatch.setattr(recipes, "MIN_RECIPE_BYTES", 0)
     monkeypatch.setattr(recipes, "CHUNK_BYTES", 1500)
-    monkeypatch.setattr(lazyio, "MAP_THRESHOLD_BYTES", 0)  # map every source range
+    monkeypatch.setattr(filebytes, "MAP_THRESHOLD_BYTES", 0)  # map every source range
 
 
 def _bn(prefix: str, rng: np.random.Generator, channels: int, dtype: type, x: str, y: str):  # type: ignore[no-untyped-def]
@@ -250,7 +251,7 @@ def test_rounding_error_and_overflow_measured_in_chunks_equal_round_to(
     view = _main_view(load_model(tmp_path / "m.onnx"))
     factors = scale.reshape(40, 1, 1, 1)
     for factor_set in (factors, np.where(factors > 100, 1.0, factors)):
-        got = recipes.scaled_constant(view, "W", weight, factor_set)
+        got = scaled_weights.scaled_constant(view, "W", weight, factor_set)
         want = round_to(weight.astype(np.float64) * factor_set, np.dtype(dtype))
         assert got is not None and isinstance(got.value, recipes.ScaledTensor)
         assert (got.max_abs_error, got.max_rel_error) == (want.max_abs_error, want.max_rel_error)
@@ -272,9 +273,9 @@ def test_a_float32_product_over_the_bound_is_checked_element_by_element(tmp_path
     )
     onnx.save(model, tmp_path / "m.onnx")
     view = _main_view(load_model(tmp_path / "m.onnx"))
-    got = recipes.scaled_constant(view, "W", weight.T.copy(), factors.T)
+    got = scaled_weights.scaled_constant(view, "W", weight.T.copy(), factors.T)
     assert got is not None and got.value.known_finite is True
-    over = recipes.scaled_constant(view, "W", weight.T.copy(), factors.T * 1e10)
+    over = scaled_weights.scaled_constant(view, "W", weight.T.copy(), factors.T * 1e10)
     assert over is not None and over.value.known_finite is False
 
 
@@ -292,8 +293,8 @@ def test_small_and_in_memory_weights_are_computed_in_memory(
 
 
 def _main_view(loaded):  # type: ignore[no-untyped-def]
-    from bnfold.constants import ConstantCache
-    from bnfold.graph import GraphView
+    from bnfold.engine.constants import ConstantCache
+    from bnfold.engine.graph import GraphView
 
     return GraphView(
         loaded.model.graph,
@@ -309,13 +310,13 @@ def _main_view(loaded):  # type: ignore[no-untyped-def]
 def test_a_source_range_past_the_end_of_its_file_is_an_error(
     threshold: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lazyio, "MAP_THRESHOLD_BYTES", threshold)
+    monkeypatch.setattr(filebytes, "MAP_THRESHOLD_BYTES", threshold)
     path = tmp_path / "w.bin"
     path.write_bytes(bytes(range(200)) * 50)  # 10000 bytes
-    got = lazyio.read_array(path, 5001, 4000, np.dtype("<f4"))
+    got = filebytes.read_array(path, 5001, 4000, np.dtype("<f4"))
     assert got.tobytes() == path.read_bytes()[5001:9001]
     with pytest.raises(OSError, match="ended"):
-        lazyio.read_array(path, 8001, 4000, np.dtype("<f4"))
+        filebytes.read_array(path, 8001, 4000, np.dtype("<f4"))
 
 
 def test_large_tensors_stream_into_a_buffer_without_a_file_descriptor(tmp_path: Path) -> None:

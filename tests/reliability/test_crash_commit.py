@@ -2,7 +2,7 @@
 and the next run that writes beside it removes what the killed run left.
 
 The kill is fault injection, not timing luck: ``BNFOLD_TEST_KILL_AT=<step>`` makes the
-writer SIGKILL itself at that step (``bnfold.output.COMMIT_STEPS``). Every state is checked
+writer SIGKILL itself at that step (``bnfold.storage.outputs.COMMIT_STEPS``). Every state is checked
 the way a user would meet it: onnxruntime opens the model file from disk (so its external
 data must be complete and consistent), and the model is either byte-for-byte the old one or
 the folded one.
@@ -21,9 +21,9 @@ import onnx
 import onnxruntime
 import pytest
 
-from bnfold.modelio import load_model
-from bnfold.output import COMMIT_STEPS, data_locations
-from bnfold.staging import KILL_ENV, owner_tag
+from bnfold.storage.load import load_model
+from bnfold.storage.outputs import COMMIT_STEPS, data_locations
+from bnfold.storage.staging import KILL_ENV, owner_tag
 from tests.helpers import batchnorm_count
 from tests.reliability import models
 from tests.reliability.files import leftovers

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from bnfold.modelio import load_model
+from bnfold.storage.load import load_model
 from tests.helpers import assert_equivalent, make_model, random_bn_params, tensor
 from tests.reliability.files import leftovers
 

@@ -331,7 +331,7 @@ def test_float16_convtranspose_fold_before_a_chain_of_tiny_variance_bns() -> Non
     # comes from the four *kept* BNs after it, which onnxruntime's CPU provider computes in
     # float32 (inserted Casts) and which amplify any float16 rounding ~30x each. The README
     # states this limit; the fold itself must stay within its bound and be reported.
-    from bnfold.foldmath import PRECISION_BOUND
+    from bnfold.engine.foldmath import PRECISION_BOUND
 
     result = bnfold.optimize(model)
     assert [fold.bn for fold in result.report.folds] == ["bn0"]

@@ -2,7 +2,7 @@
 
 Tests run as root, and root ignores permission bits, so "not writable" and "disk full" are
 made real with small tmpfs mounts where the sandbox allows mounting (read-only: EROFS, 64 KiB:
-ENOSPC), and are always also simulated by patching the write inside ``bnfold.output`` to
+ENOSPC), and are always also simulated by patching the write inside ``bnfold.storage.outputs`` to
 fail half-way through (``OSError(ENOSPC)``, ``PermissionError``, ``KeyboardInterrupt``).
 Every test checks the folder afterwards: no output, no temporary file, input unchanged.
 """
@@ -23,9 +23,11 @@ import pytest
 from click.testing import CliRunner
 
 import bnfold
-from bnfold import modelio, output, staging
 from bnfold.cli import main
 from bnfold.errors import OutputWriteError
+from bnfold.storage import load as modelio
+from bnfold.storage import outputs as output
+from bnfold.storage import staging
 from tests.helpers import assert_equivalent
 from tests.reliability import models
 from tests.reliability.files import leftovers, snapshot
@@ -88,7 +90,7 @@ class _FailingFile:
 
 
 def _fail_writes(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
-    """Every file bnfold.output opens for writing fails half-way with ``error``."""
+    """Every file bnfold.storage.outputs opens for writing fails half-way with ``error``."""
 
     def failing_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         handle = open(path, mode, *args, **kwargs)  # noqa: SIM115 - closed by the wrapper

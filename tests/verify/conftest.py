@@ -30,7 +30,7 @@ def conv_bn_files(tmp_path: Path, conv_bn: ConvBN) -> dict[str, Path]:
 @pytest.fixture
 def cpu_only_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """Default provider set = CPU only, as on a machine without a working GPU."""
-    from bnfold.verify import session
+    from bnfold.runtime import session
 
     monkeypatch.setattr(session, "cuda_available", lambda: (False, "no GPU in this test"))
     monkeypatch.setattr(

@@ -15,10 +15,10 @@ from verify_models import make_model, save, tensor
 import bnfold
 from bnfold.cli import main
 from bnfold.errors import UsageError
+from bnfold.runtime.inputs import input_specs
 from bnfold.verify import verify
 from bnfold.verify.compare import compare_output
 from bnfold.verify.evidence import weak_outputs
-from bnfold.verify.inputs import input_specs
 
 pytestmark = pytest.mark.usefixtures("cpu_only_default")
 

@@ -12,7 +12,7 @@ from verify_models import make_model, tensor
 
 from bnfold.commands.parsing import parse_dim_options, parse_range_options, parse_shape_options
 from bnfold.errors import UsageError
-from bnfold.verify.inputs import generate_inputs, input_specs, load_inputs, save_inputs
+from bnfold.runtime.inputs import generate_inputs, input_specs, load_inputs, save_inputs
 
 ALL_TYPES = {
     "f16": (TensorProto.FLOAT16, np.float16),

@@ -21,7 +21,7 @@ from corrupt import corrupt_layer
 import bnfold
 from bnfold.cli import main
 from bnfold.errors import UsageError
-from bnfold.providers import parse_provider_options, plugin_installed
+from bnfold.runtime.providers import parse_provider_options, plugin_installed
 from bnfold.verify import verify
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -140,7 +140,7 @@ def _openvino_runs() -> str | None:
         return "the OpenVINO plugin is installed by CI on Linux x86_64 only"
     if not plugin_installed("openvino"):
         return "onnxruntime-ep-openvino is not installed (pip install 'bnfold[openvino]')"
-    from bnfold.verify.session import probe_provider
+    from bnfold.runtime.session import probe_provider
 
     ok, reason = probe_provider("openvino")
     return None if ok else f"OpenVINO does not run here: {reason}"
@@ -186,7 +186,7 @@ def test_plugin_path_registers_adds_devices_and_checks_truth(
 ) -> None:
     """A plugin with a device: string options go to add_provider_for_devices, no providers
     list is passed, and a session that is not really on the plugin is 'unavailable'."""
-    from bnfold.verify import session as session_module
+    from bnfold.runtime import session as session_module
 
     recorded: dict[str, Any] = {}
     real_options = session_module.session_options
@@ -229,7 +229,7 @@ def test_plugin_path_registers_adds_devices_and_checks_truth(
 
 
 def test_plugin_not_installed_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bnfold import providers
+    from bnfold.runtime import providers
 
     monkeypatch.setitem(providers.PLUGINS, "openvino", ("no_such_plugin_pkg", "pip install x"))
     providers.register_plugin.cache_clear()

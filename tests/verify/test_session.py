@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 from verify_models import ConvBN, make_model, tensor
 
 from bnfold.errors import ModelLoadError, UsageError
-from bnfold.verify import session
-from bnfold.verify.session import (
+from bnfold.runtime import session
+from bnfold.runtime.session import (
     LEVELS,
     create_session,
     cuda_available,

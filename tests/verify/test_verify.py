@@ -25,8 +25,8 @@ from verify_models import (
 
 import bnfold
 from bnfold.errors import ModelLoadError, ProviderUnavailable, UsageError, VerificationFailed
+from bnfold.runtime import session as session_module
 from bnfold.verify import StructureMismatch, verify
-from bnfold.verify import session as session_module
 
 pytestmark = pytest.mark.usefixtures("cpu_only_default")
 

@@ -1,13 +1,13 @@
 """Load and save ONNX models safely.
 
 - Loading refuses what is not a valid model with one line that names the problem (see
-  ``bnfold.modelcheck``), and checks every external-data location before any byte of it is
+  ``bnfold.storage.modelcheck``), and checks every external-data location before any byte of it is
   read: a location must be a relative path that stays inside the model's folder after
   resolving symlinks and name a regular file (the CVE-2024-27318 / CVE-2024-27319 class of
   bugs). bnfold reads the data itself, from the path it checked.
-- Loading a file is lazy (``bnfold.lazyio``): large tensors stay in their file (the model
+- Loading a file is lazy (``bnfold.storage.lazyio``): large tensors stay in their file (the model
   itself, or its checked external data) and are read one at a time when a fold needs them.
-- Saving is ``bnfold.output``'s job (the one writer); the input is never opened for writing.
+- Saving is ``bnfold.storage.outputs``'s job (the one writer); the input is never opened for writing.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
+from ..errors import ModelLoadError, UnsafeModelError, UsageError, first_line
 from . import lazyio
-from .errors import ModelLoadError, UnsafeModelError, UsageError, first_line
 from .modelcheck import check_structure, check_tensor_sizes
 
 PROTOBUF_LIMIT = 2**31 - 1

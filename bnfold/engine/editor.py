@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..storage.recipes import ScaledTensor, store_recipe
 from .constants import NONDETERMINISTIC_OPS, ConstantCache
 from .graph import GraphView, Use, captured_names, is_standard, subgraphs
 from .outcomes import Fold, Skip
@@ -40,7 +41,6 @@ from .plan import (
     SetInput,
     SetOutput,
 )
-from .recipes import ScaledTensor, store_recipe
 
 # Broadcasting elementwise ops: opset 7 changed them from legacy (broadcast/axis attributes)
 # to numpy rules. Plans that insert them are refused below opset 7.
@@ -104,7 +104,7 @@ def store_value(tensor: onnx.TensorProto, value: np.ndarray | ScaledTensor) -> N
     """Let ``tensor`` hold ``value`` (same name) in ``raw_data`` and no other value field.
 
     A recipe (``ScaledTensor``) is stored as one instead: an external reference to its
-    source bytes with its factors, evaluated while the model is written (``bnfold.recipes``).
+    source bytes with its factors, evaluated while the model is written (``bnfold.storage.recipes``).
     """
     for name in VALUE_FIELDS:
         tensor.ClearField(name)

@@ -19,8 +19,8 @@ import numpy as np
 
 from .foldmath import CANCELLATION_BOUND, LOW_PRECISION, cancellation, round_to
 from .outcomes import Fold
-from .patterns.sites import AffineSite
 from .plan import AddConstant, Edit, Fresh, InsertNode, Plan, RemoveNodes
+from .sites import AffineSite
 
 MUL_ADD, DWCONV = "mul-add", "dwconv"
 LOWERING_FORMS = (MUL_ADD, DWCONV)

@@ -88,7 +88,7 @@ def parse_provider_options(values: list[str] | tuple[str, ...] | None) -> dict[s
 
     Raises ``UsageError`` (exit 2) for anything not ``PROVIDER:KEY=VALUE``.
     """
-    from .errors import UsageError
+    from ..errors import UsageError
 
     result: dict[str, dict[str, str]] = {}
     for value in values or ():

@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..dtypes import is_float_dtype
 from ..errors import UsageError
+from ..storage.dtypes import is_float_dtype
 
-# The one float-dtype predicate (bnfold.dtypes), under the name this package uses.
+# The one float-dtype predicate (bnfold.storage.dtypes), under the name this package uses.
 is_floating = is_float_dtype
 
 # Element types verify can feed through onnxruntime's Python API.

@@ -1,7 +1,7 @@
 """What every pattern shares: the context it may look at, and the ``Pattern`` protocol.
 
 A pattern is *match, check, then plan*: ``match`` never mutates the model and returns a
-``Plan`` (its edits as data, see ``bnfold.plan``), a ``Skip`` (this pattern applies but a
+``Plan`` (its edits as data, see ``bnfold.engine.plan``), a ``Skip`` (this pattern applies but a
 precondition fails) or ``None`` (this pattern does not apply here). Only the editor writes.
 """
 
@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ..graph import GraphView, node_label
-from ..outcomes import Fold, Skip
-from ..plan import Plan
-from ..shapes import Shape
+from .graph import GraphView, node_label
+from .outcomes import Fold, Skip
+from .plan import Plan
+from .shapes import Shape
 
 if TYPE_CHECKING:
     from .sites import AffineSite

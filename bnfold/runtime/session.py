@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 
 from ..errors import ModelLoadError, UsageError
-from ..providers import describe_devices, is_plugin, plugin_devices, register_plugin
+from .providers import describe_devices, is_plugin, plugin_devices, register_plugin
 
 # Short names -> onnxruntime provider names. Full names are accepted too (any spelling of case).
 PROVIDER_NAMES: dict[str, str] = {
@@ -62,7 +62,9 @@ DEFAULT_PROVIDER_OPTIONS: dict[str, dict[str, Any]] = {
     # (AMX, AVX512-BF16): a float32 model then differs from itself by ~1e-3, which no fold
     # caused. Keep the model's precision; pass --provider-option openvino:load_config=... to
     # choose another.
-    "openvino": {"load_config": json.dumps({d: {"INFERENCE_PRECISION_HINT": "f32"} for d in ("CPU", "GPU")})},
+    "openvino": {
+        "load_config": json.dumps({d: {"INFERENCE_PRECISION_HINT": "f32"} for d in ("CPU", "GPU")})
+    },
 }
 
 # Level names -> attribute names of ``onnxruntime.GraphOptimizationLevel``.

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..dtypes import is_float_dtype
-from ..foldmath import Affine
-from ..graph import GraphView, is_standard
-from ..outcomes import Skip
+from ..storage.dtypes import is_float_dtype
+from .foldmath import Affine
+from .graph import GraphView, is_standard
+from .outcomes import Skip
 
 ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from ..storage.naming import node_label
 from .shapes import MAIN_SCOPE, ScopePath, Shape
 
 if TYPE_CHECKING:
@@ -58,11 +59,6 @@ def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object
         if attr.name == name:
             return onnx.helper.get_attribute_value(attr)
     return default
-
-
-def node_label(node: onnx.NodeProto) -> str:
-    """A node's name, or ``<OpType:first-output>`` for unnamed nodes (reports, messages)."""
-    return node.name or f"<{node.op_type}:{node.output[0] if node.output else ''}>"
 
 
 def int_attribute(node: onnx.NodeProto, name: str, default: int) -> int:

@@ -86,7 +86,7 @@ class Rounded:
     """A float64 result rounded once to the target dtype, with the error that cost.
 
     ``value`` is the array, or for a large weight still in its file a
-    ``bnfold.recipes.ScaledTensor`` that computes it while the output is written (it has the
+    ``bnfold.storage.recipes.ScaledTensor`` that computes it while the output is written (it has the
     array's ``shape`` and ``dtype``; ``all_finite`` accepts it).
     """
 

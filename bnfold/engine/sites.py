@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..foldmath import Affine
-from ..graph import GraphView, node_label
-from ..outcomes import Skip
-from ..shapes import Shape
 from .batchnorm import batchnorm_affine, is_batchnorm
 from .elementwise import constant_operand, elementwise_affine
+from .foldmath import Affine
+from .graph import GraphView, node_label
+from .outcomes import Skip
+from .shapes import Shape
 
 Shapes = Mapping[str, Shape]
 

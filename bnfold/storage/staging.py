@@ -6,7 +6,7 @@ target (same file system, so the final ``os.replace`` is atomic). ``<owner>`` is
 that a folder belongs to a process on this machine (and in this container) that no longer
 exists. Such folders (SIGKILL, OOM killer, power cut) are removed by the next run that stages
 beside them, together with the files their commit record (``commit.json``, see
-``bnfold.output``) says the dead run may have left outside the folder.
+``bnfold.storage.outputs``) says the dead run may have left outside the folder.
 
 ``kill_point(name)`` is test-only fault injection: when ``BNFOLD_TEST_KILL_AT`` names the
 step, the process SIGKILLs itself there, so tests can kill a commit at every step without
@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import OutputWriteError
+from ..errors import OutputWriteError
 
 TEMP_SUFFIX = ".bnfold-tmp"
 RECORD_NAME = "commit.json"

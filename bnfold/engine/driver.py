@@ -1,5 +1,8 @@
 """The driver: run the patterns over every graph to a fixed point, clean up, check, count.
 
+The patterns are given (``bnfold.patterns.default_patterns``, built by the library's front
+door): the engine is what patterns build on, so it never imports them.
+
 Each round indexes the graph once, finds its affine sites (BatchNormalization nodes, and
 per-channel Mul/Add chains; see ``sites``) and asks the patterns for a plan for each, in
 graph order. The editor refuses plans invalid in this model (``unsupported-opset``) and
@@ -17,13 +20,14 @@ it, until the model is clean.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
 from . import selfcheck
+from .batchnorm import is_batchnorm
 from .constants import ConstantCache
 from .editor import GraphEditor, NameAllocator
 from .graph import (
@@ -36,23 +40,19 @@ from .graph import (
 )
 from .lowering import MUL_ADD, lowering_plan
 from .outcomes import Fold, Skip
-from .patterns import default_patterns
-from .patterns.base import FoldContext, Pattern
-from .patterns.batchnorm import is_batchnorm
-from .patterns.sites import AffineSite, all_sites
 from .plan import Plan
+from .protocol import FoldContext, Pattern
 from .shapes import MAIN_SCOPE, ModelShapes, ScopePath, infer_model_shapes, scoped_subgraphs
+from .sites import AffineSite, all_sites
 
 SiteKey = tuple[ScopePath, str]  # (scope, site output): unique, since names are SSA per scope
 
 
 @dataclass(frozen=True)
 class FoldOptions:
-    """``disabled``: pattern names not to apply (see ``bnfold.patterns.PATTERN_NAMES``);
-    ``lower_standalone``: rewrite BNs that stay, as Mul + Add (True or ``mul-add``) or as a
+    """``lower_standalone``: rewrite BNs that stay, as Mul + Add (True or ``mul-add``) or as a
     1×1 depthwise Conv (``dwconv``; see ``lowering``)."""
 
-    disabled: frozenset[str] = frozenset()
     lower_standalone: bool | str = False
 
 
@@ -83,13 +83,15 @@ class FoldOutcome:
 
 def fold_model(
     model: onnx.ModelProto,
+    patterns: Sequence[Pattern],
     options: FoldOptions = FoldOptions(),
     progress: Callable[[int], None] | None = None,
     *,
     base_dir: Path | None = None,
     reload: Callable[[], onnx.ModelProto] | None = None,
 ) -> FoldOutcome:
-    """Fold ``model`` in place; return what was folded and what was refused, and why.
+    """Fold ``model`` in place with ``patterns`` (tried in order); return what was folded
+    and what was refused, and why.
 
     ``base_dir`` is the folder external tensor data is read from. ``reload`` gives the input
     model again (for the safety net's second attempt); without it a copy is kept.
@@ -110,7 +112,9 @@ def fold_model(
     while True:
         try:
             reordered = sort_topologically(model.graph)
-            outcome = _fold_once(model, options, progress, base_dir, denied, check_each, deny_all)
+            outcome = _fold_once(
+                model, patterns, options, progress, base_dir, denied, check_each, deny_all
+            )
         except _PlanBroke as broke:
             denied[broke.key] = Skip("self-check-failed", broke.problem)
             outcome = None
@@ -142,6 +146,7 @@ def _checker(model: onnx.ModelProto, baseline: selfcheck.Validity) -> Callable[[
 
 def _fold_once(
     model: onnx.ModelProto,
+    given: Sequence[Pattern],
     options: FoldOptions,
     progress: Callable[[int], None] | None,
     base_dir: Path | None,
@@ -149,7 +154,7 @@ def _fold_once(
     check_each: Callable[[], str | None] | None,
     deny_all: Skip | None,
 ) -> FoldOutcome:
-    patterns = [p for p in default_patterns(options.disabled) if p.name not in options.disabled]
+    patterns = list(given)
     outcome = FoldOutcome()
     outcome.counts.update(batchnorm_before=count_batchnorms(model), nodes_before=count_nodes(model))
     state = _ModelState(model, options, base_dir, denied, check_each)

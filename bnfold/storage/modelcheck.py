@@ -25,7 +25,7 @@ import onnx
 from onnx import helper
 from onnx.onnx_cpp2py_export import checker as onnx_checker
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 FIX_HINT = "repair the model or re-export it; bnfold only reads valid ONNX"
 # Types whose stored size is a plain item size (packed 4-bit types are left to onnx's checker).

@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..constants import describe_not_constant
-from ..dtypes import is_float_dtype
-from ..foldmath import Affine, bn_to_affine
-from ..graph import GraphView, attribute, float_attribute
-from ..outcomes import Skip
+from ..storage.dtypes import is_float_dtype
+from .constants import describe_not_constant
+from .foldmath import Affine, bn_to_affine
+from .graph import GraphView, attribute, float_attribute
+from .outcomes import Skip
 
 DEFAULT_EPSILON = 1e-5
 PARAM_NAMES = ("scale", "B", "mean", "var")

@@ -3,7 +3,7 @@
 Each field is serialized on its own and tensor bytes are copied from their source file
 (``lazyio.external_source``) in chunks, or in the kernel. Fields are written in field-number
 order, exactly as protobuf does, so the bytes equal ``model.SerializeToString()`` of the
-fully loaded model. Only ``bnfold.output`` calls this (into its staging folder).
+fully loaded model. Only ``bnfold.storage.outputs`` calls this (into its staging folder).
 """
 
 from __future__ import annotations

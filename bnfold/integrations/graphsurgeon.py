@@ -7,7 +7,7 @@ as ``bnfold.optimize``:
 1. ``gs.export_onnx(graph)``; a graph whose constants exceed ``EXTERNAL_DATA_BYTES`` goes
    through a temporary file with external data (one protobuf cannot hold more than 2 GiB);
 2. ``bnfold.optimize`` folds it (``s = γ/sqrt(σ² + ε)``, ``t = β − μ·s``, ``BN(x) = s·x + t``
-   moved into the neighbouring Conv/Gemm/MatMul; see ``bnfold.passes``);
+   moved into the neighbouring Conv/Gemm/MatMul; see ``bnfold.engine.driver``);
 3. ``gs.import_onnx`` of the result, whose nodes, inputs and outputs then replace the caller's:
    the *same* ``Graph`` object holds the folded graph, and the caller's graph input and output
    ``Variable`` objects are kept (rewired to the new nodes), so references to them stay valid.
@@ -25,9 +25,9 @@ from typing import Any
 
 import onnx
 
-from .api import optimize
-from .errors import UsageError
-from .report import FoldReport
+from ..api import optimize
+from ..engine.report import FoldReport
+from ..errors import UsageError
 
 # Above this many bytes of constants, the graph is handed over as a file with external data.
 EXTERNAL_DATA_BYTES = 1 << 30

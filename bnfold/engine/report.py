@@ -18,9 +18,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import __version__
+from ..version import __version__
+from .driver import SkippedBatchNorm
 from .outcomes import Fold
-from .passes import SkippedBatchNorm
 
 LOW_PRECISION = {"float16", "bfloat16"}
 BATCHNORM, SCALE_CHAIN, BIAS_ADD = "BatchNormalization", "Mul/Add chain", "bias Add"

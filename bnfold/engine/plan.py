@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from ..storage.recipes import ScaledTensor
 from .graph import node_label
 from .outcomes import Fold
-from .recipes import ScaledTensor
 
 
 @dataclass(frozen=True, eq=False)

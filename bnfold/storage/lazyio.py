@@ -1,11 +1,11 @@
 """Read ONNX models without holding tensor bytes that nobody needs.
 
 ``read_lazy`` parses a model file with a small protobuf wire-format walker
-(``bnfold.protowire``): every large initializer keeps its dims, type and name, and its bytes
+(``bnfold.storage.protowire``): every large initializer keeps its dims, type and name, and its bytes
 stay in the file, referenced the standard ONNX way (``data_location = EXTERNAL`` with
 ``location``/``offset``/``length``; for an inline tensor the location is the model file
 itself). Only tensors a fold reads are ever loaded, one at a time (``tensor_array``).
-Writing such a model streams the bytes from their files: ``bnfold.streamwrite``.
+Writing such a model streams the bytes from their files: ``bnfold.storage.streamwrite``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from onnx import numpy_helper
 
 from . import protowire as wire
 from . import recipes
+from .filebytes import read_array, read_bytes
 
 # Initializers at least this large stay in the file until needed.
 LAZY_THRESHOLD_BYTES = 4096
@@ -94,7 +95,9 @@ def external_source(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Path, int
         return None
     if recipes.is_recipe(tensor):
         # Its file bytes are the unscaled source: never let them be copied as its value.
-        raise ValueError(f"tensor {tensor.name!r} is a recipe: evaluate it (bnfold.recipes)")
+        raise ValueError(
+            f"tensor {tensor.name!r} is a recipe: evaluate it (bnfold.storage.recipes)"
+        )
     info = {entry.key: entry.value for entry in tensor.external_data}
     path = base_dir / info["location"]
     offset = int(info.get("offset", 0))
@@ -140,7 +143,7 @@ def tensor_array(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     if tensor.data_type in _PLAIN_TYPES:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
         return read_array(*source, dtype).reshape(tuple(tensor.dims))
-    data = _read_bytes(*source)
+    data = read_bytes(*source)
     inline = onnx.TensorProto()
     inline.CopyFrom(tensor)
     inline.ClearField("external_data")
@@ -159,7 +162,7 @@ def load_all(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
         if recipe is not None:
             tensor.raw_data = recipe.evaluate().tobytes()
         if source is not None:
-            tensor.raw_data = _read_bytes(*source)
+            tensor.raw_data = read_bytes(*source)
         if recipe is not None or source is not None:
             tensor.ClearField("external_data")
             tensor.ClearField("data_location")
@@ -177,7 +180,7 @@ def inline_nested_external_data(model: onnx.ModelProto, base_dir: Path | None) -
     for tensor in _nested_tensors(model):
         source = external_source(tensor, base_dir)
         if source is not None:
-            tensor.raw_data = _read_bytes(*source)
+            tensor.raw_data = read_bytes(*source)
             tensor.ClearField("external_data")
             tensor.ClearField("data_location")
 
@@ -203,36 +206,6 @@ def _nested_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     yield from in_nodes(model.graph.node)
     for function in model.functions:
         yield from in_nodes(function.node)
-
-
-# Tensors at least this large are mapped from their file rather than read into new memory:
-# reading copies every byte into freshly allocated (zero-filled) pages, mapping shares the
-# page cache. Smaller ones are read (they may be cached, and a map holds a file descriptor).
-MAP_THRESHOLD_BYTES = 1 << 20
-
-
-def read_array(path: Path, offset: int, length: int, dtype: np.dtype) -> np.ndarray:
-    """A read-only array of the ``length`` bytes at ``offset`` of ``path`` (mapped when large)."""
-    if length < MAP_THRESHOLD_BYTES:
-        data = _read_bytes(path, offset, length)
-        if len(data) != length:
-            raise OSError(f"{path} ended before its tensor data did")
-        return np.frombuffer(data, dtype=dtype)
-    start = offset - offset % mmap.ALLOCATIONGRANULARITY
-    with open(path, "rb") as handle:
-        if handle.seek(0, 2) < offset + length:
-            raise OSError(f"{path} ended before its tensor data did")
-        mapped = mmap.mmap(
-            handle.fileno(), offset + length - start, access=mmap.ACCESS_READ, offset=start
-        )
-    # The array keeps the map open; it is unmapped when the last view of it goes.
-    return np.frombuffer(mapped, dtype=dtype, count=length // dtype.itemsize, offset=offset - start)
-
-
-def _read_bytes(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        return handle.read(length)
 
 
 def is_self_reference(tensor: onnx.TensorProto, model_path: Path) -> bool:

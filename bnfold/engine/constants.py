@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from ..storage.lazyio import tensor_array
 from .graph import attribute, int_attribute, is_standard, node_label
-from .lazyio import tensor_array
 
 if TYPE_CHECKING:
     from .graph import GraphView

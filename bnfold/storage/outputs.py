@@ -7,7 +7,7 @@
   uses. Commands plan every output before any work, so a refusal leaves nothing written;
   each write plans its target again.
 - **Atomic.** A file is written into a private staging folder beside the target
-  (``bnfold.staging``), flushed, and renamed into place: the previous file or the complete
+  (``bnfold.storage.staging``), flushed, and renamed into place: the previous file or the complete
   new one, never a partial one. ``append`` (the ``GITHUB_STEP_SUMMARY``) is one ``write`` of
   the whole text to a file opened with ``O_APPEND``.
 - **A model and its external data switch in one step** (``save_model``): the data goes to a
@@ -28,8 +28,8 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper
 
+from ..errors import OutputWriteError, UsageError
 from . import lazyio, streamwrite
-from .errors import OutputWriteError, UsageError
 from .staging import (
     fsync,
     fsync_folder,

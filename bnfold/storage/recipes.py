@@ -1,6 +1,6 @@
 """A changed tensor as a recipe, evaluated chunk by chunk while the output is written.
 
-A fold into a large weight ``W`` whose bytes are still in their file (``bnfold.lazyio``) does
+A fold into a large weight ``W`` whose bytes are still in their file (``bnfold.storage.lazyio``) does
 not compute ``W'`` at plan time. It records
 
     W' = round(… round(round(W · f₁) · f₂) …)      (one stage per fold into this tensor)
@@ -21,8 +21,10 @@ little-endian float64 factors). Only bnfold reads these: ``lazyio.tensor_array``
 ``lazyio.load_all`` evaluate them, ``streamwrite`` streams them, and ``lazyio.external_source``
 refuses them so that nothing can copy the unscaled source bytes by mistake.
 
-The checks a fold needs (finite result, float16/bfloat16 rounding error) are computed at plan
-time from the weight the pattern already read, chunk by chunk, without keeping the result.
+The recipe is storage's: this module only encodes, decodes and evaluates it. A fold makes one
+(``bnfold.engine.scaled_weights``), where the checks a fold needs (finite result,
+float16/bfloat16 rounding error) are computed at plan time from the weight the pattern
+already read, chunk by chunk, without keeping the result.
 """
 
 from __future__ import annotations
@@ -34,15 +36,12 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import onnx
 
-from .foldmath import LOW_PRECISION, Rounded, round_to
-
-if TYPE_CHECKING:
-    from .graph import GraphView
+from .filebytes import read_array
 
 FACTORS_KEY = "bnfold-factors"
 FACTORS_SHAPE_KEY = "bnfold-factors-shape"
@@ -90,8 +89,6 @@ class ScaledTensor:
     # ---- evaluation ----------------------------------------------------------------------
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Slices ``start:stop`` of the leading axis of the result."""
-        from .lazyio import read_array  # lazyio evaluates recipes: imported when used
-
         row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if self.shape else 1
         itemsize = self.dtype.itemsize
         value = read_array(
@@ -290,71 +287,3 @@ _FLOAT_TYPES = frozenset(
         onnx.TensorProto.DOUBLE,
     }
 )
-
-
-# ---- what folds call ---------------------------------------------------------------------
-def scaled_constant(
-    view: GraphView, name: str, weight: np.ndarray, factors: np.ndarray
-) -> Rounded | None:
-    """``weight · factors`` rounded to ``weight``'s dtype, as a recipe on ``name``'s file bytes.
-
-    ``weight`` is the value the fold read of ``name``. None when ``name`` is not a large
-    tensor whose bytes (or recipe) lie in a file: the caller computes in memory then. The
-    returned ``Rounded`` carries the recipe as its ``value`` and the rounding error measured
-    from ``weight`` chunk by chunk (for float16/bfloat16), exactly as ``round_to`` would.
-    """
-    if weight.nbytes < MIN_RECIPE_BYTES or weight.ndim == 0 or view.outer is not None:
-        # Subgraph tensors are written inline (the writer streams main-graph initializers).
-        return None
-    tensor = _initializer(view, name)
-    if tensor is None:
-        return None
-    source = source_recipe(tensor, view.cache.base_dir)
-    if source is None or source.shape != weight.shape or source.dtype != weight.dtype:
-        return None
-    recipe = source.then(factors)
-    stats = _rounding_stats(weight, recipe.stages[-1], weight.dtype)
-    return Rounded(replace(recipe, known_finite=stats[2]), stats[0], stats[1])  # type: ignore[arg-type]
-
-
-def _initializer(view: GraphView, name: str) -> onnx.TensorProto | None:
-    """The initializer ``name`` resolves to (this scope or an enclosing one), if constant."""
-    current: GraphView | None = view
-    while current is not None and not current.defines(name):
-        current = current.outer
-    if current is None or name not in current.initializers or current.is_overridable(name):
-        return None
-    return current.initializers[name]
-
-
-def _rounding_stats(
-    weight: np.ndarray, factors: np.ndarray, dtype: np.dtype
-) -> tuple[float, float, bool]:
-    """``(max_abs_error, max_rel_error, finite)`` of ``round(weight · factors)``, as
-    ``foldmath.round_to`` measures them, without holding the result.
-
-    float32/float64: no error is measured (as ``round_to``), and the result is finite when
-    ``max|W| · max|f|`` is below the dtype's largest value (rounding is monotonic, so no
-    product exceeds that bound); otherwise it is evaluated to find out.
-    """
-    low = np.dtype(dtype).name in LOW_PRECISION
-    if not low and weight.size:
-        peak = max(abs(float(np.max(weight))), abs(float(np.min(weight))))
-        bound = peak * float(np.max(np.abs(factors)))
-        if np.isfinite(bound) and bound <= float(np.finfo(dtype).max):
-            return 0.0, 0.0, True
-    rows = weight.shape[0]
-    row_bytes = max(1, weight.size // max(rows, 1)) * 8
-    step = max(1, CHUNK_BYTES // row_bytes)
-    max_abs, peak_exact, finite = 0.0, 0.0, True
-    for start in range(0, rows, step):
-        block = factors if factors.shape[0] == 1 else factors[start : start + step]
-        exact = np.asarray(weight[start : start + step], dtype=np.float64) * block
-        rounded = round_to(exact, dtype)
-        finite = finite and bool(np.all(np.isfinite(rounded.value)))
-        if low and exact.size:
-            max_abs = max(max_abs, rounded.max_abs_error)
-            peak_exact = max(peak_exact, float(np.max(np.abs(exact))))
-    if not low:
-        return 0.0, 0.0, finite
-    return max_abs, (max_abs / peak_exact if peak_exact > 0 else 0.0), finite

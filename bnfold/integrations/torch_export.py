@@ -48,12 +48,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .api import OptimizeResult, optimize
-from .errors import UsageError, VerificationFailed
-from .passes import count_batchnorms
-from .report import FoldReport
-from .verify.compare import OutputComparison, compare_output, tolerance_for
-from .verify.session import create_session, parse_levels, run_session
+from ..api import OptimizeResult, optimize
+from ..engine.driver import count_batchnorms
+from ..engine.report import FoldReport
+from ..errors import UsageError, VerificationFailed
+from ..runtime.session import create_session, parse_levels, run_session
+from ..verify.compare import OutputComparison, compare_output, tolerance_for
 
 DEFAULT_LEVELS = ("disable", "all")
 INSTALL_HINT = "install it with: pip install 'bnfold[torch]'"

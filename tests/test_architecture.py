@@ -1,0 +1,154 @@
+"""The layers of ARCHITECTURE.md, enforced: who may import whom, and what lives at the top.
+
+Every import in ``bnfold/`` counts, also one inside a function (a lazy import) or under
+``TYPE_CHECKING``: a rule that holds only at run time still couples the layers.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bnfold"
+
+# The front door and what every layer may use; everything else lives in a folder.
+TOP_LEVEL_MODULES = {"__init__", "__main__", "api", "cli", "errors", "version"}
+FOLDERS = {
+    "engine",
+    "patterns",
+    "storage",
+    "runtime",
+    "verify",
+    "bench",
+    "integrations",
+    "commands",
+}
+# What each layer may import besides itself, ``errors`` and ``version``.
+ALLOWED: dict[str, set[str]] = {
+    "storage": set(),
+    "engine": {"storage"},
+    "patterns": {"engine", "storage"},
+    "runtime": {"storage"},
+    "verify": {"runtime", "storage"},
+    "bench": {"runtime", "storage"},
+    "api": {"engine", "patterns", "storage", "verify", "bench"},
+    "integrations": {"api", "engine", "storage", "runtime", "verify"},
+    "commands": {"api", "engine", "patterns", "storage", "runtime", "verify", "bench"},
+    "cli": {"commands"},
+    "__init__": {"api", "verify", "bench", "integrations"},
+    "__main__": {"cli"},
+}
+SHARED = {"errors", "version"}
+# click is the command line's: nothing the library or a pipeline imports may need it.
+CLICK_LAYERS = {"cli", "commands"}
+
+
+def _modules(root: Path = PACKAGE) -> Iterator[tuple[str, Path]]:
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        yield ".".join(("bnfold", *parts)), path
+
+
+def _layer(module: str) -> str:
+    """``bnfold.engine.graph`` -> ``engine``; ``bnfold.api`` -> ``api``; ``bnfold`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(module: str, path: Path) -> Iterator[tuple[str, int]]:
+    """Every module ``path`` imports (absolute names), with its line."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            yield target, node.lineno
+            for alias in node.names:  # ``from . import lazyio`` imports a module
+                yield f"{target}.{alias.name}", node.lineno
+
+
+def _bnfold_imports(root: Path = PACKAGE) -> Iterator[tuple[str, str, str, int]]:
+    """(importing module, its layer, imported layer, line) for imports of other layers."""
+    known = {name for name, _ in _modules(root)}
+    for module, path in _modules(root):
+        for target, line in _imports(module, path):
+            if target not in known or target == "bnfold" and module != "bnfold":
+                if target == "bnfold" and module != "bnfold":
+                    yield module, _layer(module), "__init__", line
+                continue
+            if _layer(target) != _layer(module):
+                yield module, _layer(module), _layer(target), line
+
+
+def test_only_the_front_door_lives_at_the_top() -> None:
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert top == TOP_LEVEL_MODULES, f"modules at the top of bnfold/: {sorted(top)}"
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == FOLDERS
+
+
+def _broken(root: Path = PACKAGE) -> list[str]:
+    return [
+        f"{module}:{line} imports {target}"
+        for module, layer, target, line in _bnfold_imports(root)
+        if target not in SHARED and target not in ALLOWED.get(layer, set())
+    ]
+
+
+def test_every_import_follows_the_layer_rules() -> None:
+    broken = _broken()
+    assert not broken, "imports against ARCHITECTURE.md:\n" + "\n".join(broken)
+
+
+def test_no_import_circle_between_folders() -> None:
+    edges: dict[str, set[str]] = defaultdict(set)
+    for _, layer, target, _ in _bnfold_imports():
+        edges[layer].add(target)
+
+    def reaches(start: str, goal: str, seen: frozenset[str]) -> bool:
+        ahead = edges.get(start, set()) - seen
+        return any(nxt == goal or reaches(nxt, goal, seen | {nxt}) for nxt in ahead)
+
+    circles = sorted(layer for layer in list(edges) if reaches(layer, layer, frozenset()))
+    assert not circles, f"layers in an import circle: {circles}"
+
+
+def test_only_the_command_line_imports_click() -> None:
+    users = [
+        f"{module}:{line}"
+        for module, path in _modules()
+        for target, line in _imports(module, path)
+        if target.split(".")[0] == "click" and _layer(module) not in CLICK_LAYERS
+    ]
+    assert not users, f"click imported below the command line: {users}"
+
+
+@pytest.mark.parametrize(
+    ("where", "statement"),
+    [
+        ("engine/driver.py", "from ..runtime.session import create_session"),
+        ("storage/recipes.py", "from ..engine import foldmath"),
+        ("verify/sites.py", "    from ..engine.graph import node_label  # lazy"),
+        ("runtime/session.py", "from bnfold import api"),
+    ],
+)
+def test_the_rules_catch_a_broken_import(tmp_path: Path, where: str, statement: str) -> None:
+    """A copy of the package with one bad import added fails the check, naming it."""
+    import shutil
+
+    root = tmp_path / "bnfold"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    target = root / where
+    body = "def lazily():\n" + statement + "\n" if statement.startswith(" ") else statement + "\n"
+    target.write_text(target.read_text() + "\n" + body)
+    assert _broken(root) != [] and all(str(where.split("/")[0]) in b for b in _broken(root))
