@@ -38,7 +38,7 @@ from .design import DEFAULT_PAIRS, DEFAULT_SECONDS, DEFAULT_WARMUP, PairPlan
 from .feeds import build_feed_sets, feeds_for
 from .machine import machine_info
 from .measure import Measurement
-from .placement import Threads, parse_cpus, pinned
+from ..runtime.placement import Threads, parse_cpus, pinned
 from .progress import ProgressSink, RichProgress
 from .report import BenchReport, Comparison, ModelResult, Unavailable
 from .stats import DEFAULT_CONFIDENCE, DEFAULT_MARGIN

@@ -26,7 +26,7 @@ from .design import PairPlan
 from .feeds import FeedSet, feeds_for
 from .formatting import setting_label
 from .modelinfo import ModelFacts, model_facts
-from .placement import Threads
+from ..runtime.placement import Threads
 from .progress import ProgressSink
 from .report import (
     CALIBRATION,
