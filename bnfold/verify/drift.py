@@ -85,38 +85,3 @@ def provider_references(
                     target[name] = target[name].merge(comparison) if name in target else comparison
         drift[provider] = {"status": "measured", "outputs": outputs, "sites": sites}
     return references, drift
-
-
-def drift_line(provider: str, entry: dict[str, Any]) -> str:
-    """``openvino differs from CPU on the original by max rel 4.5e-03 (output `y`; 12 x tolerance)``."""
-    if entry["status"] != "measured":
-        return f"provider drift {provider}: not measured ({entry.get('reason')})"
-    compared = [*entry["outputs"].values(), *entry["sites"].values()]
-    if not compared:
-        return f"provider drift {provider}: nothing compared"
-    worst = max(compared, key=lambda c: c.tolerance_used or 0.0)
-    rel = (
-        max((c.max_rel_error or 0.0) for c in entry["outputs"].values())
-        if entry["outputs"]
-        else 0.0
-    )
-    return (
-        f"provider drift {provider} vs cpu (original model, both unoptimized): outputs max rel"
-        f" {rel:.2g}; worst {worst.tolerance_used or 0.0:.2g} x tolerance at `{worst.name}`"
-        " (not a fold failure: the verdict compares both models on the same provider)"
-    )
-
-
-def drift_to_dict(drift: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for provider, entry in drift.items():
-        if entry["status"] != "measured":
-            result[provider] = dict(entry)
-            continue
-        result[provider] = {
-            "status": "measured",
-            "outputs": {n: c.to_dict() for n, c in entry["outputs"].items()},
-            "sites": {n: c.to_dict() for n, c in entry["sites"].items()},
-            "summary": drift_line(provider, entry),
-        }
-    return result

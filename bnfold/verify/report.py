@@ -19,19 +19,21 @@ JSON schema (``to_dict``), stable keys::
     tolerances: {defaults: {dtype: {atol, rtol}}, atol_override, rtol_override}
     notes: [str], failing_inputs: str | null, rerun_command: str | null
     onnxruntime_version, bnfold_version, duration_s
+
+Written by ``storage.results.to_json``: keys sorted, and a non-finite number (an infinite
+``tolerance_used``, a NaN ``worst_candidate``) is ``null`` with ``<key>_nonfinite`` beside it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProviderUnavailable, VerificationFailed
 from ..runtime.session import LEVELS, provider_full_name
+from ..storage.results import to_json
 from .compare import DEFAULT_TOLERANCES, OutputComparison
-from .drift import drift_line, drift_to_dict
 from .evidence import Weakness
 
 PASSED, FAILED, UNAVAILABLE = "passed", "failed", "unavailable"
@@ -261,7 +263,9 @@ class VerifyReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False, default=_json_default)
+        """Strict JSON (``storage.results``): an infinite ``tolerance_used`` is ``null`` with
+        ``"tolerance_used_nonfinite": "inf"`` beside it."""
+        return to_json(self.to_dict())
 
     # -- Markdown ------------------------------------------------------------------------
 
@@ -440,6 +444,44 @@ class VerifyReport:
             console.print(f"{mark}:", _escape(self.summary_line()), highlight=False, soft_wrap=True)
 
 
+# -- provider drift (measured by drift.py) ---------------------------------------------
+
+
+def drift_line(provider: str, entry: dict[str, Any]) -> str:
+    """``openvino differs from CPU on the original by max rel 4.5e-03 (output `y`; 12 x tolerance)``."""
+    if entry["status"] != "measured":
+        return f"provider drift {provider}: not measured ({entry.get('reason')})"
+    compared = [*entry["outputs"].values(), *entry["sites"].values()]
+    if not compared:
+        return f"provider drift {provider}: nothing compared"
+    worst = max(compared, key=lambda c: c.tolerance_used or 0.0)
+    rel = (
+        max((c.max_rel_error or 0.0) for c in entry["outputs"].values())
+        if entry["outputs"]
+        else 0.0
+    )
+    return (
+        f"provider drift {provider} vs cpu (original model, both unoptimized): outputs max rel"
+        f" {rel:.2g}; worst {worst.tolerance_used or 0.0:.2g} x tolerance at `{worst.name}`"
+        " (not a fold failure: the verdict compares both models on the same provider)"
+    )
+
+
+def drift_to_dict(drift: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for provider, entry in drift.items():
+        if entry["status"] != "measured":
+            result[provider] = dict(entry)
+            continue
+        result[provider] = {
+            "status": "measured",
+            "outputs": {n: c.to_dict() for n, c in entry["outputs"].items()},
+            "sites": {n: c.to_dict() for n, c in entry["sites"].items()},
+            "summary": drift_line(provider, entry),
+        }
+    return result
+
+
 def _row(config: str, status: str, name: str, c: OutputComparison) -> list[str]:
     return [
         config,
@@ -508,20 +550,3 @@ def _tolerance_text(atol: float | None, rtol: float | None, dtypes: list[str] | 
     if exact:
         parts.append("non-float exact")
     return "|cand-ref| <= atol + rtol*|ref|: " + ", ".join(parts)
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as the strings "NaN", "Infinity", "-Infinity"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
