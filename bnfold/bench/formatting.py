@@ -1,14 +1,29 @@
-"""Number and label formatting shared by the terminal, Markdown and plot renderers."""
+"""Number and label formatting shared by the terminal, Markdown and plot renderers.
+
+It imports nothing of the report (``records``, ``report`` and ``terminal`` import it): a
+comparison is read through ``ComparisonLike``, which ``records.Comparison`` satisfies.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .stats import INCONCLUSIVE, SpeedupEstimate
 
-if TYPE_CHECKING:
-    from .report import Comparison
+
+class ComparisonLike(Protocol):
+    """What ``verdict_text`` and ``noise_floor_text`` read of a ``records.Comparison``."""
+
+    @property
+    def estimate(self) -> SpeedupEstimate: ...
+
+    @property
+    def calibration(self) -> SpeedupEstimate | None: ...
+
+    def min_time_needed(self) -> float | None: ...
+
+    def seconds_needed(self) -> float | None: ...
 
 
 def setting_label(provider: str, level: str, batch: int | None) -> str:
@@ -84,7 +99,7 @@ def format_percent(fraction: float) -> str:
     return f"{fraction * 100:.1f}%" if math.isfinite(fraction) else "?"
 
 
-def verdict_text(comparison: Comparison) -> str:
+def verdict_text(comparison: ComparisonLike) -> str:
     """The verdict; for ``inconclusive`` also what a decisive run would need."""
     estimate = comparison.estimate
     if estimate.verdict != INCONCLUSIVE:
@@ -100,7 +115,7 @@ def verdict_text(comparison: Comparison) -> str:
     return f"{INCONCLUSIVE} (a decisive run needs about {options}{cost})"
 
 
-def noise_floor_text(comparison: Comparison) -> str:
+def noise_floor_text(comparison: ComparisonLike) -> str:
     """What the machine's noise was in this setting.
 
     With ``--calibrate``: the A/A result (original against a second session of itself) and

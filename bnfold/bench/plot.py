@@ -17,7 +17,8 @@ import numpy as np
 from ..errors import UsageError
 from ..storage.outputs import Outputs
 from .formatting import format_speedup
-from .report import CANDIDATE, ORIGINAL, BenchReport, ModelResult
+from .records import CANDIDATE, ORIGINAL, ModelResult
+from .report import BenchReport
 from .stats import thin
 
 MISSING_MATPLOTLIB = "--plot needs matplotlib, which is not installed (pip install 'bnfold[plot]')"

@@ -1,19 +1,21 @@
 """BenchReport: what ``bench()`` measured, as data, JSON and Markdown (terminal: ``terminal``).
 
 The report holds no logic beyond presentation and the exit decision (``failure()``), so the
-CLI and ``bnfold optimize --bench`` render the same thing the same way.
+CLI and ``bnfold optimize --bench`` render the same thing the same way. Its rows live in
+``records``; the renderers (``formatting``, ``terminal``) never import this module, so the
+imports run one way: records <- report -> terminal.
+
+JSON (``to_json``) follows ``storage.results``: keys sorted, a non-finite number (a zero
+median gives an infinite ratio) is ``null`` with ``<key>_nonfinite`` beside it.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import BnfoldError, CandidateSlower, ProviderUnavailable
+from ..storage.results import to_json
 from .formatting import (
     confidence_text,
     format_bytes,
@@ -25,160 +27,20 @@ from .formatting import (
     verdict_text,
 )
 from .modelinfo import ModelFacts
-from .stats import (
-    DEFAULT_CONFIDENCE,
-    DEFAULT_MARGIN,
-    SLOWER,
-    LatencySummary,
-    SpeedupEstimate,
-    slower_beyond,
+from .records import (
+    CALIBRATION,
+    CANDIDATE,
+    OK,
+    ORIGINAL,
+    UNAVAILABLE,
+    Comparison,
+    ModelResult,
+    Unavailable,
 )
+from .stats import DEFAULT_CONFIDENCE, DEFAULT_MARGIN, SLOWER, slower_beyond
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-ORIGINAL = "original"
-CANDIDATE = "candidate"
-# A second session of the original in every pair (``--calibrate``): the A/A comparison.
-CALIBRATION = "original (A/A)"
-OK = "ok"
-UNAVAILABLE = "unavailable"
-
-
-@dataclass
-class ModelResult:
-    """One model measured under one setting (provider, optimization level, batch)."""
-
-    model: str  # ORIGINAL or CANDIDATE
-    provider: str
-    level: str
-    batch: int | None
-    facts: ModelFacts
-    status: str = OK  # OK or UNAVAILABLE
-    reason: str | None = None
-    actual_providers: list[str] = field(default_factory=list)
-    latency: LatencySummary | None = None
-    session_create_ms: float | None = None
-    first_run_ms: float | None = None
-    # Raw per-run latencies, kept for plots; not written to JSON (they can be long).
-    samples_ms: np.ndarray | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        latency = self.latency
-        return {
-            "model": self.model,
-            "provider": self.provider,
-            "level": self.level,
-            "batch": self.batch,
-            "status": self.status,
-            "reason": self.reason,
-            "actual_providers": list(self.actual_providers),
-            "samples": latency.samples if latency else 0,
-            "p50_ms": latency.p50_ms if latency else None,
-            "p90_ms": latency.p90_ms if latency else None,
-            "p99_ms": latency.p99_ms if latency else None,
-            "mean_ms": latency.mean_ms if latency else None,
-            "std_ms": latency.std_ms if latency else None,
-            "min_ms": latency.min_ms if latency else None,
-            "session_create_ms": self.session_create_ms,
-            "first_run_ms": self.first_run_ms,
-            "file_size_bytes": self.facts.file_size_bytes,
-            "node_count": self.facts.node_count,
-            "batchnorm_count": self.facts.batchnorm_count,
-        }
-
-    def setting_label(self) -> str:
-        return setting_label(self.provider, self.level, self.batch)
-
-
-@dataclass
-class Comparison:
-    """Candidate against original under one measured setting.
-
-    ``original_p50_ms``/``candidate_p50_ms``: median over pairs of each pair's median.
-    ``pair_speedups``: each pair's ``median(original) / median(candidate)``.
-    ``calibration``: original against a second session of itself (``--calibrate``).
-    ``seconds_per_pair``: wall time one pair took (sessions, warm-up, rounds), to price a
-    longer run.
-    """
-
-    provider: str
-    level: str
-    batch: int | None
-    original_p50_ms: float
-    candidate_p50_ms: float
-    estimate: SpeedupEstimate
-    rounds_per_pair: int = 0
-    pair_speedups: list[float] = field(default_factory=list)
-    calibration: SpeedupEstimate | None = None
-    seconds_per_pair: float | None = None
-    # Timed seconds each pair got (``--min-time / --pairs``); None with fixed ``--iters``.
-    timed_seconds_per_pair: float | None = None
-
-    @property
-    def verdict(self) -> str:
-        return self.estimate.verdict
-
-    def min_time_needed(self) -> float | None:
-        """``--min-time`` that keeps each pair's timed share with ``pairs_needed`` pairs."""
-        needed = self.estimate.pairs_needed
-        if needed is None or self.timed_seconds_per_pair is None:
-            return None
-        return needed * self.timed_seconds_per_pair
-
-    def seconds_needed(self) -> float | None:
-        """About how long this setting would take with ``pairs_needed`` pairs."""
-        needed = self.estimate.pairs_needed
-        if needed is None or self.seconds_per_pair is None:
-            return None
-        return needed * self.seconds_per_pair
-
-    def to_dict(self) -> dict[str, Any]:
-        estimate = self.estimate
-        return {
-            "provider": self.provider,
-            "level": self.level,
-            "batch": self.batch,
-            "original_p50_ms": self.original_p50_ms,
-            "candidate_p50_ms": self.candidate_p50_ms,
-            "speedup": estimate.speedup,
-            "ci_low": estimate.ci_low,
-            "ci_high": estimate.ci_high,
-            "confidence": estimate.confidence,
-            "margin_pct": estimate.margin * 100.0,
-            "verdict": estimate.verdict,
-            "pairs": estimate.pairs,
-            "rounds_per_pair": self.rounds_per_pair,
-            "pair_sd_pct": estimate.pair_sd * 100.0,
-            "ci_half_width_pct": estimate.half_width * 100.0,
-            "pairs_needed": estimate.pairs_needed,
-            "seconds_needed": self.seconds_needed(),
-            "min_time_needed": self.min_time_needed(),
-            "pair_speedups": list(self.pair_speedups),
-            "calibration": _estimate_dict(self.calibration),
-            "noise_floor": noise_floor_text(self),
-        }
-
-    def setting_label(self) -> str:
-        return setting_label(self.provider, self.level, self.batch)
-
-
-@dataclass
-class Unavailable:
-    """A requested provider that did not really run (it is never silently replaced by CPU)."""
-
-    provider: str
-    level: str
-    reason: str
-    explicit: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "level": self.level,
-            "reason": self.reason,
-            "explicit": self.explicit,
-        }
 
 
 @dataclass
@@ -312,8 +174,8 @@ class BenchReport:
         }
 
     def to_json(self) -> str:
-        """Strict JSON: non-finite numbers (a zero median would give an infinite ratio) -> null."""
-        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n"
+        """Strict JSON (``storage.results``): a non-finite number is ``null``, its reason beside it."""
+        return to_json(self.to_dict()) + "\n"
 
     # --- Markdown ------------------------------------------------------------------------
 
@@ -410,33 +272,10 @@ class BenchReport:
         render_report(self, console or Console())
 
 
-def _estimate_dict(estimate: SpeedupEstimate | None) -> dict[str, Any] | None:
-    if estimate is None:
-        return None
-    return {
-        "speedup": estimate.speedup,
-        "ci_low": estimate.ci_low,
-        "ci_high": estimate.ci_high,
-        "verdict": estimate.verdict,
-        "pair_sd_pct": estimate.pair_sd * 100.0,
-        "ci_half_width_pct": estimate.half_width * 100.0,
-    }
-
-
 def _bnfold_version() -> str:
     from ..version import __version__
 
     return __version__
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _escape_md(text: str) -> str:

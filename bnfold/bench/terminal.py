@@ -5,11 +5,15 @@
    noise-floor line per setting, the design, the threads and the time spent.
 2. Latency per setting and model: p50/p90/p99/mean/std/min, session creation, first run.
 3. Model facts: file size, node count, BatchNormalization count.
+
+``report.BenchReport.render`` calls this module, so it does not import ``report`` back: it
+reads the report through ``ReportView`` (which ``BenchReport`` satisfies) and its rows from
+``records``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich import box
 from rich.table import Table
@@ -23,19 +27,48 @@ from .formatting import (
     format_speedup,
     verdict_text,
 )
+from .modelinfo import ModelFacts
+from .records import Comparison, ModelResult, Unavailable
 from .stats import EQUIVALENT, FASTER, INCONCLUSIVE, SLOWER
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from .report import BenchReport
 
 # Narrower than this, the latency table keeps only the columns that fit in 80.
 WIDE_TERMINAL = 110
 _VERDICT_STYLE = {FASTER: "green", SLOWER: "bold red", EQUIVALENT: "cyan", INCONCLUSIVE: "yellow"}
 
 
-def render_report(report: BenchReport, console: Console) -> None:
+class ReportView(Protocol):
+    """What the tables read of a ``report.BenchReport``."""
+
+    original: str
+    candidate: str
+    comparisons: list[Comparison]
+    unavailable: list[Unavailable]
+    settings: dict[str, Any]
+    notes: list[str]
+
+    @property
+    def margin(self) -> float: ...
+
+    @property
+    def confidence(self) -> float: ...
+
+    def measured(self) -> list[ModelResult]: ...
+
+    def model_facts(self) -> dict[str, ModelFacts]: ...
+
+    def plan_text(self) -> str: ...
+
+    def noise_lines(self) -> list[str]: ...
+
+    def design_text(self) -> str: ...
+
+    def time_spent_text(self) -> str: ...
+
+
+def render_report(report: ReportView, console: Console) -> None:
     console.print(comparison_table(report))
     for line in report.noise_lines():
         console.print(f"noise floor {line}", markup=False, highlight=False)
@@ -52,7 +85,7 @@ def render_report(report: BenchReport, console: Console) -> None:
         console.print(f"note: {note}", style="dim", markup=False, highlight=False)
 
 
-def comparison_table(report: BenchReport) -> Table:
+def comparison_table(report: ReportView) -> Table:
     medians = [m for c in report.comparisons for m in (c.original_p50_ms, c.candidate_p50_ms)]
     unit = display_unit(medians)
     table = Table(
@@ -85,7 +118,7 @@ def comparison_table(report: BenchReport) -> Table:
     return table
 
 
-def latency_table(report: BenchReport, width: int = WIDE_TERMINAL) -> Table:
+def latency_table(report: ReportView, width: int = WIDE_TERMINAL) -> Table:
     """Per-run latency in µs or ms (whichever keeps columns short); startup times in ms.
 
     Below ``WIDE_TERMINAL`` columns only p50/p90/p99/min are shown (rich would otherwise
@@ -125,7 +158,7 @@ def latency_table(report: BenchReport, width: int = WIDE_TERMINAL) -> Table:
     return table
 
 
-def facts_table(report: BenchReport) -> Table:
+def facts_table(report: ReportView) -> Table:
     table = Table(title="Models", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("model")
     table.add_column("path", overflow="fold")
