@@ -14,10 +14,10 @@ chain such as ``Mul+Add``); counts group them into three categories:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..storage.results import to_json
 from ..version import __version__
 from .driver import SkippedBatchNorm
 from .outcomes import Fold
@@ -81,7 +81,8 @@ class FoldReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        """Strict JSON, keys sorted, non-finite numbers ``null`` with the reason (``storage.results``)."""
+        return to_json(self.to_dict()) + "\n"
 
     def to_markdown(self) -> str:
         c = self.counts

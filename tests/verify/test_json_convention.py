@@ -10,6 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bnfold.bench.records import Comparison
+from bnfold.bench.report import BenchReport
+from bnfold.bench.stats import SpeedupEstimate
+from bnfold.engine.outcomes import Fold
+from bnfold.engine.report import FoldReport
 from bnfold.storage.results import to_json
 from bnfold.verify.compare import compare_output
 from bnfold.verify.report import ProviderResult, VerifyReport
@@ -84,3 +89,34 @@ def test_verify_report_with_nan_and_inf_is_strict_json() -> None:
     assert output["tolerance_used"] is None and output["tolerance_used_nonfinite"] == "inf"
     assert output["worst_candidate"] is None and output["worst_candidate_nonfinite"] == "nan"
     assert '"NaN"' not in text and "Infinity" not in text
+
+
+def test_bench_report_with_nan_and_inf_is_strict_json() -> None:
+    estimate = SpeedupEstimate(math.inf, 0.9, math.inf, 0.95, 2, math.nan, 0.03, "inconclusive")
+    comparison = Comparison("cpu", "all", None, 0.0, 1.0, estimate, pair_speedups=[math.inf, 1.0])
+    report = BenchReport(
+        original="a.onnx",
+        candidate="b.onnx",
+        results=[],
+        comparisons=[comparison],
+        unavailable=[],
+        settings={"pairs": 2},
+        machine={},
+        onnxruntime_version="1",
+    )
+    text = report.to_json()
+    row = strict_loads(text)["comparisons"][0]
+    assert row["speedup"] is None and row["speedup_nonfinite"] == "inf"
+    assert row["ci_high"] is None and row["ci_high_nonfinite"] == "inf"
+    assert row["pair_sd_pct"] is None and row["pair_sd_pct_nonfinite"] == "nan"
+    assert row["pair_speedups"] == [None, 1.0] and row["pair_speedups_nonfinite"] == {"0": "inf"}
+    assert text.endswith("}\n") and "NaN" not in text and "Infinity" not in text
+
+
+def test_fold_report_with_a_nan_is_strict_json() -> None:
+    fold = Fold("bn", "conv", "conv_bn", "producer", dtype="float16", rounding_error=math.nan)
+    text = FoldReport(model="m.onnx", folds=[fold]).to_json()
+    data = strict_loads(text)
+    assert data["folds"][0]["rounding_error"] is None
+    assert data["folds"][0]["rounding_error_nonfinite"] == "nan"
+    assert text.endswith("}\n")
