@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from ..errors import UsageError
 from .specs import InputSpec, fmt_declared, fmt_shape
 
 
-def load_inputs(path: str | Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+def load_inputs(path: str | os.PathLike[str], specs: list[InputSpec]) -> dict[str, np.ndarray]:
     """Read one input set from an ``.npz`` (one array per input name) and validate it.
 
     Every fed input must be present, no other name may be, dtypes must match exactly, and

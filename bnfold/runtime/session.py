@@ -292,8 +292,20 @@ _MODEL_ERRORS = {
 }
 
 
+@dataclass(frozen=True)
+class ModelWithData:
+    """A ``ModelProto`` whose external tensor references are relative to ``data_dir`` (a
+    lazily loaded model, or a copy of one, handed to onnxruntime as bytes)."""
+
+    model: onnx.ModelProto
+    data_dir: Path | None
+
+
+SessionModel = onnx.ModelProto | str | Path | ModelWithData
+
+
 def create_session(
-    model: onnx.ModelProto | str | Path,
+    model: SessionModel,
     provider: str,
     level: str,
     *,
@@ -302,7 +314,6 @@ def create_session(
     role: str = "model",
     inter_threads: int | None = None,
     spinning: bool | None = None,
-    external_data_dir: Path | None = None,
 ) -> SessionResult:
     """Build an onnxruntime session for ``model`` on ``provider`` at optimization ``level``.
 
@@ -310,9 +321,11 @@ def create_session(
     onnxruntime build, fails to load, or onnxruntime silently put the session on another
     provider. Raises ``ModelLoadError`` when the model itself cannot be loaded.
     ``provider`` is a short or full name (see ``parse_providers``), ``level`` a ``LEVELS`` key.
-    ``external_data_dir``: the folder a ``ModelProto``'s external tensor references are
-    relative to (a lazily loaded model passed as bytes).
+    A ``ModelWithData`` names the folder its ``ModelProto``'s external tensors are in.
     """
+    external_data_dir = model.data_dir if isinstance(model, ModelWithData) else None
+    if isinstance(model, ModelWithData):
+        model = model.model
     ort = _ort()
     short = canonical_provider(provider)
     full = provider_full_name(short)

@@ -8,8 +8,10 @@ a public function's first line) and passed whole: what inputs to run, and where 
 
 Each ``of(...)`` takes the public keyword arguments as ``bnfold.verify``/``bnfold.bench``
 document them, validates them (``UsageError``, exit 2) and normalises them, so everything
-past it can trust the object. Defaults that differ between the judges (verify runs the
-candidate at level ``all``, bench at ``disable,all``) are each judge's own constant.
+past it can trust the object. Defaults are defined once: the ones both judges share here
+(``DEFAULT_SEED``, ``DEFAULT_RUNS``), the ones that differ with each judge (verify runs the
+candidate at level ``all``, bench at ``disable,all``). The command line shows these
+constants in ``--help``; it never types a default of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ InputsArg = InputSource | Sequence[InputSource] | None
 ProvidersArg = str | Sequence[str] | None
 LevelsArg = str | Sequence[str]
 
+DEFAULT_SEED = 0  # input set ``i`` is drawn with seed ``DEFAULT_SEED + i``
+DEFAULT_RUNS = 1  # random input sets verify compares on
+
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
@@ -51,8 +56,8 @@ class InputPlan:
     dims: Mapping[str, int] = field(default_factory=lambda: _frozen(None))
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: _frozen(None))
     default_dim: int | None = None
-    seed: int = 0
-    runs: int = 1
+    seed: int = DEFAULT_SEED
+    runs: int = DEFAULT_RUNS
     inputs: tuple[InputSource, ...] = ()
 
     @classmethod
@@ -63,8 +68,8 @@ class InputPlan:
         dims: Mapping[str, int] | None = None,
         ranges: Mapping[str, tuple[float, float]] | None = None,
         default_dim: int | None = None,
-        seed: int = 0,
-        runs: int = 1,
+        seed: int = DEFAULT_SEED,
+        runs: int = DEFAULT_RUNS,
         inputs: InputsArg = None,
     ) -> InputPlan:
         if runs < 1:
@@ -131,11 +136,11 @@ class RuntimeChoice:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         verbose: bool = False,
     ) -> RuntimeChoice:
+        text = providers if providers is None or isinstance(providers, str) else ",".join(providers)
+        parsed = parse_providers(text)
         for name, value in (("threads", threads), ("inter_threads", inter_threads)):
             if value is not None and value < 0:
                 raise UsageError(f"{name} must be 0 (onnxruntime's default) or more, got {value}")
-        text = providers if providers is None or isinstance(providers, str) else ",".join(providers)
-        parsed = parse_providers(text)
         pinned = parse_cpus(cpus) if cpus is None or isinstance(cpus, str) else tuple(sorted(cpus))
         return cls(
             providers=None if parsed is None else tuple(parsed),
@@ -158,3 +163,13 @@ class RuntimeChoice:
     def options_for(self, provider: str) -> dict[str, Any]:
         """The caller's options for ``provider`` (short or full name), or none."""
         return dict(self.provider_options.get(canonical_provider(provider), {}))
+
+    def session_arguments(self, provider: str | None) -> dict[str, Any]:
+        """The keyword arguments ``runtime.session.create_session`` takes for these threads and
+        ``provider``'s options (None: no provider options, as for the CPU reference)."""
+        return {
+            "threads": self.threads.intra_op,
+            "inter_threads": self.threads.inter_op,
+            "spinning": self.threads.spinning,
+            "provider_options": None if provider is None else self.options_for(provider) or None,
+        }

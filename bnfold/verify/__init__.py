@@ -34,7 +34,7 @@ from typing import Any, Union
 import numpy as np
 import onnx
 
-from ..errors import OutputWriteError, UsageError
+from ..errors import OutputWriteError
 from ..runtime.inputs import (
     InputSpec,
     check_inputs,
@@ -43,29 +43,32 @@ from ..runtime.inputs import (
     load_inputs,
     save_inputs,
 )
-from ..runtime.session import (
-    canonical_provider,
-    cuda_available,
-    onnxruntime_version,
-    parse_levels,
-    parse_providers,
-    set_verbose,
-)
+from ..runtime.session import cuda_available, onnxruntime_version, set_verbose
+from ..runtime.settings import DEFAULT_RUNS, DEFAULT_SEED, InputPlan, RuntimeChoice
 from ..storage.dtypes import is_float_dtype
 from ..storage.load import LoadedModel, load_model
 from ..storage.outputs import Outputs
 from .drift import provider_references
 from .evidence import weak_outputs
 from .report import ProviderResult, VerifyReport
-from .runner import prepare, reference_runs, run_candidate, split
-from .sites import DEFAULT_BUDGET_BYTES, SITE_MODES, plan_sites
+from .runner import Trial, prepare, reference_runs, run_candidate, split
+from .settings import DEFAULT_LEVELS, Tolerance, VerifySettings
+from .sites import DEFAULT_BUDGET_BYTES, DEFAULT_SITE_MODE, SiteChoice, plan_sites
 from .structure import StructureMismatch
 from .structure import check_structure as _check_structure
 
 ModelSource = Union[str, "os.PathLike[str]", onnx.ModelProto]
 InputsArg = Union[str, "os.PathLike[str]", Mapping[str, Any], Sequence[Any], None]
 
-__all__ = ["ProviderResult", "StructureMismatch", "VerifyReport", "verify"]
+__all__ = [
+    "ProviderResult",
+    "StructureMismatch",
+    "Tolerance",
+    "VerifyReport",
+    "VerifySettings",
+    "verify",
+    "verify_with",
+]
 
 
 def verify(
@@ -73,13 +76,13 @@ def verify(
     candidate: ModelSource,
     *,
     providers: str | Sequence[str] | None = None,
-    levels: str | Sequence[str] = "all",
+    levels: str | Sequence[str] = DEFAULT_LEVELS,
     shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     ranges: Mapping[str, tuple[float, float]] | None = None,
     default_dim: int | None = None,
-    seed: int = 0,
-    runs: int = 1,
+    seed: int = DEFAULT_SEED,
+    runs: int = DEFAULT_RUNS,
     inputs: InputsArg = None,
     atol: float | None = None,
     rtol: float | None = None,
@@ -87,7 +90,7 @@ def verify(
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     save_failing: str | os.PathLike[str] | bool | None = None,
     check_structure: bool = True,
-    sites: str = "folds",
+    sites: str = DEFAULT_SITE_MODE,
     site_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     verbose: bool = False,
 ) -> VerifyReport:
@@ -112,37 +115,40 @@ def verify(
       ``site_budget_bytes`` caps the site tensors kept for all input sets.
     - ``verbose``: let onnxruntime's own log lines through to stderr.
     """
+    settings = VerifySettings(
+        runtime=RuntimeChoice.of(
+            providers=providers,
+            levels=levels,
+            threads=threads,
+            provider_options=provider_options,
+            verbose=verbose,
+        ),
+        inputs=InputPlan.of(
+            shapes=shapes,
+            dims=dims,
+            ranges=ranges,
+            default_dim=default_dim,
+            seed=seed,
+            runs=runs,
+            inputs=inputs,
+        ),
+        tolerance=Tolerance.of(atol, rtol),
+        sites=SiteChoice.of(sites, site_budget_bytes),
+        save_failing=save_failing,
+        check_structure=check_structure,
+    )
+    return verify_with(original, candidate, settings)
+
+
+def verify_with(
+    original: ModelSource, candidate: ModelSource, settings: VerifySettings
+) -> VerifyReport:
+    """``verify`` with its settings already built (the command line builds them from its
+    option groups)."""
     started = time.perf_counter()
-    requested = _parse_provider_arg(providers)
-    level_list = parse_levels(levels if isinstance(levels, str) else list(levels))
-    _check_numbers(runs, default_dim, atol, rtol, threads)
-    if sites not in SITE_MODES:
-        raise UsageError(
-            f"unknown --sites mode {sites!r}", hint=f"use one of {', '.join(SITE_MODES)}"
-        )
-    old_verbose = set_verbose(verbose)
+    old_verbose = set_verbose(settings.runtime.verbose)
     try:
-        report = _verify(
-            original,
-            candidate,
-            requested,
-            level_list,
-            shapes,
-            dims,
-            ranges,
-            default_dim,
-            seed,
-            runs,
-            inputs,
-            atol,
-            rtol,
-            threads,
-            provider_options,
-            save_failing,
-            check_structure,
-            sites,
-            site_budget_bytes,
-        )
+        report = _verify(original, candidate, settings)
     finally:
         set_verbose(old_verbose)
     report.duration_s = time.perf_counter() - started
@@ -150,59 +156,38 @@ def verify(
 
 
 def _verify(
-    original: ModelSource,
-    candidate: ModelSource,
-    requested: list[str] | None,
-    level_list: list[str],
-    shapes: Mapping[str, Sequence[int]] | None,
-    dims: Mapping[str, int] | None,
-    ranges: Mapping[str, tuple[float, float]] | None,
-    default_dim: int | None,
-    seed: int,
-    runs: int,
-    inputs: InputsArg,
-    atol: float | None,
-    rtol: float | None,
-    threads: int | None,
-    provider_options: Mapping[str, Mapping[str, Any]] | None,
-    save_failing: str | os.PathLike[str] | bool | None,
-    check_structure: bool,
-    site_mode: str,
-    site_budget_bytes: int,
+    original: ModelSource, candidate: ModelSource, settings: VerifySettings
 ) -> VerifyReport:
-
     original_model = load_model(original, role="original")
     candidate_model = load_model(candidate, role="candidate")
     structure_notes: list[str] = []
-    if check_structure:
+    if settings.check_structure:
         structure_notes = _check_structure(
             original_model.model, candidate_model.model, candidate_model.path, original_model.path
         )
 
-    specs, notes = input_specs(
-        original_model.model,
-        shapes={k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()},
-        dims=dict(dims or {}),
-        ranges=dict(ranges or {}),
-        default_dim=default_dim,
-    )
-    input_sets, seeds, sources = _input_sets(specs, inputs, seed, runs)
+    specs, notes = input_specs(original_model.model, **settings.inputs.spec_arguments())
+    input_sets, seeds, sources = _input_sets(specs, settings.inputs)
 
     plan = plan_sites(
         original_model.model,
         candidate_model.model,
-        site_mode,
+        settings.sites.mode,
         {spec.name: spec.shape for spec in specs},
         len(input_sets),
-        site_budget_bytes,
+        settings.sites.budget_bytes,
     )
     original_run, candidate_run = prepare(original_model, plan), prepare(candidate_model, plan)
     output_names = [vi.name for vi in original_model.model.graph.output]
-    reference = reference_runs(original_run, input_sets, threads)
+    trial = Trial(input_sets, plan, output_names, settings.tolerance, settings.runtime)
+    reference = reference_runs(original_run, trial)
     weak = weak_outputs(
-        original_model.model, [split(run, output_names)[0] for run in reference], atol
+        original_model.model,
+        [split(run, output_names)[0] for run in reference],
+        settings.tolerance.atol,
     )
 
+    requested = settings.runtime.providers
     skipped_notes: list[str] = []
     if requested is None:
         use = ["cpu"]
@@ -212,40 +197,18 @@ def _verify(
         else:
             skipped_notes.append(f"cuda not used (default set; not requested): {cuda_reason}")
     else:
-        use = requested
+        use = list(requested)
 
-    # Keys may be short or full names ("cuda" or "CUDAExecutionProvider").
-    options = {canonical_provider(k): dict(v) for k, v in (provider_options or {}).items()}
     # Like with like: on provider P the candidate is compared with the original on P (same
     # kernels, same precision); how far P's original is from the CPU reference is drift,
     # reported on its own line (``drift.py``).
     same_provider, drift = provider_references(
-        original_run,
-        [p for p in use if canonical_provider(p) != "cpu"],
-        input_sets,
-        reference,
-        output_names,
-        atol=atol,
-        rtol=rtol,
-        threads=threads,
-        options=options,
+        original_run, [p for p in use if p != "cpu"], reference, trial
     )
     results = [
-        run_candidate(
-            candidate_run,
-            provider,
-            level,
-            input_sets,
-            same_provider.get(canonical_provider(provider), reference),
-            plan,
-            output_names,
-            atol=atol,
-            rtol=rtol,
-            threads=threads,
-            provider_options=options.get(canonical_provider(provider)),
-        )
+        run_candidate(candidate_run, provider, level, same_provider.get(provider, reference), trial)
         for provider in use
-        for level in level_list
+        for level in settings.runtime.levels
     ]
     for result in results:
         # Only a provider the caller named can make the run fail for being unavailable.
@@ -258,15 +221,15 @@ def _verify(
         seeds=seeds,
         runs=len(input_sets),
         inputs=_describe_specs(specs, input_sets[0] if input_sets else {}),
-        atol=atol,
-        rtol=rtol,
+        atol=settings.tolerance.atol,
+        rtol=settings.tolerance.rtol,
         onnxruntime_version=onnxruntime_version(),
         bnfold_version=_bnfold_version(),
-        levels=level_list,
-        requested_providers=requested,
+        levels=list(settings.runtime.levels),
+        requested_providers=None if requested is None else list(requested),
         input_files=[s for s in sources if s],
         notes=structure_notes + skipped_notes + notes + plan.notes,
-        site_mode=site_mode,
+        site_mode=settings.sites.mode,
         site_labels={s.name: {"bn": s.bn, "into": s.into} for s in plan.sites},
         sites_left_out=[s.name for s in plan.left_out],
         weak_outputs=list(weak.values()),
@@ -278,45 +241,22 @@ def _verify(
         candidate_model,
         input_sets,
         sources,
-        save_failing,
+        settings.save_failing,
         reads=[*original_model.files, *candidate_model.files],
     )
     return report
 
 
-def _parse_provider_arg(providers: str | Sequence[str] | None) -> list[str] | None:
-    if providers is None or isinstance(providers, str):
-        return parse_providers(providers)
-    return parse_providers(",".join(providers))
-
-
-def _check_numbers(
-    runs: int, default_dim: int | None, atol: float | None, rtol: float | None, threads: int | None
-) -> None:
-    if runs < 1:
-        raise UsageError(f"runs must be at least 1, got {runs}")
-    if default_dim is not None and default_dim < 0:
-        raise UsageError(f"default dim must be non-negative, got {default_dim}")
-    for name, value in (("atol", atol), ("rtol", rtol)):
-        if value is not None and not (np.isfinite(value) and value >= 0):
-            raise UsageError(f"--{name} must be a finite number >= 0, got {value}")
-    if threads is not None and threads < 0:
-        raise UsageError(f"threads must be >= 0, got {threads}")
-
-
 def _input_sets(
-    specs: list[InputSpec], inputs: InputsArg, seed: int, runs: int
+    specs: list[InputSpec], plan: InputPlan
 ) -> tuple[list[dict[str, np.ndarray]], list[int], list[str | None]]:
     """(input sets, seeds used, per set the file it came from or None)."""
-    if inputs is None:
-        seeds = [seed + i for i in range(runs)]
-        return [generate_inputs(specs, s) for s in seeds], seeds, [None] * runs
-    items: list[Any] = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    if not items:
-        raise UsageError("inputs is an empty list", hint="pass at least one .npz file or mapping")
+    if not plan.inputs:
+        seeds = [plan.seed + i for i in range(plan.runs)]
+        return [generate_inputs(specs, s) for s in seeds], seeds, [None] * plan.runs
     sets: list[dict[str, np.ndarray]] = []
     files: list[str | None] = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(plan.inputs):
         if isinstance(item, Mapping):
             sets.append(check_inputs(item, specs, f"input set {index}"))
             files.append(None)

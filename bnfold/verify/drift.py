@@ -21,26 +21,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..runtime.session import REFERENCE_LEVEL, create_session, run_session
 from .compare import OutputComparison, compare_outputs, compare_sites
 
 if TYPE_CHECKING:  # runner imports report, which imports this module
-    from .runner import Prepared
+    from .runner import Prepared, Trial
 
 
 def provider_references(
     original: Prepared,
     providers: list[str],
-    input_sets: list[dict[str, np.ndarray]],
     cpu_reference: list[dict[str, Any]],
-    output_names: list[str],
-    *,
-    atol: float | None,
-    rtol: float | None,
-    threads: int | None,
-    options: dict[str, dict[str, Any]],
+    trial: Trial,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
     """``({provider: original runs on it}, {provider: drift})`` for each non-CPU provider.
 
@@ -49,22 +41,20 @@ def provider_references(
     """
     references: dict[str, list[dict[str, Any]]] = {}
     drift: dict[str, dict[str, Any]] = {}
-    model = original.exposed if original.exposed is not None else original.plain
+    atol, rtol = trial.tolerance.atol, trial.tolerance.rtol
     for provider in providers:
         attempt = create_session(
-            model,
+            original.with_sites(),
             provider,
             REFERENCE_LEVEL,
-            threads=threads,
-            provider_options=options.get(provider),
             role="original",
-            external_data_dir=original.external_data_dir,
+            **trial.runtime.session_arguments(provider),
         )
         if attempt.status != "ok" or attempt.session is None:
             drift[provider] = {"status": "unavailable", "reason": attempt.reason}
             continue
         try:
-            runs = [run_session(attempt.session, feeds) for feeds in input_sets]
+            runs = [run_session(attempt.session, feeds) for feeds in trial.input_sets]
         except Exception as exc:  # noqa: BLE001 - the provider failing the original is drift news
             drift[provider] = {
                 "status": "unavailable",
@@ -75,8 +65,8 @@ def provider_references(
         outputs: dict[str, OutputComparison] = {}
         sites: dict[str, OutputComparison] = {}
         for cpu_run, run in zip(cpu_reference, runs, strict=True):
-            cpu_outputs = {n: v for n, v in cpu_run.items() if n in output_names}
-            cpu_sites = {n: v for n, v in cpu_run.items() if n not in output_names}
+            cpu_outputs = {n: v for n, v in cpu_run.items() if n in trial.output_names}
+            cpu_sites = {n: v for n, v in cpu_run.items() if n not in trial.output_names}
             for target, compared in (
                 (outputs, compare_outputs(cpu_outputs, run, atol=atol, rtol=rtol)),
                 (sites, compare_sites(cpu_sites, run, atol=atol, rtol=rtol)),

@@ -24,10 +24,18 @@ import numpy as np
 import onnx
 
 from ..errors import ModelLoadError, UsageError
-from ..runtime.session import REFERENCE_LEVEL, REFERENCE_PROVIDER, create_session, run_session
+from ..runtime.session import (
+    REFERENCE_LEVEL,
+    REFERENCE_PROVIDER,
+    ModelWithData,
+    create_session,
+    run_session,
+)
+from ..runtime.settings import RuntimeChoice
 from ..storage.load import LoadedModel
 from .compare import OutputComparison, compare_outputs, compare_sites
 from .report import FAILED, PASSED, UNAVAILABLE, ProviderResult
+from .settings import Tolerance
 from .sites import SitePlan, with_outputs
 
 
@@ -38,6 +46,23 @@ class Prepared:
     plain: onnx.ModelProto | Path
     exposed: onnx.ModelProto | None
     external_data_dir: Path | None
+
+    def with_sites(self) -> ModelWithData | Path:
+        """The model with its sites exposed where there are any, with its data folder."""
+        model = self.exposed if self.exposed is not None else self.plain
+        return model if isinstance(model, Path) else ModelWithData(model, self.external_data_dir)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What every run of one verification shares: the input sets, the sites and graph
+    outputs compared (by name), the tolerance and where onnxruntime runs."""
+
+    input_sets: list[dict[str, np.ndarray]]
+    plan: SitePlan
+    output_names: list[str]
+    tolerance: Tolerance
+    runtime: RuntimeChoice
 
 
 def prepare(loaded: LoadedModel, plan: SitePlan) -> Prepared:
@@ -52,23 +77,19 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def reference_runs(
-    original: Prepared, input_sets: list[dict[str, np.ndarray]], threads: int | None
-) -> list[dict[str, Any]]:
+def reference_runs(original: Prepared, trial: Trial) -> list[dict[str, Any]]:
     """Every output (graph outputs and exposed sites) of the original, per input set."""
-    model = original.exposed if original.exposed is not None else original.plain
     attempt = create_session(
-        model,
+        original.with_sites(),
         REFERENCE_PROVIDER,
         REFERENCE_LEVEL,
-        threads=threads,
         role="original",
-        external_data_dir=original.external_data_dir,
+        **trial.runtime.session_arguments(None),
     )
     if attempt.status != "ok" or attempt.session is None:
         raise ModelLoadError(f"cannot run the original on CPU: {attempt.reason}")
     outputs = []
-    for index, feeds in enumerate(input_sets):
+    for index, feeds in enumerate(trial.input_sets):
         try:
             outputs.append(run_session(attempt.session, feeds))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes
@@ -87,27 +108,15 @@ def split(run: dict[str, Any], output_names: list[str]) -> tuple[dict[str, Any],
 
 
 def run_candidate(
-    candidate: Prepared,
-    provider: str,
-    level: str,
-    input_sets: list[dict[str, np.ndarray]],
-    reference: list[dict[str, Any]],
-    plan: SitePlan,
-    output_names: list[str],
-    *,
-    atol: float | None,
-    rtol: float | None,
-    threads: int | None,
-    provider_options: dict[str, Any] | None,
+    candidate: Prepared, provider: str, level: str, reference: list[dict[str, Any]], trial: Trial
 ) -> ProviderResult:
     """The candidate on one provider and level against ``reference`` (outputs, then sites)."""
     attempt = create_session(
         candidate.plain,
         provider,
         level,
-        threads=threads,
-        provider_options=provider_options,
         role="candidate",
+        **trial.runtime.session_arguments(provider),
     )
     result = ProviderResult(
         provider=attempt.provider,
@@ -119,51 +128,33 @@ def run_candidate(
     )
     if attempt.status != "ok" or attempt.session is None:
         return result
-    references = [split(run, output_names) for run in reference]
-    crashed = _compare_runs(
-        result, attempt.session, input_sets, [r[0] for r in references], "outputs", atol, rtol
-    )
+    references = [split(run, trial.output_names) for run in reference]
+    crashed = _compare_runs(result, attempt.session, [r[0] for r in references], "outputs", trial)
     if crashed is None and candidate.exposed is not None:
-        _compare_sites(
-            result,
-            candidate,
-            provider,
-            level,
-            input_sets,
-            references,
-            atol,
-            rtol,
-            threads,
-            provider_options,
-        )
+        _compare_sites(result, candidate, (provider, level), [r[1] for r in references], trial)
     result.status = FAILED if result.failing_run is not None or crashed else PASSED
     if result.status == FAILED and crashed is None:
-        result.reason = _first_divergence(result, plan)
+        result.reason = _first_divergence(result, trial.plan)
     return result
 
 
 def _compare_sites(
     result: ProviderResult,
     candidate: Prepared,
-    provider: str,
-    level: str,
-    input_sets: list[dict[str, np.ndarray]],
-    references: list[tuple[dict[str, Any], dict[str, Any]]],
-    atol: float | None,
-    rtol: float | None,
-    threads: int | None,
-    provider_options: dict[str, Any] | None,
+    setting: tuple[str, str],
+    site_refs: list[dict[str, Any]],
+    trial: Trial,
 ) -> None:
-    assert candidate.exposed is not None
+    """The candidate with its sites exposed on ``setting`` (provider, level) against the
+    reference's sites."""
+    provider, level = setting
     try:
         attempt = create_session(
-            candidate.exposed,
+            candidate.with_sites(),
             provider,
             level,
-            threads=threads,
-            provider_options=provider_options,
             role="candidate with its fold sites exposed",
-            external_data_dir=candidate.external_data_dir,
+            **trial.runtime.session_arguments(provider),
         )
     except ModelLoadError as exc:
         result.site_error = exc.message
@@ -171,22 +162,20 @@ def _compare_sites(
     if attempt.status != "ok" or attempt.session is None:
         result.site_error = f"the candidate with exposed sites did not run: {attempt.reason}"
         return
-    site_refs = [r[1] for r in references]
-    _compare_runs(result, attempt.session, input_sets, site_refs, "sites", atol, rtol)
+    _compare_runs(result, attempt.session, site_refs, "sites", trial)
 
 
 def _compare_runs(
     result: ProviderResult,
     session: Any,
-    input_sets: list[dict[str, np.ndarray]],
     references: list[dict[str, Any]],
     what: str,
-    atol: float | None,
-    rtol: float | None,
+    trial: Trial,
 ) -> str | None:
     """Compare ``what`` (outputs or sites) over all input sets into ``result``; crash reason or None."""
     merged: dict[str, OutputComparison] = getattr(result, what)
-    for index, (feeds, ref) in enumerate(zip(input_sets, references, strict=True)):
+    tolerance = trial.tolerance
+    for index, (feeds, ref) in enumerate(zip(trial.input_sets, references, strict=True)):
         try:
             produced = run_session(session, feeds)
         except Exception as exc:  # noqa: BLE001 - the candidate crashing is a failure, not a bug here
@@ -197,7 +186,7 @@ def _compare_runs(
             result.reason = f"candidate raised on input set {index}: {first_line(exc)}"
             return result.reason
         compare = compare_sites if what == "sites" else compare_outputs
-        comparisons = compare(ref, produced, atol=atol, rtol=rtol)
+        comparisons = compare(ref, produced, atol=tolerance.atol, rtol=tolerance.rtol)
         if result.failing_run is None and any(not c.passed for c in comparisons.values()):
             result.failing_run = index
         for name, comparison in comparisons.items():

@@ -30,12 +30,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from ..errors import UsageError
 from ..runtime.specs import declared_shape, graph_inputs
 from ..storage.naming import node_label
 
 SITE_MODES = ("folds", "all", "none")
+DEFAULT_SITE_MODE = "folds"
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 _BN = "BatchNormalization"
+
+
+@dataclass(frozen=True)
+class SiteChoice:
+    """Which sites verify compares (a ``SITE_MODES`` mode) and the bytes their tensors may
+    take over all input sets."""
+
+    mode: str = DEFAULT_SITE_MODE
+    budget_bytes: int = DEFAULT_BUDGET_BYTES
+
+    @classmethod
+    def of(
+        cls, mode: str = DEFAULT_SITE_MODE, budget_bytes: int = DEFAULT_BUDGET_BYTES
+    ) -> SiteChoice:
+        if mode not in SITE_MODES:
+            raise UsageError(
+                f"unknown --sites mode {mode!r}", hint=f"use one of {', '.join(SITE_MODES)}"
+            )
+        return cls(mode, budget_bytes)
 
 
 @dataclass
