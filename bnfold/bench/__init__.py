@@ -32,30 +32,43 @@ import onnx
 
 from ..errors import UsageError
 from ..runtime.inputs import describe_inputs
-from ..runtime.session import default_providers, onnxruntime_version, parse_levels, parse_providers
+from ..runtime.placement import pinned
+from ..runtime.session import default_providers, onnxruntime_version
+from ..runtime.settings import DEFAULT_SEED, InputPlan, RuntimeChoice
 from ..storage.load import LoadedModel, load_model
-from .design import DEFAULT_PAIRS, DEFAULT_SECONDS, DEFAULT_WARMUP, PairPlan
+from .design import (
+    DEFAULT_DIM,
+    DEFAULT_LEVELS,
+    DEFAULT_MARGIN_PCT,
+    DEFAULT_PAIRS,
+    DEFAULT_WARMUP,
+    BenchDesign,
+    BenchSettings,
+    PairPlan,
+    parse_batches,
+)
 from .feeds import build_feed_sets, feeds_for
 from .machine import machine_info
 from .measure import Measurement
-from ..runtime.placement import Threads, parse_cpus, pinned
 from .progress import ProgressSink, RichProgress
 from .report import BenchReport, Comparison, ModelResult, Unavailable
-from .stats import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
+from .stats import DEFAULT_CONFIDENCE
 
 __all__ = [
+    "DEFAULT_LEVELS",
+    "DEFAULT_MARGIN_PCT",
+    "BenchDesign",
     "BenchReport",
+    "BenchSettings",
     "Comparison",
     "ModelResult",
     "RichProgress",
     "Unavailable",
     "bench",
+    "bench_with",
     "parse_batches",
     "parse_fail_if_slower",
 ]
-
-DEFAULT_LEVELS = ("disable", "all")
-DEFAULT_MARGIN_PCT = DEFAULT_MARGIN * 100.0
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
 
@@ -70,7 +83,7 @@ def bench(
     shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     ranges: Mapping[str, tuple[float, float]] | None = None,
-    default_dim: int = 1,
+    default_dim: int = DEFAULT_DIM,
     inputs: str | Path | Mapping[str, np.ndarray] | None = None,
     pairs: int = DEFAULT_PAIRS,
     iters: int | None = None,
@@ -82,7 +95,7 @@ def bench(
     cpus: str | Sequence[int] | None = None,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     include_copies: bool = False,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
     margin: float = DEFAULT_MARGIN_PCT,
     calibrate: bool = False,
@@ -104,76 +117,88 @@ def bench(
     margin, or a percent; the report's ``failure()`` carries the verdict, nothing is raised
     for it here. Raises ``UsageError``/``ModelLoadError`` for bad arguments or models.
     """
-    plan = _pair_plan(pairs, iters, min_time, warmup)
-    fail_pct = _check_options(threads, inter_threads, confidence, margin, fail_if_slower)
-    placement = Threads(
-        intra_op=threads,
-        inter_op=inter_threads,
-        spinning=spinning,
-        cpus=parse_cpus(cpus) if isinstance(cpus, str) or cpus is None else tuple(sorted(cpus)),
+    settings = BenchSettings(
+        design=BenchDesign.of(
+            plan=PairPlan.of(pairs=pairs, iters=iters, min_time=min_time, warmup=warmup),
+            confidence=confidence,
+            margin=margin,
+            calibrate=calibrate,
+            fail_if_slower=fail_if_slower,
+            include_copies=include_copies,
+            batches=batches,
+        ),
+        runtime=RuntimeChoice.of(
+            providers=providers,
+            levels=levels,
+            threads=threads,
+            inter_threads=inter_threads,
+            spinning=spinning,
+            cpus=cpus,
+            provider_options=provider_options,
+        ),
+        inputs=InputPlan.of(
+            shapes=shapes,
+            dims=dims,
+            ranges=ranges,
+            default_dim=default_dim,
+            seed=seed,
+            inputs=inputs,
+        ),
     )
-    level_list = parse_levels(levels if isinstance(levels, str) else list(levels))
-    batch_list = (
-        parse_batches(batches) if isinstance(batches, str) else (list(batches) if batches else None)
-    )
-    provider_list, explicit = _providers(providers)  # last: the default probes CUDA (slow)
+    return bench_with(original, candidate, settings, progress)
+
+
+def bench_with(
+    original: ModelSource,
+    candidate: ModelSource,
+    settings: BenchSettings,
+    progress: ProgressSink | None = None,
+) -> BenchReport:
+    """``bench`` with its settings already built (the command line builds them from its
+    option groups)."""
+    design, runtime = settings.design, settings.runtime
+    if len(settings.inputs.inputs) > 1:
+        raise UsageError("bench takes one inputs file", hint="it times one input set")
+    # The default set probes CUDA (slow): after every argument is known to be good.
+    provider_list = default_providers() if runtime.providers is None else list(runtime.providers)
 
     loaded_original = load_model(original, role="original")
     loaded_candidate = load_model(candidate, role="candidate")
-    feed_sets, notes = build_feed_sets(
-        loaded_original.model,
-        batches=batch_list,
-        shapes={name: tuple(int(d) for d in shape) for name, shape in (shapes or {}).items()},
-        dims=dims,
-        ranges=ranges,
-        inputs=inputs,
-        default_dim=default_dim,
-        seed=seed,
-    )
+    feed_sets, notes = build_feed_sets(loaded_original.model, settings.inputs, design.batches)
     for feed_set in feed_sets:
         feeds_for(loaded_candidate.model, feed_set.feeds, "candidate")
 
     started = time.perf_counter()
-    measurement = Measurement(
-        loaded_original,
-        loaded_candidate,
-        plan=plan,
-        threads=placement,
-        provider_options=provider_options,
-        include_copies=include_copies,
-        confidence=confidence,
-        margin=margin / 100.0,
-        calibrate=calibrate,
-        progress=progress,
-    )
-    with pinned(placement.cpus):
+    measurement = Measurement(loaded_original, loaded_candidate, design, runtime, progress)
+    with pinned(runtime.threads.cpus):
         for provider in provider_list:
-            for level in level_list:
+            for level in runtime.levels:
                 began = time.perf_counter()
                 done = len(measurement.comparisons)
-                measurement.measure_setting(provider, level, feed_sets, explicit=explicit)
-                per_pair = (time.perf_counter() - began) / plan.pairs / len(feed_sets)
+                measurement.measure_setting(provider, level, feed_sets, explicit=runtime.explicit)
+                per_pair = (time.perf_counter() - began) / design.plan.pairs / len(feed_sets)
                 for comparison in measurement.comparisons[done:]:
                     comparison.seconds_per_pair = per_pair
 
-    settings: dict[str, Any] = {
+    plan = design.plan
+    report_settings: dict[str, Any] = {
         "design": "hierarchical: fresh session pairs, interleaved rounds, t-interval over pairs",
         "pairs": plan.pairs,
         "rounds": plan.rounds,
         "seconds_per_setting": plan.seconds,
         "warmup": plan.warmup,
-        "threads": placement.to_dict(),
-        "threads_text": placement.describe(),
-        "include_copies": include_copies,
-        "seed": seed,
-        "confidence": confidence,
-        "margin": margin / 100.0,
-        "margin_pct": margin,
-        "calibrate": calibrate,
+        "threads": runtime.threads.to_dict(),
+        "threads_text": runtime.threads.describe(),
+        "include_copies": design.include_copies,
+        "seed": settings.inputs.seed,
+        "confidence": design.confidence,
+        "margin": design.margin,
+        "margin_pct": design.margin_pct,
+        "calibrate": design.calibrate,
         "providers": provider_list,
-        "providers_explicit": explicit,
-        "levels": level_list,
-        "batches": batch_list,
+        "providers_explicit": runtime.explicit,
+        "levels": list(runtime.levels),
+        "batches": None if design.batches is None else list(design.batches),
         "interleaved": True,
         "duration_s": round(time.perf_counter() - started, 3),
     }
@@ -183,29 +208,13 @@ def bench(
         results=measurement.results,
         comparisons=measurement.comparisons,
         unavailable=measurement.unavailable,
-        settings=settings,
+        settings=report_settings,
         machine=machine_info(),
         onnxruntime_version=onnxruntime_version(),
         notes=notes,
-        fail_if_slower_pct=fail_pct,
+        fail_if_slower_pct=design.fail_if_slower_pct,
         inputs=[{"batch": f.batch, "inputs": describe_inputs(f.feeds)} for f in feed_sets],
     )
-
-
-def parse_batches(text: str | None) -> list[int] | None:
-    """``'1,8,32'`` -> ``[1, 8, 32]``; None or empty -> None (no sweep)."""
-    if text is None or not text.strip():
-        return None
-    sizes: list[int] = []
-    for token in (part.strip() for part in text.split(",")):
-        if not token.isdigit() or int(token) < 1:
-            raise UsageError(
-                f"--batch {text!r}: sizes must be positive integers",
-                hint="for example --batch 1,8,32",
-            )
-        if int(token) not in sizes:
-            sizes.append(int(token))
-    return sizes
 
 
 def parse_fail_if_slower(text: str | None) -> float | bool | None:
@@ -222,58 +231,6 @@ def parse_fail_if_slower(text: str | None) -> float | bool | None:
             f"--fail-if-slower {text!r} is not a percentage",
             hint="write --fail-if-slower=PCT, or put --fail-if-slower after the two models",
         ) from None
-
-
-def _pair_plan(pairs: int, iters: int | None, min_time: float | None, warmup: int) -> PairPlan:
-    try:
-        return PairPlan(
-            pairs=pairs,
-            rounds=iters,
-            seconds=DEFAULT_SECONDS if min_time is None else min_time,
-            warmup=warmup,
-        )
-    except ValueError as exc:
-        text = str(exc).replace("seconds", "min_time").replace("rounds", "iters")
-        raise UsageError(text) from None
-
-
-def _check_options(
-    threads: int | None,
-    inter_threads: int | None,
-    confidence: float,
-    margin: float,
-    fail_if_slower: float | bool | None,
-) -> float | None:
-    """Validate; return the percent ``--fail-if-slower`` trips beyond (None: off)."""
-    for name, value in (("threads", threads), ("inter_threads", inter_threads)):
-        if value is not None and value < 0:
-            raise UsageError(f"{name} must be 0 (onnxruntime's default) or more, got {value}")
-    if not 0.5 <= confidence < 1.0:
-        raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
-    if not 0.0 <= margin < 100.0:
-        raise UsageError(
-            f"--margin must be a percentage in [0, 100), got {margin:g}",
-            hint="the default, 3, is what the same graph against itself stays within",
-        )
-    if fail_if_slower is None or fail_if_slower is False:
-        return None
-    if fail_if_slower is True:
-        return margin
-    if not 0.0 <= fail_if_slower < 100.0:
-        raise UsageError(
-            f"--fail-if-slower must be a percentage in [0, 100), got {fail_if_slower:g}",
-            hint="without a value it uses --margin",
-        )
-    return float(fail_if_slower)
-
-
-def _providers(providers: str | Sequence[str] | None) -> tuple[list[str], bool]:
-    if providers is None:
-        return default_providers(), False
-    text = providers if isinstance(providers, str) else ",".join(providers)
-    parsed = parse_providers(text)
-    assert parsed is not None
-    return parsed, True
 
 
 def _label(loaded: LoadedModel, role: str) -> str:

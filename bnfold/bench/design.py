@@ -13,15 +13,27 @@ model gets ``min_rounds`` and the run takes longer than ``seconds`` (the time sp
 printed). Each pair is sized by its own clock, so a machine that gets busier in the middle
 of a run stretches no pair beyond its share (an earlier design sized every pair from the
 first pair's warm-up, and a load spike there left a whole setting with 182 rounds a pair).
+
+``BenchDesign`` is the whole design as one frozen object (the pair plan, the confidence and
+margin of the verdict, calibration, ``fail_if_slower``, copies, the batch sweep), and
+``BenchSettings`` adds what bench shares with verify (``bnfold.runtime.settings``). Every
+default lives here or in ``stats``; ``bnfold bench --help`` shows these constants.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+from ..errors import UsageError
+from ..runtime.settings import InputPlan, RuntimeChoice
 from .runner import RoundPlan
+from .stats import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
 
+DEFAULT_LEVELS = ("disable", "all")  # each its own setting: as shipped, and as deployed
+DEFAULT_MARGIN_PCT = DEFAULT_MARGIN * 100.0
+DEFAULT_DIM = 1  # bench()'s size of free dims (the command line chooses them per graph)
 DEFAULT_PAIRS = 20
 DEFAULT_SECONDS = 8.0  # timed seconds per setting, over all pairs
 DEFAULT_WARMUP = 10
@@ -44,6 +56,21 @@ class PairPlan:
     warmup: int = DEFAULT_WARMUP
     min_rounds: int = MIN_ROUNDS
     max_rounds: int = MAX_ROUNDS
+
+    @classmethod
+    def of(cls, *, pairs: int, iters: int | None, min_time: float | None, warmup: int) -> PairPlan:
+        """The plan for ``bench()``'s ``pairs``/``iters``/``min_time``/``warmup`` (``UsageError``
+        naming those arguments when one is out of range)."""
+        try:
+            return cls(
+                pairs=pairs,
+                rounds=iters,
+                seconds=DEFAULT_SECONDS if min_time is None else min_time,
+                warmup=warmup,
+            )
+        except ValueError as exc:
+            text = str(exc).replace("seconds", "min_time").replace("rounds", "iters")
+            raise UsageError(text) from None
 
     def __post_init__(self) -> None:
         if self.pairs < 2:
@@ -90,3 +117,98 @@ class PairPlan:
         if self.rounds is not None:
             return f"{self.pairs} pairs × {self.rounds} rounds"
         return f"{self.pairs} pairs × {self.pair_seconds:.3g} s"
+
+
+@dataclass(frozen=True)
+class BenchDesign:
+    """How bench measures and decides: ``plan`` (pairs and rounds), the t-interval's
+    ``confidence``, the margin of practical equivalence in percent, the A/A ``calibrate``
+    session, the percent ``fail_if_slower_pct`` trips beyond (None: off), whether GPU copies
+    are timed, and the batch sizes swept (None: no sweep)."""
+
+    plan: PairPlan = field(default_factory=PairPlan)
+    confidence: float = DEFAULT_CONFIDENCE
+    margin_pct: float = DEFAULT_MARGIN_PCT
+    calibrate: bool = False
+    fail_if_slower_pct: float | None = None
+    include_copies: bool = False
+    batches: tuple[int, ...] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        plan: PairPlan,
+        confidence: float = DEFAULT_CONFIDENCE,
+        margin: float = DEFAULT_MARGIN_PCT,
+        calibrate: bool = False,
+        fail_if_slower: float | bool | None = None,
+        include_copies: bool = False,
+        batches: str | Sequence[int] | None = None,
+    ) -> BenchDesign:
+        """Validate ``bench()``'s arguments of the same names (``UsageError``)."""
+        if not 0.5 <= confidence < 1.0:
+            raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
+        if not 0.0 <= margin < 100.0:
+            raise UsageError(
+                f"--margin must be a percentage in [0, 100), got {margin:g}",
+                hint=f"the default, {DEFAULT_MARGIN_PCT:g}, is what the same graph against"
+                " itself stays within",
+            )
+        if isinstance(batches, str):
+            sizes = parse_batches(batches)
+        else:
+            sizes = list(batches) if batches else None
+        return cls(
+            plan=plan,
+            confidence=confidence,
+            margin_pct=margin,
+            calibrate=calibrate,
+            fail_if_slower_pct=_fail_pct(fail_if_slower, margin),
+            include_copies=include_copies,
+            batches=None if sizes is None else tuple(sizes),
+        )
+
+    @property
+    def margin(self) -> float:
+        """The margin as a fraction (``margin_pct / 100``)."""
+        return self.margin_pct / 100.0
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything ``bench`` needs besides the two models."""
+
+    design: BenchDesign = field(default_factory=BenchDesign)
+    runtime: RuntimeChoice = field(default_factory=lambda: RuntimeChoice.of(levels=DEFAULT_LEVELS))
+    inputs: InputPlan = field(default_factory=lambda: InputPlan(default_dim=DEFAULT_DIM))
+
+
+def parse_batches(text: str | None) -> list[int] | None:
+    """``'1,8,32'`` -> ``[1, 8, 32]``; None or empty -> None (no sweep)."""
+    if text is None or not text.strip():
+        return None
+    sizes: list[int] = []
+    for token in (part.strip() for part in text.split(",")):
+        if not token.isdigit() or int(token) < 1:
+            raise UsageError(
+                f"--batch {text!r}: sizes must be positive integers",
+                hint="for example --batch 1,8,32",
+            )
+        if int(token) not in sizes:
+            sizes.append(int(token))
+    return sizes
+
+
+def _fail_pct(fail_if_slower: float | bool | None, margin: float) -> float | None:
+    """The percent ``fail_if_slower`` trips beyond (None: off; True: the margin)."""
+    if fail_if_slower is None or fail_if_slower is False:
+        return None
+    if fail_if_slower is True:
+        return margin
+    if not 0.0 <= fail_if_slower < 100.0:
+        raise UsageError(
+            f"--fail-if-slower must be a percentage in [0, 100), got {fail_if_slower:g}",
+            hint="without a value it uses --margin",
+        )
+    return float(fail_if_slower)

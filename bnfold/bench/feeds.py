@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import onnx
 
 from ..errors import UsageError
 from ..runtime.inputs import InputSpec, generate_inputs, graph_inputs, input_specs, load_inputs
+from ..runtime.settings import InputPlan, InputSource
 
 
 @dataclass
@@ -62,24 +62,20 @@ def with_batch(specs: Sequence[InputSpec], names: Sequence[str], batch: int) -> 
 
 
 def build_feed_sets(
-    model: onnx.ModelProto,
-    *,
-    batches: Sequence[int] | None = None,
-    shapes: Mapping[str, tuple[int, ...]] | None = None,
-    dims: Mapping[str, int] | None = None,
-    ranges: Mapping[str, tuple[float, float]] | None = None,
-    inputs: str | Path | Mapping[str, np.ndarray] | None = None,
-    default_dim: int = 1,
-    seed: int = 0,
+    model: onnx.ModelProto, plan: InputPlan, batches: Sequence[int] | None = None
 ) -> tuple[list[FeedSet], list[str]]:
     """One ``FeedSet`` per batch size (or a single one without ``batches``), plus notes.
 
+    Inputs are sized and filled as ``plan`` says (its first ``inputs`` source, if any, is
+    read instead; ``runs`` is not used: bench times one input set).
     A batch size is applied through ``--dim`` for the symbols that name a dimension 0, so an
     input using the same symbol elsewhere (``mask: [N, N]``) stays consistent; dimension 0
     of the remaining batch-axis inputs (unknown dims, or sizes given by ``--shape``) is then
     set directly.
     """
-    shapes, dims, ranges = dict(shapes or {}), dict(dims or {}), dict(ranges or {})
+    shapes, dims, ranges = dict(plan.shapes), dict(plan.dims), dict(plan.ranges)
+    default_dim, seed = plan.default_dim, plan.seed
+    inputs = plan.inputs[0] if plan.inputs else None
     specs, notes = input_specs(
         model, shapes=shapes, dims=dims, ranges=ranges, default_dim=default_dim
     )
@@ -139,9 +135,7 @@ def feeds_for(
     return {name: feeds[name] for name in names}
 
 
-def _given_inputs(
-    inputs: str | Path | Mapping[str, np.ndarray], specs: list[InputSpec]
-) -> dict[str, np.ndarray]:
+def _given_inputs(inputs: InputSource, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     if isinstance(inputs, Mapping):
         expected = {spec.name for spec in specs}
         if set(inputs) != expected:

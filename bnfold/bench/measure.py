@@ -11,22 +11,21 @@ the original, timed in the same rounds: original against itself is the A/A noise
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 
 from ..errors import BnfoldError, UsageError
 from ..runtime.session import SessionResult, create_session
+from ..runtime.settings import RuntimeChoice
 from ..storage.load import LoadedModel
-from .design import PairPlan
+from .design import BenchDesign
 from .feeds import FeedSet, feeds_for
 from .formatting import setting_label
 from .modelinfo import ModelFacts, model_facts
-from ..runtime.placement import Threads
 from .progress import ProgressSink
 from .report import (
     CALIBRATION,
@@ -68,14 +67,8 @@ class Measurement:
         self,
         original: LoadedModel,
         candidate: LoadedModel,
-        *,
-        plan: PairPlan,
-        threads: Threads,
-        provider_options: Mapping[str, Mapping[str, Any]] | None,
-        include_copies: bool,
-        confidence: float,
-        margin: float,
-        calibrate: bool,
+        design: BenchDesign,
+        runtime: RuntimeChoice,
         progress: ProgressSink | None,
     ) -> None:
         self.models = {ORIGINAL: original, CANDIDATE: candidate, CALIBRATION: original}
@@ -83,15 +76,11 @@ class Measurement:
             ORIGINAL: model_facts(original),
             CANDIDATE: model_facts(candidate),
         }
+        calibrate = design.calibrate
         self.roles = (ORIGINAL, CANDIDATE, CALIBRATION) if calibrate else (ORIGINAL, CANDIDATE)
-        self.plan = plan
-        self.threads = threads
-        self.provider_options = {
-            name: dict(options) for name, options in (provider_options or {}).items()
-        }
-        self.include_copies = include_copies
-        self.confidence = confidence
-        self.margin = margin
+        self.design = design
+        self.plan = design.plan
+        self.runtime = runtime
         self.progress = progress
         self.results: list[ModelResult] = []
         self.comparisons: list[Comparison] = []
@@ -130,11 +119,8 @@ class Measurement:
             _session_source(self.models[role]),
             provider,
             level,
-            threads=self.threads.intra_op,
-            inter_threads=self.threads.inter_op,
-            spinning=self.threads.spinning,
-            provider_options=self.provider_options.get(provider),
             role=role,
+            **self.runtime.session_arguments(provider),
         )
 
     def _record_unavailable(
@@ -167,7 +153,7 @@ class Measurement:
         for role in self.roles:
             attempt = sessions[role]
             feeds = feeds_for(self.models[role].model, record.feed_set.feeds, role)
-            device = binding_device(first.provider, include_copies=self.include_copies)
+            device = binding_device(first.provider, include_copies=self.design.include_copies)
             if device is None and needs_host_binding(attempt.session, feeds):
                 device = "cpu"
             device_id = int(attempt.provider_options.get("device_id", 0))
@@ -211,11 +197,10 @@ class Measurement:
             role: float(np.median([np.median(s) for s in record.samples[role]]))
             for role in (ORIGINAL, CANDIDATE)
         }
-        estimate = speedup_over_pairs(
-            record.log_speedups, confidence=self.confidence, margin=self.margin
-        )
+        confidence, margin = self.design.confidence, self.design.margin
+        estimate = speedup_over_pairs(record.log_speedups, confidence=confidence, margin=margin)
         calibration = (
-            speedup_over_pairs(record.calibration, confidence=self.confidence, margin=self.margin)
+            speedup_over_pairs(record.calibration, confidence=confidence, margin=margin)
             if record.calibration
             else None
         )
