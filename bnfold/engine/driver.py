@@ -5,7 +5,8 @@ door): the engine is what patterns build on, so it never imports them.
 
 Each round indexes the graph once, finds its affine sites (BatchNormalization nodes, and
 per-channel Mul/Add chains; see ``sites``) and asks the patterns for a plan for each, in
-graph order. The editor refuses plans invalid in this model (``unsupported-opset``) and
+graph order: for each side of the site only the patterns that fold into the op found there
+(``dispatch``). The editor refuses plans invalid in this model (``unsupported-opset``) and
 defers a plan that touches a node another plan of the round touched; the next round sees
 the graph as it now is. The round that applies nothing is the last; its refusals are the
 report's. Every fold removes at least one node, so the rounds end.
@@ -29,6 +30,7 @@ import onnx
 from . import selfcheck
 from .batchnorm import is_batchnorm
 from .constants import ConstantCache
+from .dispatch import Dispatcher
 from .editor import GraphEditor, NameAllocator
 from .graph import (
     GraphView,
@@ -90,12 +92,13 @@ def fold_model(
     base_dir: Path | None = None,
     reload: Callable[[], onnx.ModelProto] | None = None,
 ) -> FoldOutcome:
-    """Fold ``model`` in place with ``patterns`` (tried in order); return what was folded
-    and what was refused, and why.
+    """Fold ``model`` in place with ``patterns`` (tried in order, each only on its side and
+    op type: ``dispatch``); return what was folded and what was refused, and why.
 
     ``base_dir`` is the folder external tensor data is read from. ``reload`` gives the input
     model again (for the safety net's second attempt); without it a copy is kept.
     """
+    dispatcher = Dispatcher(patterns)
     baseline = selfcheck.assess(model)
     snapshot: onnx.ModelProto | None = None
     if reload is None:
@@ -113,7 +116,7 @@ def fold_model(
         try:
             reordered = sort_topologically(model.graph)
             outcome = _fold_once(
-                model, patterns, options, progress, base_dir, denied, check_each, deny_all
+                model, dispatcher, options, progress, base_dir, denied, check_each, deny_all
             )
         except _PlanBroke as broke:
             denied[broke.key] = Skip("self-check-failed", broke.problem)
@@ -146,7 +149,7 @@ def _checker(model: onnx.ModelProto, baseline: selfcheck.Validity) -> Callable[[
 
 def _fold_once(
     model: onnx.ModelProto,
-    given: Sequence[Pattern],
+    patterns: Dispatcher,
     options: FoldOptions,
     progress: Callable[[int], None] | None,
     base_dir: Path | None,
@@ -154,7 +157,6 @@ def _fold_once(
     check_each: Callable[[], str | None] | None,
     deny_all: Skip | None,
 ) -> FoldOutcome:
-    patterns = list(given)
     outcome = FoldOutcome()
     outcome.counts.update(batchnorm_before=count_batchnorms(model), nodes_before=count_nodes(model))
     state = _ModelState(model, options, base_dir, denied, check_each)
@@ -223,7 +225,7 @@ class _ModelState:
         graph: onnx.GraphProto,
         outer: GraphView | None,
         scope: ScopePath,
-        patterns: list[Pattern],
+        patterns: Dispatcher,
         outcome: FoldOutcome,
         progress: Callable[[int], None] | None,
         *,
@@ -259,7 +261,7 @@ class _ModelState:
     def fold_function(
         self,
         function: onnx.FunctionProto,
-        patterns: list[Pattern],
+        patterns: Dispatcher,
         outcome: FoldOutcome,
         progress: Callable[[int], None] | None,
     ) -> None:
@@ -294,7 +296,7 @@ class _ModelState:
     def _round(
         self,
         view: GraphView,
-        patterns: list[Pattern],
+        patterns: Dispatcher,
         skipped: dict[str, SkippedBatchNorm],
         outcome: FoldOutcome,
         progress: Callable[[int], None] | None,
@@ -328,12 +330,12 @@ class _ModelState:
         return applied, deferred
 
     def _plan(
-        self, ctx: FoldContext, editor: GraphEditor, site: AffineSite, patterns: list[Pattern]
+        self, ctx: FoldContext, editor: GraphEditor, site: AffineSite, patterns: Dispatcher
     ) -> Plan | Skip:
         denied = self.deny_all or self.denied.get((ctx.view.scope, site.output))
         if denied is not None:
             return denied
-        result = _try_fold(ctx, site, patterns)
+        result = patterns.fold(ctx, site)
         if isinstance(result, Plan):
             refusal = editor.refusal(result)
             if refusal is not None:
@@ -377,38 +379,6 @@ class _ModelState:
             lowered = True
         editor.cleanup()
         return lowered
-
-
-# Refusals that only say "nothing to fold into on this side"; any other is more telling.
-GENERIC_REASONS = frozenset(
-    {"no-linear-producer", "no-linear-consumer", "consumer-input-is-graph-output"}
-)
-# A fold that is exact but withheld by default (it would be slower): the most telling reason,
-# since it says what would fold; the other sides' refusals go into its detail.
-WITHHELD_REASONS = frozenset({"slower-at-level-all"})
-
-
-def _try_fold(ctx: FoldContext, site: AffineSite, patterns: Iterable[Pattern]) -> Plan | Skip:
-    """The first pattern's plan; else the most telling refusal, with the other sides' details."""
-    skips: list[Skip] = []
-    for pattern in patterns:
-        result = pattern.match(ctx, site)
-        if isinstance(result, Plan):
-            return result
-        if isinstance(result, Skip) and result not in skips:
-            skips.append(result)
-    if not skips:
-        return Skip("no-pattern", "no enabled pattern folds this BatchNormalization")
-    main = next((skip for skip in skips if skip.reason in WITHHELD_REASONS), None) or next(
-        (skip for skip in skips if skip.reason not in GENERIC_REASONS), skips[0]
-    )
-    withheld = main.reason in WITHHELD_REASONS
-    others = [
-        skip.detail
-        for skip in skips
-        if skip is not main and (withheld or skip.reason in GENERIC_REASONS)
-    ]
-    return Skip(main.reason, "; ".join([main.detail, *others]))
 
 
 def _walk(nodes: Iterable[onnx.NodeProto]) -> Iterable[onnx.NodeProto]:

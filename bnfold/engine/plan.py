@@ -20,6 +20,7 @@ import onnx
 from ..storage.recipes import ScaledTensor
 from .graph import node_label
 from .outcomes import Fold
+from .sites import AffineSite
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,36 +172,35 @@ class Plan:
 
 def combined_plan(
     plans: list[Plan],
+    site: AffineSite,
     *,
-    bn: str,
-    kind: str,
-    site_output: str,
     pattern: str,
     direction: str,
     through: list[str],
     edits: list[Edit],
     nodes: tuple[onnx.NodeProto, ...] = (),
 ) -> Plan:
-    """One fold made of several layers' plans (a Concat's slices, a BN's several readers).
+    """One fold of ``site`` made of several layers' plans (a Concat's slices, a BN's several
+    readers).
 
     ``edits`` are the merged edits; the plan touches ``nodes`` and every node the parts touch,
     reports every part's target, and costs the worst part's rounding.
     """
     fold = Fold(
-        bn=bn,
+        bn=site.label,
         into=", ".join(plan.fold.into for plan in plans),
         pattern=pattern,
         direction=direction,
         through=through,
         dtype=plans[0].fold.dtype,
         rounding_error=max(plan.fold.rounding_error for plan in plans),
-        kind=kind,
+        kind=site.kind,
     )
     return Plan(
         fold,
         [*nodes, *(node for plan in plans for node in plan.nodes)],
         edits,
         target=plans[0].target,
-        site_output=site_output,
+        site_output=site.output,
         more_targets=tuple(plan.target for plan in plans[1:] if plan.target is not None),
     )

@@ -1,15 +1,24 @@
-"""What every pattern shares: the context it may look at, and the ``Pattern`` protocol.
+"""What every pattern shares: the context it may look at, the ``Side`` and ``Pattern`` protocols.
 
-A pattern is *match, check, then plan*: ``match`` never mutates the model and returns a
-``Plan`` (its edits as data, see ``bnfold.engine.plan``), a ``Skip`` (this pattern applies but a
-precondition fails) or ``None`` (this pattern does not apply here). Only the editor writes.
+A site is folded into a layer on one of its *sides*: the layer that computes its input
+(producer), or the layers that read its output (consumer). A ``Side`` walks from the site to
+the node a fold on that side would go into (its ``Target``), once per site and round; the
+driver then asks only the patterns of that side that fold into the target's op type
+(``dispatch``).
+
+A pattern is *match, check, then plan*: ``match`` never mutates the model and answers with a
+``Plan`` (its edits as data, see ``bnfold.engine.plan``), a ``Skip`` (the fold is refused, and
+why: the report shows it) or ``NotMine`` (nothing to say: the fold would gain nothing, or the
+pattern does not handle this kind of site; never reported). Only the editor writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import onnx
 
 from .graph import GraphView, node_label
 from .outcomes import Fold, Skip
@@ -19,12 +28,50 @@ from .shapes import Shape
 if TYPE_CHECKING:
     from .sites import AffineSite
 
+T = TypeVar("T")
+W = TypeVar("W")
+
+ANY_OP = "*"  # a pattern's ``op_type`` for a target of several nodes (of any op types)
+
+
+@dataclass(frozen=True)
+class NotMine:
+    """The answer "not mine": not a refusal, so the report says nothing of it.
+
+    ``why`` says which case it is, for tests and debugging (``no-gain``, ``low-precision``,
+    ``several-consumers``...).
+    """
+
+    why: str
+
+
+@dataclass(frozen=True, eq=False)
+class Target(Generic[W]):
+    """Where a side's walk from a site ends: the node(s) a fold would go into, and ``way``,
+    what the walk found on the way there (the side's own data: the engine never reads it)."""
+
+    nodes: tuple[onnx.NodeProto, ...]
+    way: W
+
+    @property
+    def op_type(self) -> str:
+        """What the driver dispatches on: the node's op type (``*`` for several nodes)."""
+        return self.nodes[0].op_type if len(self.nodes) == 1 else ANY_OP
+
+
+Answer = Plan | Skip | NotMine
+
 
 @dataclass
 class FoldContext:
-    """What a pattern may look at: the scoped graph index (with opset, shapes and types)."""
+    """What a pattern may look at: the scoped graph index (with opset, shapes and types).
+
+    One context serves one round of one graph: what ``once`` computes (a walk from a site)
+    is kept for the rest of the round, when the graph index is the same.
+    """
 
     view: GraphView
+    _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @property
     def opset(self) -> int:
@@ -33,16 +80,47 @@ class FoldContext:
     def shapes(self) -> Mapping[str, Shape]:
         return self.view.shapes()
 
+    def once(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()`` the first time ``key`` is asked in this round; its value after."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[no-any-return]
+
+
+class Side(Protocol):
+    """One way from a site to the node a fold goes into. ``reach`` walks there: a ``Target``,
+    a ``Skip`` (nothing on this side can take the fold, and why) or ``NotMine`` (this side
+    has nothing to say about this site). The driver calls it at most once per site and round."""
+
+    name: str
+
+    def reach(self, ctx: FoldContext, site: AffineSite) -> Target[Any] | Skip | NotMine: ...
+
 
 class Pattern(Protocol):
-    """``op_type``: the op the pattern folds into; ``side``: ``producer`` (the layer that
-    computes the site's input) or ``consumer`` (the layer that reads its output)."""
+    """``side``: the walk that finds the node the pattern folds into; ``op_type``: that
+    node's op type (``*``: several nodes). The driver asks a pattern only about targets of
+    its side and op type."""
 
     name: str
     op_type: str
-    side: str
 
-    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None: ...
+    @property
+    def side(self) -> Side: ...
+
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Any]) -> Answer: ...
 
 
-__all__ = ["Fold", "FoldContext", "Pattern", "Plan", "Skip", "node_label"]
+__all__ = [
+    "ANY_OP",
+    "Answer",
+    "Fold",
+    "FoldContext",
+    "NotMine",
+    "Pattern",
+    "Plan",
+    "Side",
+    "Skip",
+    "Target",
+    "node_label",
+]

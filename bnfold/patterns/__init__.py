@@ -27,4 +27,4 @@ PATTERN_NAMES = registered_names()
 def target_ops(side: str) -> frozenset[str]:
     """Op types the default patterns fold into on ``side`` (``producer`` or ``consumer``):
     the walks stop at these, so a registered pattern is always reached."""
-    return frozenset(p.op_type for p in default_patterns() if p.side == side)
+    return frozenset(p.op_type for p in default_patterns() if p.side.name == side)

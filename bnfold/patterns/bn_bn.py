@@ -20,10 +20,11 @@ import onnx
 from ..engine.batchnorm import batchnorm_affine
 from ..engine.foldmath import LOW_PRECISION, along_axis
 from ..engine.outcomes import Skip
-from ..engine.protocol import FoldContext, Plan
+from ..engine.protocol import Answer, FoldContext, NotMine, Target
 from ..engine.sites import AffineSite
+from .chain import Chain
 from .layer_checks import constant_weight
-from .producer import Layer, ProducerFold, Slot
+from .producer import Layer, ProducerFold
 from .registry import PRODUCER_GROUP, register
 
 
@@ -32,9 +33,7 @@ class BatchNormAffine(ProducerFold):
     name = "bn-affine"
     op_type = "BatchNormalization"
 
-    def match(
-        self, ctx: FoldContext, site: AffineSite, *, into: Slot | None = None
-    ) -> Plan | Skip | None:
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
         # float16/bfloat16: each merge rounds γ' and β' once more, and a chain of merged BNs
         # then folded on compounds those roundings past the per-fold bound: float32 only.
         elem = ctx.view.elem_type(site.input)
@@ -42,8 +41,8 @@ class BatchNormAffine(ProducerFold):
             elem is None
             or np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name in LOW_PRECISION
         ):
-            return None
-        return super().match(ctx, site, into=into)
+            return NotMine("low-precision")
+        return super().match(ctx, site, target)
 
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
         checked = batchnorm_affine(ctx.view, node, ctx.opset)

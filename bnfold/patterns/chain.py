@@ -67,33 +67,61 @@ def targets(side: str) -> frozenset[str]:
     return target_ops(side)
 
 
-def walk_to_linear(
-    view: GraphView, site: AffineSite, *, through_activations: bool = False
-) -> Chain | Skip:
-    """The chain from the linear producer of ``site.input`` to the site, or why there is none."""
+@dataclass(frozen=True)
+class WalkBack:
+    """One walk back from a site, read two ways: ``direct``, the chain with no activation on
+    the way (or why there is none), and ``through``, the chain that may pass activations."""
+
+    direct: Chain | Skip
+    through: Chain | Skip
+
+
+def walk_to_linear(view: GraphView, site: AffineSite) -> Chain | Skip:
+    """The chain from the linear producer of ``site.input`` to the site, with no activation on
+    the way, or why there is none."""
+    return walk_back(view, site, through_activations=False).direct
+
+
+def walk_back(view: GraphView, site: AffineSite, *, through_activations: bool = True) -> WalkBack:
+    """The chains from the linear producer of ``site.input`` to the site, or why there are none.
+
+    The walk passes activations (unless ``through_activations`` is False) and notes where a
+    walk that may not would have stopped, so both readings cost one walk.
+    """
     name, reader = site.input, site.nodes[0]
     elementwise: list[onnx.NodeProto] = []
     passes: list[onnx.NodeProto] = []
     shape_readers: list[onnx.NodeProto] = []
     linear_ops = targets("producer")
+    direct: Chain | Skip | None = None  # decided at the first activation, else at the end
+
+    def end(found: Chain | Skip) -> WalkBack:
+        return WalkBack(found if direct is None else direct, found)
+
     while True:
         if view.is_graph_output(name):
-            return Skip(
-                "producer-output-is-graph-output", f"{name!r} is a graph output and must stay"
+            return end(
+                Skip("producer-output-is-graph-output", f"{name!r} is a graph output and must stay")
             )
         node = view.producer.get(name)
         if node is None:
-            return Skip("no-linear-producer", f"input {name!r} is {view.origin(name)}")
+            return end(Skip("no-linear-producer", f"input {name!r} is {view.origin(name)}"))
         if not is_standard(node):
-            return Skip(
-                "no-linear-producer", f"input comes from custom op {node.domain}.{node.op_type}"
+            return end(
+                Skip(
+                    "no-linear-producer",
+                    f"input comes from custom op {node.domain}.{node.op_type}",
+                )
             )
         operand = None if node.op_type in linear_ops else constant_operand(view, node)
         kind = role(node, view.elem_type(node.input[0])) if node.input else None
-        if kind == ACTIVATION and not through_activations:
-            kind = None
+        stop = Skip("no-linear-producer", f"input comes from {node.op_type} {node_label(node)}")
+        if kind == ACTIVATION and direct is None:
+            direct = stop  # a walk that may not pass activations ends here
+            if not through_activations:
+                return end(stop)
         if node.op_type not in linear_ops and operand is None and kind is None:
-            return Skip("no-linear-producer", f"input comes from {node.op_type} {node_label(node)}")
+            return end(stop)
         # Only now is sharing the reason: the producer is one a fold could go into or through.
         uses = view.uses.get(name, [])
         metadata = [
@@ -106,15 +134,15 @@ def walk_to_linear(
         ]
         data_uses = [use for use in uses if all(use.node is not other for other in metadata)]
         if len(data_uses) != 1 or data_uses[0].node is not reader:
-            return Skip("producer-output-shared", f"{name!r} has {len(uses)} uses")
+            return end(Skip("producer-output-shared", f"{name!r} has {len(uses)} uses"))
         shape_readers.extend(metadata)
         if node.op_type in linear_ops:
             if shape_readers and passes:
                 # Only tensors that keep their shape end to end are rewired; not traced here.
-                return Skip(
-                    "producer-output-shared", "a tensor on the way is also read for its shape"
+                return end(
+                    Skip("producer-output-shared", "a tensor on the way is also read for its shape")
                 )
-            return Chain(node, elementwise, passes, shape_readers)
+            return end(Chain(node, elementwise, passes, shape_readers))
         if operand is not None:
             elementwise.insert(0, node)
             name = node.input[1 - operand[0]]
@@ -122,8 +150,11 @@ def walk_to_linear(
             if elementwise and kind != NOOP:
                 # A constant after such an op broadcasts in another layout: not traced. A
                 # no-op keeps shape and values, so the constant acts on the layer's output.
-                return Skip(
-                    "unsupported-chain", f"constant {elementwise[0].op_type} follows {node.op_type}"
+                return end(
+                    Skip(
+                        "unsupported-chain",
+                        f"constant {elementwise[0].op_type} follows {node.op_type}",
+                    )
                 )
             passes.insert(0, node)
             name = node.input[0]

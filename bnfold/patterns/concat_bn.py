@@ -20,12 +20,13 @@ from ..engine.foldmath import Affine
 from ..engine.graph import int_attribute
 from ..engine.outcomes import Skip
 from ..engine.plan import combined_plan
-from ..engine.protocol import FoldContext, Pattern, Plan, node_label
+from ..engine.protocol import Answer, FoldContext, Pattern, Plan, Target, node_label
 from ..engine.sites import AffineSite
-from .chain import walk_to_linear
+from .chain import Chain, walk_to_linear
 from .optable import NOOP, role
 from .producer import ProducerFold, splice_out
 from .registry import PRODUCER_GROUP, register
+from .sides import PRODUCER
 
 
 @register(PRODUCER_GROUP)
@@ -34,10 +35,13 @@ class ConcatBatchNorm:
 
     name = "concat-bn"
     op_type = "Concat"
-    side = "producer"
+    side = PRODUCER
 
     def __init__(self, producers: list[ProducerFold]) -> None:
         self.producers = producers
+        self.by_op: dict[str, list[ProducerFold]] = {}
+        for pattern in producers:
+            self.by_op.setdefault(pattern.op_type, []).append(pattern)
 
     @classmethod
     def from_patterns(cls, built: list[Pattern]) -> ConcatBatchNorm:
@@ -53,11 +57,9 @@ class ConcatBatchNorm:
             ]
         )
 
-    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
         view = ctx.view
-        chain = walk_to_linear(view, site)
-        if isinstance(chain, Skip) or chain.linear.op_type != self.op_type:
-            return None if not isinstance(chain, Skip) else chain
+        chain = target.way
         concat = chain.linear
         if chain.shape_readers or any(
             role(node, view.elem_type(node.input[0])) != NOOP for node in chain.passes
@@ -118,9 +120,7 @@ class ConcatBatchNorm:
         edits += splice_out(chain, site, concat.output[0], None)
         return combined_plan(
             plans,
-            bn=site.label,
-            kind=site.kind,
-            site_output=site.output,
+            site,
             pattern=self.name,
             direction="producer (per Concat slice)",
             through=["Concat", *chain.through],
@@ -129,11 +129,21 @@ class ConcatBatchNorm:
         )
 
     def _fold_part(self, ctx: FoldContext, part: AffineSite, slot: int) -> Plan | Skip:
-        """The first producer pattern's plan for one Concat input, or why none applies."""
+        """The first plan for one Concat input from the producer patterns for the layer that
+        computes it (one walk back), or why none applies."""
+        nothing = Skip("no-linear-producer", f"nothing folds {part.input!r}")
+        if not self.producers:
+            return nothing
+        chain = walk_to_linear(ctx.view, part)
+        if isinstance(chain, Skip):
+            return chain
+        if chain.shape_readers:
+            return Skip("producer-output-shared", "a tensor on the way is also read for its shape")
         refusal: Skip | None = None
-        for pattern in self.producers:
-            found = pattern.match(ctx, part, into=(part.nodes[0], slot))
+        for pattern in self.by_op.get(chain.linear.op_type, ()):
+            found = pattern.fold(ctx, part, chain, into=(part.nodes[0], slot))
             if isinstance(found, Plan):
                 return found
-            refusal = refusal or found
-        return refusal or Skip("no-linear-producer", f"nothing folds {part.input!r}")
+            if isinstance(found, Skip):
+                refusal = refusal or found
+        return refusal or nothing

@@ -23,6 +23,7 @@ features it became (``Flatten`` of ``[N, C, H, W]``: ``H·W`` features per chann
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -50,32 +51,39 @@ from ..engine.plan import (
     SetInput,
     SetOutput,
 )
-from ..engine.protocol import FoldContext, Plan, node_label
+from ..engine.protocol import Answer, FoldContext, NotMine, Plan, Target, node_label
 from ..engine.scaled_weights import scaled_constant
 from ..engine.sites import AffineSite
 from .carriers import has_padding
-from .consumer_walk import walk_to_consumers
+from .consumer_walk import Branch
 from .layer_checks import constant_weight, optional_bias
 from .producer import tensor_base
 from .registry import CONSUMER, register
+from .sides import CONSUMER as CONSUMER_SIDE
+
+
+@dataclass(frozen=True)
+class BiasChange:
+    """How a consumer fold stores ``b' = b + W·t``: the rounded bias (None when nothing is
+    added), the ``edits`` that store it, whether they add a node, and further nodes they
+    rewrite (a bias Add): no other fold of the same round may read those, since it would see
+    their old constants."""
+
+    value: Rounded | None
+    edits: tuple[Edit, ...] = ()
+    adds_node: bool = False
+    rewrites: tuple[onnx.NodeProto, ...] = ()
 
 
 class ConsumerFold:
-    """Base of the consumer patterns: the forward walk, the gain rule and the rewiring."""
+    """Base of the consumer patterns: the gain rule and the rewiring (``plan`` per layer)."""
 
     name = "consumer"
     op_type = ""
-    side = "consumer"
+    side = CONSUMER_SIDE
 
-    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
-        walked = walk_to_consumers(ctx, site)
-        if isinstance(walked, Skip):
-            return walked
-        if len(walked) != 1:
-            return None  # several layers read it: ``multi_consumer``
-        branch = walked[0]
-        if branch.consumer.op_type != self.op_type:
-            return None
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Branch]) -> Answer:
+        branch = target.way
         return self.plan(ctx, site, branch.consumer, branch.passes, branch.axis, branch.affine)
 
     def plan(
@@ -86,7 +94,7 @@ class ConsumerFold:
         passes: list[onnx.NodeProto],
         axis: int,
         affine: Affine,
-    ) -> Plan | Skip | None:
+    ) -> Answer:
         raise NotImplementedError
 
     def finish(
@@ -95,19 +103,13 @@ class ConsumerFold:
         consumer: onnx.NodeProto,
         passes: list[onnx.NodeProto],
         weight: Rounded,
-        bias: Rounded | None,
-        bias_edits: list[Edit],
-        adds_node: bool,
-        rewrites: tuple[onnx.NodeProto, ...] = (),
+        bias: BiasChange,
+        *,
         weight_slot: int = 1,
-    ) -> Plan | Skip | None:
-        """Check the rounded tensors and the gain; build the plan.
-
-        ``rewrites`` are further nodes the plan changes (a bias Add): no other fold of the
-        same round may read them, since it would see their old constants.
-        """
-        if not site.is_batchnorm and adds_node and len(site.nodes) <= 1:
-            return None  # moving one constant op to a new one gains nothing
+    ) -> Answer:
+        """Check the rounded tensors and the gain; build the plan."""
+        if not site.is_batchnorm and bias.adds_node and len(site.nodes) <= 1:
+            return NotMine("no-gain")  # moving one constant op to a new one
         dtype = weight.value.dtype
         if dtype.name in LOW_PRECISION:
             # z = (W·s)·x + (b + W·t) reads the un-normalised x: its partial sums can overflow
@@ -117,7 +119,7 @@ class ConsumerFold:
                 f"{node_label(consumer)} computes in {dtype}: it would read the activations "
                 "before normalisation, whose range is not proven safe",
             )
-        for rounded in (weight, bias):
+        for rounded in (weight, bias.value):
             if rounded is not None and not all_finite(rounded.value):
                 return Skip(
                     "overflow",
@@ -130,13 +132,15 @@ class ConsumerFold:
             direction="consumer",
             through=[node.op_type for node in passes],
             dtype=str(weight.value.dtype),
-            rounding_error=max(weight.max_rel_error, bias.max_rel_error if bias else 0.0),
+            rounding_error=max(
+                weight.max_rel_error, bias.value.max_rel_error if bias.value else 0.0
+            ),
             kind=site.kind,
         )
         reader = passes[0] if passes else consumer
         edits: list[Edit] = [
             SetConstant(consumer, weight_slot, weight.value, tensor_base(consumer, "weight")),
-            *bias_edits,
+            *bias.edits,
             *(
                 SetInput(reader, index, site.input)
                 for index, name in enumerate(reader.input)
@@ -146,7 +150,7 @@ class ConsumerFold:
         ]
         return Plan(
             fold,
-            [*site.nodes, *passes, consumer, *rewrites],
+            [*site.nodes, *passes, consumer, *bias.rewrites],
             edits,
             target=consumer,
             site_output=site.output,
@@ -212,20 +216,20 @@ class MatMulConsumer(ConsumerFold):
                     "param-shape-mismatch",
                     f"bias {list(np.shape(old))} of {node_label(add)} does not hold the folded shift",
                 )
-            edits: list[Edit] = [SetConstant(add, index, bias.value, tensor_base(add, "bias"))]
-            return finish(bias, edits, adds_node=False, rewrites=(add,))
+            stored = SetConstant(add, index, bias.value, tensor_base(add, "bias"))
+            return finish(BiasChange(bias, (stored,), rewrites=(add,)))
         if not np.any(delta):
-            return finish(None, [], adds_node=False)
+            return finish(BiasChange(None))
         bias = round_to(delta, dtype)
         output = consumer.output[0]
         inner = Fresh(f"{output}_unbiased")
         bias_name = Fresh(tensor_base(consumer, "bias"))
-        edits = [
+        edits = (
             SetOutput(consumer, 0, inner, like=output),
             AddConstant(bias_name, bias.value, anchor=consumer),
             InsertNode("Add", (inner, bias_name), (output,), Fresh(f"{site.label}_bias"), consumer),
-        ]
-        return finish(bias, edits, adds_node=True)
+        )
+        return finish(BiasChange(bias, edits, adds_node=True))
 
 
 def _bias_add_after(
@@ -283,11 +287,11 @@ class GemmConsumer(ConsumerFold):
         delta = alpha * (affine.shift @ b_kn)
         old = np.zeros(1) if bias is None else beta * np.asarray(bias, np.float64)
         new_bias = round_to(old + delta, dtype)
-        edits: list[Edit] = [
+        edits = (
             SetConstant(consumer, 2, new_bias.value, tensor_base(consumer, "bias")),
             SetFloatAttribute(consumer, "beta", 1.0),
-        ]
-        return self.finish(site, consumer, passes, new_weight, new_bias, edits, adds_node=False)
+        )
+        return self.finish(site, consumer, passes, new_weight, BiasChange(new_bias, edits))
 
 
 @register(CONSUMER)
@@ -339,7 +343,5 @@ class ConvConsumer(ConsumerFold):
             np.zeros(weight.shape[0]) if bias is None else np.asarray(bias, np.float64).reshape(-1)
         )
         new_bias = round_to(old + delta, dtype)
-        edits: list[Edit] = [
-            SetConstant(consumer, 2, new_bias.value, tensor_base(consumer, "bias"))
-        ]
-        return self.finish(site, consumer, passes, new_weight, new_bias, edits, adds_node=False)
+        stored = SetConstant(consumer, 2, new_bias.value, tensor_base(consumer, "bias"))
+        return self.finish(site, consumer, passes, new_weight, BiasChange(new_bias, (stored,)))

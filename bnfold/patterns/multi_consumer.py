@@ -15,11 +15,20 @@ from __future__ import annotations
 
 from ..engine.outcomes import Skip
 from ..engine.plan import Edit, RemoveNodes, SetInput, combined_plan
-from ..engine.protocol import FoldContext, Pattern, Plan, node_label
+from ..engine.protocol import (
+    ANY_OP,
+    Answer,
+    FoldContext,
+    Pattern,
+    Plan,
+    Target,
+    node_label,
+)
 from ..engine.sites import AffineSite
 from .consumer import ConsumerFold
-from .consumer_walk import walk_to_consumers
+from .consumer_walk import Branch
 from .registry import CONSUMER_GROUP, register
+from .sides import CONSUMERS
 
 
 @register(CONSUMER_GROUP)
@@ -27,8 +36,8 @@ class MultiConsumerFold:
     """Fold into every consumer of ``site`` (each ``ConsumerFold`` plans its own branch)."""
 
     name = "bn-consumers"
-    op_type = "*"  # whatever the single-consumer patterns take
-    side = "consumer-all"
+    op_type = ANY_OP  # whatever the single-consumer patterns take
+    side = CONSUMERS
 
     def __init__(self, consumers: list[ConsumerFold]) -> None:
         self.consumers = {pattern.op_type: pattern for pattern in consumers}
@@ -38,10 +47,8 @@ class MultiConsumerFold:
         """Each branch may go into any enabled single-consumer pattern."""
         return cls([p for p in built if isinstance(p, ConsumerFold)])
 
-    def match(self, ctx: FoldContext, site: AffineSite) -> Plan | Skip | None:
-        branches = walk_to_consumers(ctx, site)
-        if isinstance(branches, Skip) or len(branches) < 2:
-            return None  # the single-consumer patterns report it
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[list[Branch]]) -> Answer:
+        branches = target.way
         plans: list[Plan] = []
         for branch in branches:
             pattern = self.consumers.get(branch.consumer.op_type)
@@ -53,8 +60,8 @@ class MultiConsumerFold:
             plan = pattern.plan(
                 ctx, site, branch.consumer, branch.passes, branch.axis, branch.affine
             )
-            if plan is None or isinstance(plan, Skip):
-                return plan
+            if not isinstance(plan, Plan):
+                return plan  # one branch refused or gains nothing: so does the whole fold
             plans.append(plan)
         return _merge(site, plans, [branch.reader for branch in branches], self.name)
 
@@ -82,9 +89,7 @@ def _merge(site: AffineSite, plans: list[Plan], readers: list, name: str) -> Pla
     edits.append(RemoveNodes(tuple(site.nodes)))
     return combined_plan(
         plans,
-        bn=site.label,
-        kind=site.kind,
-        site_output=site.output,
+        site,
         pattern=name,
         direction="consumer",
         through=sorted({op for plan in plans for op in plan.fold.through}),

@@ -39,12 +39,13 @@ from ..engine.plan import (
     SetInput,
     SetOutput,
 )
-from ..engine.protocol import FoldContext, Plan, node_label
+from ..engine.protocol import Answer, FoldContext, NotMine, Plan, Side, Target, node_label
 from ..engine.scaled_weights import scaled_constant
 from ..engine.sites import AffineSite
 from .carriers import carrier_skip
-from .chain import Chain, walk_to_linear
+from .chain import Chain
 from .layout import trace_axis_back
+from .sides import PRODUCER, SPLIT
 
 Slot = tuple[onnx.NodeProto, int]  # a node and one of its input slots
 
@@ -73,7 +74,7 @@ class ProducerFold:
 
     name = "producer"
     op_type = ""
-    side = "producer"
+    side: Side = PRODUCER
     weight_index = 1
     bias_index: int | None = 2
 
@@ -117,22 +118,18 @@ class ProducerFold:
         self.through_activations = through_activations
         if through_activations:
             self.name = f"{self.name}-split"
+            self.side = SPLIT
 
-    def match(
-        self, ctx: FoldContext, site: AffineSite, *, into: Slot | None = None
-    ) -> Plan | Skip | None:
-        """The plan for ``site``; with ``into`` (a node and input slot, e.g. a Concat's), the
-        site's nodes stay: the folded layer's output feeds that slot again (``concat_bn``)."""
-        chain = walk_to_linear(ctx.view, site, through_activations=self.through_activations)
-        if isinstance(chain, Skip):
-            return chain
-        if into is not None and chain.shape_readers:
-            return Skip("producer-output-shared", "a tensor on the way is also read for its shape")
-        if (
-            chain.linear.op_type != self.op_type
-            or bool(chain.activations) != self.through_activations
-        ):
-            return None
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
+        """The plan for ``site`` into ``target`` (a node of ``op_type``, walked back from it)."""
+        return self.fold(ctx, site, target.way)
+
+    def fold(
+        self, ctx: FoldContext, site: AffineSite, chain: Chain, *, into: Slot | None = None
+    ) -> Answer:
+        """The plan for ``site`` into ``chain.linear``, a node of ``op_type``; with ``into`` (a
+        node and input slot, e.g. a Concat's), the site's nodes stay: the folded layer's output
+        feeds that slot again (``concat_bn``)."""
         layer = self.inspect(ctx, chain.linear)
         if isinstance(layer, Skip):
             return layer
@@ -156,13 +153,13 @@ class ProducerFold:
         staying_shift: np.ndarray | None = None
         if self.through_activations:
             if not site.has_scale:
-                return None  # nothing would move
+                return NotMine("no-gain")  # nothing would move
             moving = Affine(affine.scale, np.zeros(affine.channels))
             staying_shift = affine.shift if site.has_shift else None
             if staying_shift is not None and site.rank is None:
                 return Skip("axis-not-proven", f"rank of {site.input!r} is unknown")
         elif not site.is_batchnorm and self.bias_index is None and not site.has_scale:
-            return None  # a shift alone into a layer without bias input gains nothing
+            return NotMine("no-gain")  # a shift alone into a layer without bias input
         for node, at in zip(chain.passes, axes, strict=True):
             refusal = carrier_skip(ctx.view, node, moving, ctx.opset, at)
             if refusal is not None:

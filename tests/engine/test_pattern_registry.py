@@ -35,8 +35,8 @@ def test_every_pattern_class_is_registered() -> None:
 def test_the_walks_stop_at_every_registered_target() -> None:
     built = default_patterns()
     for pattern in built:
-        if pattern.side in ("producer", "consumer"):
-            assert pattern.op_type in target_ops(pattern.side), pattern.name
+        if pattern.side.name in ("producer", "consumer"):
+            assert pattern.op_type in target_ops(pattern.side.name), pattern.name
     # An op is either a fold target or something the affine passes, never both.
     targets = target_ops("producer") | target_ops("consumer")
     assert not targets & set(ROLES), sorted(targets & set(ROLES))
