@@ -15,10 +15,12 @@ is restored afterwards, also on error)::
     bnfold.optimize again                       folds what the optimizer exposed (normally nothing)
     staged file -> onnxruntime vs the module -> rename into place (or raise, writing nothing)
 
-Verification. For the example ``args`` and ``runs - 1`` generated input sets of the same shapes
-and dtypes (floats standard normal, integers within the example's range), every output ``y`` of
-the written file (onnxruntime CPU, at each level in ``levels``) is compared with the module's
-output ``r`` in its own dtype, like ``numpy.allclose``::
+Verification. For the example ``args`` and ``runs - 1`` input sets of the same shapes and dtypes
+that ``bnfold.runtime.generate`` draws (seeds ``seed + i``; floats standard normal, integers
+within the example's range, other dtypes the example's values), every output ``y`` of the
+written file (onnxruntime CPU through ``bnfold.runtime.session``, at each level in ``levels``)
+is compared with the module's output ``r`` in its own dtype by ``bnfold.verify.compare``, the
+comparison ``verify`` makes, like ``numpy.allclose``::
 
     |y - r| <= atol + rtol * |r|          (defaults per dtype: bnfold.verify.compare)
 
@@ -26,7 +28,9 @@ A float32 module is itself only an approximation of the function it computes, so
 copy of the module (where it runs: ``module.double()``) is a second opinion ``r64``: an output
 passes when it is within tolerance of ``r`` *or* of ``r64``. A wrong fold (a channel off, a
 missed shift) moves outputs far beyond either. ``float64_max_abs_error`` and
-``module_float32_error = max |r - r64|`` (the module's own float32 error) are reported.
+``module_float32_error = max |r - r64|`` (the module's own float32 error) are reported. Each
+output's ``OutputCheck`` holds both ``OutputComparison``s; ``to_json`` writes results with the
+convention of every bnfold report (``bnfold.storage.results``).
 
 torch is imported only here, and only when ``export_torch`` runs (``pip install 'bnfold[torch]'``).
 """
@@ -41,7 +45,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +56,11 @@ from ..api import OptimizeResult, optimize
 from ..engine.driver import count_batchnorms
 from ..engine.report import FoldReport
 from ..errors import UsageError, VerificationFailed
+from ..runtime.generate import generate_inputs
 from ..runtime.session import create_session, parse_levels, run_session
-from ..verify.compare import OutputComparison, compare_output, tolerance_for
+from ..runtime.specs import InputSpec
+from ..storage.results import to_json
+from ..verify.compare import OutputComparison, compare_output, compare_outputs, tolerance_for
 
 DEFAULT_LEVELS = ("disable", "all")
 INSTALL_HINT = "install it with: pip install 'bnfold[torch]'"
@@ -65,24 +72,70 @@ NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 class OutputCheck:
     """One output of the written file against the module, worst over input sets and levels.
 
-    ``max_abs_error``/``max_rel_error``: against the float32 (or the module's own dtype) output;
-    ``float64_max_abs_error``: against the float64 module; ``module_float32_error``: how far the
+    ``module``: verify's comparison against the module's output in its own dtype (float32,
+    usually); ``module_float64``: against the float64 module, at the tolerance of the output's
+    dtype (None: no second opinion for this output); ``module_float32_error``: how far the
     module's own output is from its float64 copy (float32's rounding, the noise floor);
     ``judge``: which reference accepted it (``module``, ``module-float64``) or None.
+    ``name``, ``max_abs_error``, ... read ``module``.
     """
 
-    name: str
-    shape: list[int]
-    dtype: str
-    atol: float
-    rtol: float
-    max_abs_error: float | None
-    max_rel_error: float | None
-    passed: bool
-    reason: str | None = None
-    judge: str | None = None
-    float64_max_abs_error: float | None = None
+    module: OutputComparison
+    module_float64: OutputComparison | None = None
     module_float32_error: float | None = None
+    judge: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.judge is not None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.passed else self.module.reason
+
+    @property
+    def name(self) -> str:
+        return self.module.name
+
+    @property
+    def shape(self) -> list[int]:
+        return self.module.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.module.dtype
+
+    @property
+    def atol(self) -> float:
+        return self.module.atol
+
+    @property
+    def rtol(self) -> float:
+        return self.module.rtol
+
+    @property
+    def max_abs_error(self) -> float | None:
+        return self.module.max_abs_error
+
+    @property
+    def max_rel_error(self) -> float | None:
+        return self.module.max_rel_error
+
+    @property
+    def float64_max_abs_error(self) -> float | None:
+        return self.module_float64.max_abs_error if self.module_float64 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``module`` comparison's fields, the verdict, and the float64 opinion."""
+        return {
+            **self.module.to_dict(),
+            "passed": self.passed,
+            "reason": self.reason,
+            "judge": self.judge,
+            "float64_max_abs_error": self.float64_max_abs_error,
+            "module_float32_error": self.module_float32_error,
+            "module_float64": self.module_float64.to_dict() if self.module_float64 else None,
+        }
 
 
 @dataclass
@@ -110,9 +163,13 @@ class TorchVerification:
             "levels": list(self.levels),
             "provider": self.provider,
             "float64_opinion": self.float64_opinion,
-            "outputs": {name: asdict(check) for name, check in self.outputs.items()},
+            "outputs": {name: check.to_dict() for name, check in self.outputs.items()},
             "notes": list(self.notes),
         }
+
+    def to_json(self) -> str:
+        """Strict JSON (``bnfold.storage.results``), like every bnfold report."""
+        return to_json(self.to_dict()) + "\n"
 
 
 @dataclass
@@ -134,6 +191,22 @@ class TorchExportResult:
     exporter_folded: int = 0
     node_modules: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "exporter": self.exporter,
+            "batchnorm_exported": self.batchnorm_exported,
+            "exporter_folded": self.exporter_folded,
+            "report": self.report.to_dict(),
+            "verification": self.verification.to_dict(),
+            "node_modules": dict(self.node_modules),
+            "notes": list(self.notes),
+        }
+
+    def to_json(self) -> str:
+        """Strict JSON (``bnfold.storage.results``), like every bnfold report."""
+        return to_json(self.to_dict()) + "\n"
 
 
 class TorchVerificationFailed(VerificationFailed):
@@ -397,9 +470,8 @@ def _references(
             f"the export has {len(input_names)} inputs but args hold {len(positions)} tensors",
             hint="pass every tensor input in args (non-tensor arguments are baked into the graph)",
         )
-    rng = np.random.default_rng(seed)
     example = [leaves[i].detach().cpu().numpy() for i in positions]
-    arrays = [example] + [[_like(a, rng) for a in example] for _ in range(runs - 1)]
+    arrays = [example] + [_like(input_names, example, seed + i) for i in range(1, runs)]
     devices = [leaves[i].device for i in positions]
 
     def call(target: Any, values: list[np.ndarray], dtype: Any = None) -> list[np.ndarray]:
@@ -433,14 +505,18 @@ def _references(
     return feeds, references, references64, notes
 
 
-def _like(example: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random array of ``example``'s shape and dtype (integers within its range)."""
-    if example.dtype.kind == "f":
-        return rng.standard_normal(example.shape).astype(example.dtype)
-    if example.dtype.kind in "iu" and example.size:
-        low, high = int(example.min()), int(example.max())
-        return rng.integers(low, high + 1, example.shape).astype(example.dtype)
-    return example.copy()
+def _like(names: list[str], example: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """An input set of ``example``'s shapes and dtypes from ``runtime.generate`` (floats
+    standard normal, integers within the example's range); other dtypes keep the example."""
+    specs = []
+    for name, array in zip(names, example, strict=True):
+        if array.dtype.kind == "f":
+            specs.append(InputSpec(name, array.dtype, array.shape, None, None))
+        elif array.dtype.kind in "iu" and array.size:
+            low, high = int(array.min()), int(array.max()) + 1
+            specs.append(InputSpec(name, array.dtype, array.shape, low, high))
+    generated = generate_inputs(specs, seed)
+    return [generated.get(name, array.copy()) for name, array in zip(names, example, strict=True)]
 
 
 # ---- verification ---------------------------------------------------------------------------
@@ -465,12 +541,13 @@ def _verify_file(
             raise UsageError(f"onnxruntime cannot run the exported model: {attempt.reason}")
         for index, inputs in enumerate(feeds):
             produced = run_session(attempt.session, inputs)
-            for name, ref in references[index].items():
-                got = np.asarray(produced[name])
-                check = compare_output(name, ref, got, atol=atol, rtol=rtol)
+            compared = compare_outputs(references[index], produced, atol=atol, rtol=rtol)
+            for name, check in compared.items():
                 worst[name] = worst[name].merge(check) if name in worst else check
-                if references64 is None:
+            for name, ref in references[index].items():
+                if references64 is None or name not in produced:
                     continue
+                got = np.asarray(produced[name])
                 ref64 = references64[index][name]
                 if ref64.dtype.kind != "f" or got.dtype.kind != "f":
                     continue
@@ -495,16 +572,5 @@ def _output_check(
     """Pass when the float32 reference or the float64 one accepts the output."""
     judge = "module" if check.passed else ("module-float64" if check64 and check64.passed else None)
     return OutputCheck(
-        name=check.name,
-        shape=list(check.shape),
-        dtype=check.dtype,
-        atol=check.atol,
-        rtol=check.rtol,
-        max_abs_error=check.max_abs_error,
-        max_rel_error=check.max_rel_error,
-        passed=judge is not None,
-        reason=None if judge else check.reason,
-        judge=judge,
-        float64_max_abs_error=check64.max_abs_error if check64 else None,
-        module_float32_error=floor,
+        module=check, module_float64=check64, module_float32_error=floor, judge=judge
     )
