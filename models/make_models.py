@@ -3,7 +3,7 @@
     .venv/bin/python models/make_models.py            # writes models/*.onnx
     .venv/bin/python models/make_models.py -o DIR     # somewhere else
 
-The nets come from tests/nets.py (eval mode, random BN statistics so folds are visible) and
+The nets come from tests/builders/nets.py (eval mode, random BN statistics so folds are visible) and
 are exported with torch's TorchScript exporter and ``do_constant_folding=False``, which keeps
 every BatchNormalization. Each model has a symbolic batch dim named ``batch`` and IR
 version 10.
@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # for tests.nets when run as a script
+sys.path.insert(0, str(HERE.parent))  # for tests.builders.nets when run as a script
 
 import onnx  # noqa: E402
 import torch  # noqa: E402
 
-from tests import nets  # noqa: E402
+from tests.builders import nets  # noqa: E402
 
 IR_VERSION = 10
 

@@ -1,4 +1,4 @@
-"""Fixtures for the bench tests; the models live in ``bench_models.py``."""
+"""Fixtures for the bench tests; the models live in ``tests/builders/bench_models.py``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ import onnxruntime
 import pytest
 
 from bnfold.bench import BenchReport, bench
-from tests.bench.bench_models import fast_model, slow_model
-
-# Enough pairs for an interval and rounds for a stable median, few enough to keep the whole
-# directory fast.
-QUICK = {"pairs": 3, "iters": 20, "warmup": 2, "threads": 1}
-QUICK_SAMPLES = 60  # pairs x iters
+from tests.builders.bench_models import QUICK, fast_model, slow_model
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,15 @@ import pytest
 import bnfold
 from bnfold.bench import BenchReport, bench
 from bnfold.errors import CandidateSlower, ModelLoadError, ProviderUnavailable, UsageError
-from tests.bench.bench_models import (
+from tests.builders.bench_models import (
+    QUICK,
+    QUICK_SAMPLES,
     batchnorm_model,
     fast_model,
     folded_batchnorm_model,
     slow_model,
     two_input_model,
 )
-from tests.bench.conftest import QUICK, QUICK_SAMPLES
 
 
 def test_much_slower_candidate_is_reported_slower(slow_report: BenchReport) -> None:

@@ -110,7 +110,7 @@ def test_github_step_summary_is_appended(
 def test_batch_on_a_fixed_batch_model_exits_2(tmp_path: Path) -> None:
     import onnx
 
-    from tests.bench.bench_models import fast_model
+    from tests.builders.bench_models import fast_model
 
     path = tmp_path / "fixed.onnx"
     onnx.save(fast_model(batch=1), path)

@@ -9,9 +9,9 @@ from itertools import pairwise
 import pytest
 
 from bnfold.bench.design import MIN_ROUNDS, PairPlan
-from bnfold.runtime.placement import Threads, format_cpus, parse_cpus, pinned, usable_cpus
 from bnfold.bench.runner import measure_interleaved, round_order, warm_up
 from bnfold.errors import UsageError
+from bnfold.runtime.placement import Threads, format_cpus, parse_cpus, pinned, usable_cpus
 from bnfold.runtime.session import session_options
 
 

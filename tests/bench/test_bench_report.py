@@ -19,8 +19,7 @@ from bnfold.bench.plot import require_matplotlib, write_plot
 from bnfold.bench.report import Unavailable
 from bnfold.bench.stats import speedup_over_pairs
 from bnfold.errors import UsageError
-from tests.bench.bench_models import fast_model
-from tests.bench.conftest import QUICK
+from tests.builders.bench_models import QUICK, fast_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

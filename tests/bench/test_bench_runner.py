@@ -19,7 +19,7 @@ from bnfold.bench.runner import (
     time_once_ms,
 )
 from bnfold.runtime.session import cuda_available
-from tests.bench.bench_models import bfloat16_model, fast_model
+from tests.builders.bench_models import bfloat16_model, fast_model
 
 
 def cpu_session(model: Any) -> Any:

@@ -24,7 +24,7 @@ from bnfold.bench.stats import (
     thin,
     verdict,
 )
-from tests.bench.simulate import simulate_run
+from tests.builders.bench_simulate import simulate_run
 
 SIMULATED_RUNS = 300
 

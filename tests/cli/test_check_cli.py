@@ -17,7 +17,7 @@ from onnx import helper
 
 import bnfold
 from bnfold.cli import main
-from tests.helpers import make_model, random_bn_params, tensor
+from tests.builders.graphs import make_model, random_bn_params, tensor
 
 RNG = np.random.default_rng(0)
 

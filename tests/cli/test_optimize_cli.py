@@ -13,9 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from bnfold.cli import main
-from tests.engine.test_producer_folds import conv_bn_model
-from tests.engine.test_refusals import conv_then
-from tests.helpers import assert_equivalent, batchnorm_count
+from tests.builders.conv_bn import conv_bn_model, conv_then
+from tests.builders.graphs import assert_equivalent, batchnorm_count
 
 ROOT = Path(__file__).parents[2]
 

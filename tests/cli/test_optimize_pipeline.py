@@ -20,7 +20,7 @@ from onnx import helper
 
 import bnfold
 from bnfold.cli import main
-from tests.helpers import batchnorm_count, make_model, random_bn_params, tensor
+from tests.builders.graphs import batchnorm_count, make_model, random_bn_params, tensor
 
 ROOT = Path(__file__).parents[2]
 

@@ -37,7 +37,7 @@ from onnx import helper, numpy_helper, version_converter
 
 import bnfold
 from bnfold.engine.report import FoldReport
-from tests import helpers
+from tests.builders import graphs as helpers
 
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
 LIGHT = sorted((DATA / "light").glob("*.onnx"))

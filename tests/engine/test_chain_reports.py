@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from tests.helpers import fold, make_model, tensor
+from tests.builders.graphs import fold, make_model, tensor
 
 
 def _chain_after(op: str, *, scale: bool = True) -> object:

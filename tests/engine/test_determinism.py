@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from tests.engine.test_producer_folds import conv_bn_model
-from tests.helpers import fold
+from tests.builders.conv_bn import conv_bn_model
+from tests.builders.graphs import fold
 
 ROOT = Path(__file__).parents[2]
 

@@ -16,16 +16,14 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from tests.engine import (
-    edge_float16,
-    edge_formats,
-    edge_reports,
-    edge_scopes,
-    edge_shapes,
-    edge_slots,
-)
-from tests.engine.edge_build import ANY_REASON, FOLDED, EdgeCase
-from tests.reliability.fuzz_property import check_optimize_is_safe
+from tests.builders.edges import float16 as edge_float16
+from tests.builders.edges import formats as edge_formats
+from tests.builders.edges import reports as edge_reports
+from tests.builders.edges import scopes as edge_scopes
+from tests.builders.edges import shapes as edge_shapes
+from tests.builders.edges import slots as edge_slots
+from tests.builders.edges.build import ANY_REASON, FOLDED, EdgeCase
+from tests.builders.fuzz.checks import check_optimize_is_safe
 
 BUILDERS = [
     *edge_slots.CASES,

@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 from onnx.external_data_helper import convert_model_to_external_data
 
 import bnfold
-from tests.helpers import (
+from tests.builders.graphs import (
     assert_equivalent,
     fold,
     make_model,

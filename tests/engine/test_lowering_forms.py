@@ -12,7 +12,14 @@ from onnx import helper
 
 from bnfold.cli import main
 from bnfold.errors import UsageError
-from tests.helpers import assert_equivalent, fold, make_model, op_types, random_bn_params, tensor
+from tests.builders.graphs import (
+    assert_equivalent,
+    fold,
+    make_model,
+    op_types,
+    random_bn_params,
+    tensor,
+)
 
 BN = ["gamma", "beta", "mean", "var"]
 

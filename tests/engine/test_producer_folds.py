@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.helpers import (
+from tests.builders.conv_bn import BN_NAMES, bn, conv_bn_model
+from tests.builders.graphs import (
     assert_equivalent,
     batchnorm_count,
     fold,
@@ -16,48 +17,6 @@ from tests.helpers import (
     random_bn_params,
     tensor,
 )
-
-BN_NAMES = ["gamma", "beta", "mean", "var"]
-
-
-def bn(inp: str = "y", out: str = "z", **attrs: object) -> onnx.NodeProto:
-    return helper.make_node("BatchNormalization", [inp, *BN_NAMES], [out], name="bn", **attrs)
-
-
-def conv_bn_model(
-    *,
-    spatial: int = 2,
-    c_in: int = 4,
-    c_out: int = 6,
-    group: int = 1,
-    bias: bool = True,
-    dtype: type = np.float32,
-    **conv_attrs: object,
-) -> onnx.ModelProto:
-    rng = np.random.default_rng(spatial * 100 + group)
-    kernel = [3] * spatial
-    weight = rng.standard_normal([c_out, c_in // group, *kernel]).astype(dtype)
-    inits: list[np.ndarray] = [weight]
-    names = ["W"]
-    conv_inputs = ["x", "W"]
-    if bias:
-        inits.append(rng.standard_normal(c_out).astype(dtype))
-        names.append("b")
-        conv_inputs.append("b")
-    inits += random_bn_params(rng, c_out, dtype)
-    names += BN_NAMES
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    nodes = [
-        helper.make_node("Conv", conv_inputs, ["y"], name="conv", group=group, **conv_attrs),
-        bn(epsilon=1e-3),
-    ]
-    return make_model(
-        nodes,
-        [tensor("x", ["N", c_in, *[9] * spatial], elem)],
-        [tensor("z", None, elem)],
-        inits,
-        names=names,
-    )
 
 
 @pytest.mark.parametrize("spatial", [1, 2, 3])
@@ -490,7 +449,7 @@ def test_if_branch_bodies_are_folded_with_outer_scope_weights() -> None:
 
 
 def assert_if_equivalent(original: onnx.ModelProto, folded: onnx.ModelProto) -> None:
-    from tests.helpers import run_unoptimized
+    from tests.builders.graphs import run_unoptimized
 
     x = np.random.default_rng(0).standard_normal([1, 3, 4, 4]).astype(np.float32)
     for cond in (True, False):

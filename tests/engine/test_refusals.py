@@ -12,49 +12,19 @@ from onnx import TensorProto, helper
 from bnfold.engine.constants import standalone_view
 from bnfold.engine.outcomes import Skip
 from bnfold.patterns.layer_checks import constant_weight
-from tests.helpers import fold, make_model, random_bn_params, random_feeds, run_unoptimized, tensor
-
-BN_NAMES = ["gamma", "beta", "mean", "var"]
+from tests.builders.conv_bn import BN_NAMES, conv_then
+from tests.builders.graphs import (
+    fold,
+    make_model,
+    random_bn_params,
+    random_feeds,
+    run_unoptimized,
+    tensor,
+)
 
 
 def _bn_params(channels: int, seed: int = 0) -> list[np.ndarray]:
     return random_bn_params(np.random.default_rng(seed), channels)
-
-
-def conv_then(
-    *after_conv: onnx.NodeProto,
-    bn_attrs: dict[str, object] | None = None,
-    bn_input: str = "y",
-    bn_outputs: tuple[str, ...] = ("z",),
-    outputs: tuple[str, ...] = ("z",),
-    params: list[np.ndarray] | None = None,
-    opset: int = 17,
-    extra_inputs: tuple[onnx.ValueInfoProto, ...] = (),
-    extra_inits: dict[str, np.ndarray] | None = None,
-) -> onnx.ModelProto:
-    rng = np.random.default_rng(1)
-    inits = {"W": rng.standard_normal([4, 3, 3, 3]).astype(np.float32)}
-    inits.update(zip(BN_NAMES, params if params is not None else _bn_params(4), strict=True))
-    inits.update(extra_inits or {})
-    nodes = [
-        helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
-        *after_conv,
-        helper.make_node(
-            "BatchNormalization",
-            [bn_input, *BN_NAMES],
-            list(bn_outputs),
-            name="bn",
-            **(bn_attrs or {}),
-        ),
-    ]
-    return make_model(
-        nodes,
-        [tensor("x", [1, 3, 6, 6]), *extra_inputs],
-        [tensor(name, None) for name in outputs],
-        list(inits.values()),
-        names=list(inits),
-        opset=opset,
-    )
 
 
 def _nan_params() -> list[np.ndarray]:

@@ -13,7 +13,7 @@ import pytest
 from onnx import helper
 
 from bnfold.patterns.conv_bn import ConvBatchNorm
-from tests.helpers import assert_equivalent, fold, make_model, random_bn_params, tensor
+from tests.builders.graphs import assert_equivalent, fold, make_model, random_bn_params, tensor
 
 
 def _two_conv_bn_blocks() -> onnx.ModelProto:

@@ -8,7 +8,7 @@ import io
 import onnx
 import pytest
 
-from tests.helpers import assert_equivalent, fold, op_types
+from tests.builders.graphs import assert_equivalent, fold, op_types
 
 torch = pytest.importorskip("torch")
 

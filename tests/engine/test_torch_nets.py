@@ -1,4 +1,4 @@
-"""Fold torch-exported networks (tests/nets.py) and the bundled demo models (models/).
+"""Fold torch-exported networks (tests/builders/nets.py) and the bundled demo models (models/).
 
 For every net and exporter (TorchScript, and dynamo with ``optimize=False`` where onnxscript
 is installed): the expected number of BatchNormalization is left (0 where every BN has a
@@ -21,7 +21,8 @@ import pytest
 from onnx import helper
 
 import bnfold
-from tests import helpers, nets
+from tests.builders import graphs as helpers
+from tests.builders import nets
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"

@@ -8,7 +8,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.helpers import assert_equivalent, fold, make_model, op_types, random_bn_params, tensor
+from tests.builders.graphs import (
+    assert_equivalent,
+    fold,
+    make_model,
+    op_types,
+    random_bn_params,
+    tensor,
+)
 
 BN = ["gamma", "beta", "mean", "var"]
 FLOAT = TensorProto.FLOAT

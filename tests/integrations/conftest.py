@@ -14,7 +14,7 @@ def _fast_dynamo_exports() -> Iterator[None]:
     Only where torch is installed: the hook and action tests need neither torch nor this.
     """
     try:
-        from tests import nets
+        from tests.builders import nets
     except ImportError:
         yield
         return

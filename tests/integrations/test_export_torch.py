@@ -23,8 +23,9 @@ import bnfold  # noqa: E402
 from bnfold.errors import UsageError, VerificationFailed  # noqa: E402
 from bnfold.integrations import torch_export  # noqa: E402
 from bnfold.verify.compare import OutputComparison  # noqa: E402
-from tests import helpers, nets  # noqa: E402
-from tests.integrations.torch_nets import NETS, warm  # noqa: E402
+from tests.builders import graphs as helpers  # noqa: E402
+from tests.builders import nets  # noqa: E402
+from tests.builders.torch_nets import NETS, warm  # noqa: E402
 
 EXPORTERS = [
     pytest.param(

@@ -21,8 +21,9 @@ torch = pytest.importorskip("torch")
 import bnfold  # noqa: E402
 from bnfold.errors import UsageError  # noqa: E402
 from bnfold.integrations import graphsurgeon  # noqa: E402
-from tests import helpers, nets  # noqa: E402
-from tests.integrations.torch_nets import NETS  # noqa: E402
+from tests.builders import graphs as helpers  # noqa: E402
+from tests.builders import nets  # noqa: E402
+from tests.builders.torch_nets import NETS  # noqa: E402
 
 EFFICIENTNET = NETS[0]
 

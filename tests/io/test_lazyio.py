@@ -14,8 +14,8 @@ import pytest
 import bnfold
 from bnfold.storage import lazyio, streamwrite
 from bnfold.storage.load import load_model
-from tests.engine.test_producer_folds import conv_bn_model
-from tests.helpers import assert_equivalent
+from tests.builders.conv_bn import conv_bn_model
+from tests.builders.graphs import assert_equivalent
 
 BACKEND = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 CORPUS = (

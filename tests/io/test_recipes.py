@@ -20,7 +20,7 @@ from bnfold.engine import scaled_weights
 from bnfold.engine.foldmath import round_to
 from bnfold.storage import filebytes, lazyio, recipes, streamwrite
 from bnfold.storage.load import load_model
-from tests.helpers import assert_equivalent, make_model, random_bn_params, tensor
+from tests.builders.graphs import assert_equivalent, make_model, random_bn_params, tensor
 
 BN_NAMES = ["gamma", "beta", "mean", "var"]
 

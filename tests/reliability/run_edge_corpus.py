@@ -5,9 +5,9 @@
     .venv/bin/python tests/reliability/run_edge_corpus.py --seed 31 --replay 1383   # one graph
 
 Graph i of a run is drawn from ``numpy.random.default_rng([seed, i])`` by
-``fuzz_edge_graphs.edge_graph`` (classes in turn unless ``--kind``), so a (seed, i) pair
+``tests.builders.fuzz.edge_graphs.edge_graph`` (classes in turn unless ``--kind``), so a (seed, i) pair
 names one graph for good. Each is checked with the fuzzer's property
-(``fuzz_property.check_optimize_is_safe`` with ``collect``: every property is checked, not
+(``tests.builders.fuzz.checks.check_optimize_is_safe`` with ``collect``: every property is checked, not
 only up to the first failure) and counted once under each category it failed: wrong folds,
 invalid outputs, non-idempotent runs, false report statements, crashes (and an input proto
 modified). ``generator-error`` counts graphs the generator built badly
@@ -32,12 +32,12 @@ if __package__ in (None, ""):  # run as a script: make ``tests`` importable
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-from tests.reliability.fuzz_edge_graphs import GENERATORS, RandomChoices, edge_graph  # noqa: E402
-from tests.reliability.fuzz_property import (  # noqa: E402
+from tests.builders.fuzz.checks import (  # noqa: E402
     CATEGORIES,
     PropertyViolation,
     check_optimize_is_safe,
 )
+from tests.builders.fuzz.edge_graphs import GENERATORS, RandomChoices, edge_graph  # noqa: E402
 
 LABELS = {
     "wrong-fold": "wrong folds",

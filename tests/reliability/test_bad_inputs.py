@@ -32,8 +32,8 @@ from click.testing import CliRunner
 import bnfold
 from bnfold.cli import main
 from bnfold.errors import BnfoldError
-from tests.reliability import models
-from tests.reliability.files import snapshot
+from tests.builders import broken as models
+from tests.builders.files import snapshot
 
 ROOT = Path(__file__).parents[2]
 Setup = Callable[[Path], list[str]]

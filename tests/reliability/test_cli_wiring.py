@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from onnx import helper
 
 from bnfold.cli import main
-from tests.helpers import assert_equivalent, make_model, random_bn_params, tensor
+from tests.builders.graphs import assert_equivalent, make_model, random_bn_params, tensor
 
 
 def test_lower_standalone_rewrites_a_lone_batchnorm_as_mul_add(tmp_path: Path) -> None:

@@ -24,9 +24,9 @@ import pytest
 from bnfold.storage.load import load_model
 from bnfold.storage.outputs import COMMIT_STEPS, data_locations
 from bnfold.storage.staging import KILL_ENV, owner_tag
-from tests.helpers import batchnorm_count
-from tests.reliability import models
-from tests.reliability.files import leftovers
+from tests.builders import broken as models
+from tests.builders.files import leftovers
+from tests.builders.graphs import batchnorm_count
 
 ROOT = Path(__file__).parents[2]
 # Steps after which the new model is in place (the rename of the .onnx file commits).

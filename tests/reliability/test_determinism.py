@@ -18,8 +18,8 @@ import onnx
 from onnx import helper
 
 from bnfold.storage.load import load_model
-from tests.helpers import assert_equivalent, make_model, random_bn_params, tensor
-from tests.reliability.files import leftovers
+from tests.builders.files import leftovers
+from tests.builders.graphs import assert_equivalent, make_model, random_bn_params, tensor
 
 ROOT = Path(__file__).parents[2]
 

@@ -14,14 +14,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.engine.edge_build import array, build_model, value
-from tests.reliability.fuzz_property import (
+from tests.builders.edges.build import array, build_model, value
+from tests.builders.fuzz.checks import (
     as_float32,
     assert_report_names_exist,
     assert_shapes_kept,
     assert_still_valid,
 )
-from tests.reliability.legacy_runtime import run_legacy
+from tests.builders.legacy_runtime import run_legacy
 
 
 def _legacy_model(axis: int, shape: list[int], broadcast: int = 1) -> onnx.ModelProto:

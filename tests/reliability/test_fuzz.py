@@ -1,6 +1,6 @@
 """Property-based fuzzing of ``bnfold.optimize`` over random valid graphs.
 
-Strategy: ``fuzz_graphs.random_models``; property: ``fuzz_property.check_optimize_is_safe``
+Strategy: ``tests.builders.fuzz.graphs.random_models``; property: ``tests.builders.fuzz.checks.check_optimize_is_safe``
 (never crashes, folds exactly or refuses with a reason, idempotent), with and without
 ``lower_standalone``. CI runs the ``ci`` hypothesis profile (500 fixed examples); a long run:
 
@@ -14,9 +14,9 @@ import warnings
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from tests.reliability.conftest import fuzz_settings
-from tests.reliability.fuzz_graphs import FuzzModel, random_models
-from tests.reliability.fuzz_property import check_optimize_is_safe
+from tests.builders.fuzz.checks import check_optimize_is_safe
+from tests.builders.fuzz.graphs import FuzzModel, random_models
+from tests.builders.fuzz.settings import fuzz_settings
 
 
 @fuzz_settings()

@@ -14,8 +14,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import bnfold
-from tests.helpers import make_model, random_bn_params, tensor
-from tests.reliability.fuzz_property import assert_no_worse_in_float16, check_optimize_is_safe
+from tests.builders.fuzz.checks import assert_no_worse_in_float16, check_optimize_is_safe
+from tests.builders.graphs import make_model, random_bn_params, tensor
 
 
 def chain(ops: list[str], *, width: int = 2, seed: int = 0) -> onnx.ModelProto:
@@ -167,12 +167,12 @@ def test_float16_oracle_tolerates_the_originals_own_rounding_and_overflow() -> N
         assert_no_worse_in_float16("y", wrong, original, truth, 2e-3, 2e-3)
 
 
-# ---- found by the issue-10 edge fuzzer (fuzz_edge_graphs, run_edge_corpus.py), shrunk by hand --
+# ---- found by the issue-10 edge fuzzer (builders/fuzz/edge_graphs.py, run_edge_corpus.py), shrunk by hand --
 # Not xfail: the issue-10 engine rewrite is fixing these now; they fail until it lands.
 
 
 def _edge_check(nodes, inputs, outputs, inits, *, lower_standalone=False, seed=0):  # type: ignore[no-untyped-def]
-    from tests.engine.edge_build import build_model, normal_feeds, value
+    from tests.builders.edges.build import build_model, normal_feeds, value
 
     model = build_model(nodes, [value(n, s) for n, s in inputs.items()], outputs, inits)
     feeds = normal_feeds(np.random.default_rng(seed), inputs)
@@ -180,7 +180,7 @@ def _edge_check(nodes, inputs, outputs, inits, *, lower_standalone=False, seed=0
 
 
 def _params(prefix: str, gamma: list[float]) -> list[onnx.TensorProto]:
-    from tests.engine.edge_build import array
+    from tests.builders.edges.build import array
 
     channels = len(gamma)
     values = [gamma, np.linspace(-0.3, 0.3, channels), np.linspace(0.1, 0.4, channels)]
@@ -193,7 +193,7 @@ def test_two_negative_bns_after_relu_lowered_are_a_fixed_point() -> None:
     run of the base generator): each BN alone has a negative scale, which cannot pass the
     Relu, so both are lowered to Mul + Add; the next run merges the two Mul/Add pairs into one
     positive-scale chain and folds it through the Relu. Not idempotent."""
-    from tests.engine.edge_build import array, bn_node
+    from tests.builders.edges.build import array, bn_node
 
     nodes = [
         helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[1, 1]),
@@ -209,7 +209,7 @@ def test_two_negative_bns_after_relu_lowered_are_a_fixed_point() -> None:
 def test_bn_reshape_to_vector_matmul_row_bias_keeps_rank() -> None:
     """``x[1,C,1,1] → BN → Reshape[C] → MatMul → Add(b[1,K]) → [1,K]``: the folded bias was
     written ``[K]`` and the output became ``[K]`` (class 4, via Reshape instead of Squeeze)."""
-    from tests.engine.edge_build import array, bn_node
+    from tests.builders.edges.build import array, bn_node
 
     nodes = [
         bn_node("x", "n", prefix="p", name="bn"),
@@ -229,7 +229,7 @@ def test_bn_reshape_to_vector_matmul_row_bias_keeps_rank() -> None:
 def test_broadcast_up_chain_into_gemm() -> None:
     """``x[2,1]·c[1,4] + d[1,4] → Gemm(W[4,3], C[3])``: the 4-feature chain was folded into
     the Gemm and the Gemm rewired onto the 1-feature x (class 3; the checker rejects it)."""
-    from tests.engine.edge_build import array
+    from tests.builders.edges.build import array
 
     nodes = [
         helper.make_node("Mul", ["x", "c"], ["xc"], name="mul"),
@@ -249,7 +249,7 @@ def test_unnamed_bn_into_unnamed_matmul_reports_an_existing_label() -> None:
     """Unnamed ``BN → Flatten → MatMul → y``: the consumer fold adds a bias Add after the
     MatMul and renames the MatMul's output, so ``<MatMul:y>`` is gone from the written model;
     the report must name the label the MatMul has there (class 7)."""
-    from tests.engine.edge_build import array, bn_node
+    from tests.builders.edges.build import array, bn_node
 
     nodes = [
         bn_node("x", "n", prefix="p"),
@@ -266,7 +266,7 @@ def test_unnamed_bn_into_unnamed_matmul_reports_an_existing_label() -> None:
 def test_bn_into_gemm_with_typed_weight_and_bias() -> None:
     """``BN → Gemm(W, C)`` with W and C in ``float_data``: the consumer fold wrote
     ``raw_data`` and kept ``float_data`` (two value fields; class 5)."""
-    from tests.engine.edge_build import array, bn_node
+    from tests.builders.edges.build import array, bn_node
 
     nodes = [
         bn_node("x", "n", prefix="p", name="bn"),
@@ -287,7 +287,7 @@ def test_float16_convtranspose_fold_before_a_chain_of_tiny_variance_bns() -> Non
     weights (reported ``rounding_error`` 3e-4) is amplified by the four BNs after it (σ² ~ 1e-3,
     scales ~30 each, with cancellation): the last output is off by ~116 on a scale of 44, while
     the unfolded model's own float16 error is 3e-3. Exact-or-refused: refuse such a fold."""
-    from tests.engine.edge_build import array, build_model, value
+    from tests.builders.edges.build import array, build_model, value
 
     half = TensorProto.FLOAT16
     weight = [0.300537109375, -0.91748046875, 0.42138671875, 0.480224609375, -0.65283203125,

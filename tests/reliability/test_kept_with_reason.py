@@ -20,8 +20,8 @@ from onnx import helper
 
 import bnfold
 from bnfold.cli import main
-from tests.helpers import IR_VERSION, assert_equivalent, batchnorm_count, make_model, tensor
-from tests.reliability import models
+from tests.builders import broken as models
+from tests.builders.graphs import IR_VERSION, assert_equivalent, batchnorm_count, make_model, tensor
 
 
 def _params(**changes: object) -> list[np.ndarray]:

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from bnfold.cli import main
-from tests.reliability import models
-from tests.reliability.files import snapshot
+from tests.builders import broken as models
+from tests.builders.files import snapshot
 
 # command -> (arguments before the output options, the output options it has)
 COMMANDS: dict[str, tuple[list[str], list[str]]] = {

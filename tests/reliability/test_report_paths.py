@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from bnfold.cli import main
-from tests.reliability import models
-from tests.reliability.files import snapshot
+from tests.builders import broken as models
+from tests.builders.files import snapshot
 
 
 @pytest.fixture

@@ -28,9 +28,9 @@ from bnfold.errors import OutputWriteError
 from bnfold.storage import load as modelio
 from bnfold.storage import outputs as output
 from bnfold.storage import staging
-from tests.helpers import assert_equivalent
-from tests.reliability import models
-from tests.reliability.files import leftovers, snapshot
+from tests.builders import broken as models
+from tests.builders.files import leftovers, snapshot
+from tests.builders.graphs import assert_equivalent
 
 ROOT = Path(__file__).parents[2]
 

@@ -1,4 +1,4 @@
-"""Fixtures for the verify tests; the models themselves live in ``verify_models.py``."""
+"""Fixtures for the verify tests; the models themselves live in ``tests/builders/verify_models.py``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import onnx
 import onnxruntime
 import pytest
-from verify_models import ConvBN
+
+from tests.builders.verify_models import ConvBN
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime
 import pytest
 from click.testing import CliRunner
-from verify_models import CLI, REPO_ROOT, ConvBN, save, with_changes
 
 from bnfold.cli import main
+from tests.builders.verify_models import CLI, REPO_ROOT, ConvBN, save, with_changes
 
 pytestmark = pytest.mark.usefixtures("cpu_only_default")
 

@@ -10,7 +10,6 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
-from verify_models import make_model, save, tensor
 
 import bnfold
 from bnfold.cli import main
@@ -19,6 +18,7 @@ from bnfold.runtime.inputs import input_specs
 from bnfold.verify import verify
 from bnfold.verify.compare import compare_output
 from bnfold.verify.evidence import weak_outputs
+from tests.builders.verify_models import make_model, save, tensor
 
 pytestmark = pytest.mark.usefixtures("cpu_only_default")
 

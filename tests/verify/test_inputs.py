@@ -8,11 +8,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from verify_models import make_model, tensor
 
 from bnfold.commands.parsing import parse_dim_options, parse_range_options, parse_shape_options
 from bnfold.errors import UsageError
 from bnfold.runtime.inputs import generate_inputs, input_specs, load_inputs, save_inputs
+from tests.builders.verify_models import make_model, tensor
 
 ALL_TYPES = {
     "f16": (TensorProto.FLOAT16, np.float16),

@@ -16,13 +16,13 @@ import onnx
 import onnxruntime
 import pytest
 from click.testing import CliRunner
-from corrupt import corrupt_layer
 
 import bnfold
 from bnfold.cli import main
 from bnfold.errors import UsageError
 from bnfold.runtime.providers import parse_provider_options, plugin_installed
 from bnfold.verify import verify
+from tests.builders.corrupt import corrupt_layer
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 DRIFT = 4.5e-3

@@ -9,7 +9,6 @@ import numpy as np
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper
-from verify_models import ConvBN, make_model, tensor
 
 from bnfold.errors import ModelLoadError, UsageError
 from bnfold.runtime import session
@@ -24,6 +23,7 @@ from bnfold.runtime.session import (
     session_options,
     summarize_ort_log,
 )
+from tests.builders.verify_models import ConvBN, make_model, tensor
 
 
 def test_parse_providers_short_full_and_alias_names() -> None:

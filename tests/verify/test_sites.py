@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from corrupt import batchnorm_outputs, corrupt_layer
 from onnx import TensorProto, helper
-from verify_models import make_model, tensor
 
 import bnfold
 from bnfold.verify import verify
 from bnfold.verify.sites import find_sites, plan_sites
+from tests.builders.corrupt import batchnorm_outputs, corrupt_layer
+from tests.builders.verify_models import make_model, tensor
 
 pytestmark = pytest.mark.usefixtures("cpu_only_default")
 
@@ -55,7 +55,7 @@ TORCH_NETS = ["resnet", "mobilenet", "unet", "mlp_before", "input_bn_conv", "con
 @pytest.mark.parametrize("name", TORCH_NETS)
 def test_torch_nets_corruption_fails_at_its_site(name: str) -> None:
     pytest.importorskip("torch")
-    from tests import nets
+    from tests.builders import nets
 
     case = next(c for c in nets.NETS if c.name == name)
     original = nets.export(case.net(), case.example())

@@ -11,7 +11,12 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper
-from verify_models import (
+
+import bnfold
+from bnfold.errors import ModelLoadError, ProviderUnavailable, UsageError, VerificationFailed
+from bnfold.runtime import session as session_module
+from bnfold.verify import StructureMismatch, verify
+from tests.builders.verify_models import (
     ConvBN,
     embedding,
     make_model,
@@ -22,11 +27,6 @@ from verify_models import (
     unary,
     with_changes,
 )
-
-import bnfold
-from bnfold.errors import ModelLoadError, ProviderUnavailable, UsageError, VerificationFailed
-from bnfold.runtime import session as session_module
-from bnfold.verify import StructureMismatch, verify
 
 pytestmark = pytest.mark.usefixtures("cpu_only_default")
 

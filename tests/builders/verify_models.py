@@ -1,0 +1,227 @@
+"""Tiny models built in code for the verify tests, folded by hand in numpy (no bnfold engine).
+
+Nothing here uses bnfold's folding engine: the "correct fold" is the textbook formula
+``s = gamma / sqrt(var + eps)``, ``W' = W * s[o]``, ``b' = s * (b - mean) + beta``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, str(REPO_ROOT / "cli.py")]
+IR_VERSION = 10  # onnxruntime 1.31 reads IR <= 13; onnx 1.23 would write 14
+OPSET = 17
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[onnx.ValueInfoProto],
+    outputs: Sequence[onnx.ValueInfoProto],
+    initializers: dict[str, np.ndarray] | None = None,
+    *,
+    opset: int = OPSET,
+    ir_version: int = IR_VERSION,
+) -> onnx.ModelProto:
+    tensors = [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()]
+    graph = helper.make_graph(list(nodes), "test", list(inputs), list(outputs), tensors)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def tensor(
+    name: str, elem_type: int, shape: Sequence[int | str | None] | None
+) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+class ConvBN:
+    """Conv(3->4, 3x3, pad 1) -> BatchNormalization, its exact fold, and a corrupted fold."""
+
+    def __init__(self, seed: int = 0, channels_in: int = 3, channels_out: int = 4) -> None:
+        rng = np.random.default_rng(seed)
+        self.cin, self.cout = channels_in, channels_out
+        self.weight = rng.standard_normal((channels_out, channels_in, 3, 3)).astype(np.float32)
+        self.bias = rng.standard_normal(channels_out).astype(np.float32)
+        self.gamma = rng.uniform(0.5, 2.0, channels_out).astype(np.float32)
+        self.beta = rng.standard_normal(channels_out).astype(np.float32)
+        self.mean = rng.standard_normal(channels_out).astype(np.float32)
+        self.var = rng.uniform(0.5, 2.0, channels_out).astype(np.float32)
+        self.eps = 1e-5
+
+    def _io(self) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
+        x = tensor("x", TensorProto.FLOAT, ["N", self.cin, 8, 8])
+        y = tensor("y", TensorProto.FLOAT, ["N", self.cout, 8, 8])
+        return [x], [y]
+
+    def original(self) -> onnx.ModelProto:
+        inputs, outputs = self._io()
+        nodes = [
+            helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node(
+                "BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], epsilon=self.eps
+            ),
+        ]
+        inits = {
+            "W": self.weight,
+            "B": self.bias,
+            "g": self.gamma,
+            "b": self.beta,
+            "m": self.mean,
+            "v": self.var,
+        }
+        return make_model(nodes, inputs, outputs, inits)
+
+    def folded_params(self) -> tuple[np.ndarray, np.ndarray]:
+        scale = self.gamma.astype(np.float64) / np.sqrt(self.var.astype(np.float64) + self.eps)
+        weight = self.weight.astype(np.float64) * scale[:, None, None, None]
+        bias = scale * (self.bias - self.mean.astype(np.float64)) + self.beta
+        return weight.astype(np.float32), bias.astype(np.float32)
+
+    def folded(
+        self, weight: np.ndarray | None = None, bias: np.ndarray | None = None
+    ) -> onnx.ModelProto:
+        folded_weight, folded_bias = self.folded_params()
+        inputs, outputs = self._io()
+        node = helper.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1])
+        inits = {
+            "W": folded_weight if weight is None else weight,
+            "B": folded_bias if bias is None else bias,
+        }
+        return make_model([node], inputs, outputs, inits)
+
+    def corrupted(self, relative: float = 1e-3) -> onnx.ModelProto:
+        """The exact fold with its largest weight scaled by ``1 + relative``."""
+        weight, _ = self.folded_params()
+        weight = weight.copy()
+        weight.flat[int(np.argmax(np.abs(weight)))] *= 1.0 + relative
+        return self.folded(weight=weight)
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, path)
+    return path
+
+
+def two_outputs(order: Sequence[str] = ("sum", "prod"), scale: float = 1.0) -> onnx.ModelProto:
+    """Outputs ``sum = a + b`` (float32) and ``prod = a * b * scale`` (float32), in ``order``."""
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("Mul", ["a", "b"], ["ab"]),
+        helper.make_node("Mul", ["ab", "k"], ["prod"]),
+    ]
+    inputs = [tensor("a", TensorProto.FLOAT, [2, 3]), tensor("b", TensorProto.FLOAT, [2, 3])]
+    by_name = {
+        "sum": tensor("sum", TensorProto.FLOAT, [2, 3]),
+        "prod": tensor("prod", TensorProto.FLOAT, [2, 3]),
+    }
+    return make_model(
+        nodes, inputs, [by_name[n] for n in order], {"k": np.array(scale, np.float32)}
+    )
+
+
+def unary(
+    op: str, *, pre_abs: bool = False, shape: Sequence[int | str] = (4, 64)
+) -> onnx.ModelProto:
+    """``y = op(x)`` or ``y = op(|x|)``: Log/Sqrt make NaN for negative inputs."""
+    nodes = []
+    source = "x"
+    if pre_abs:
+        nodes.append(helper.make_node("Abs", ["x"], ["ax"]))
+        source = "ax"
+    nodes.append(helper.make_node(op, [source], ["y"]))
+    return make_model(
+        nodes,
+        [tensor("x", TensorProto.FLOAT, list(shape))],
+        [tensor("y", TensorProto.FLOAT, list(shape))],
+    )
+
+
+def matmul_transpose_bn(
+    wrong_fold: bool = False, correct_fold: bool = False, n: int = 4
+) -> onnx.ModelProto:
+    """``y = BN(Transpose(x @ W))`` with both dims ``n``; BN's channels are *rows* of ``x @ W``.
+
+    onnxruntime (at BASIC and above) fuses this into a Gemm that scales ``W``'s columns, which is
+    wrong when the two dims are equal; ``wrong_fold=True`` builds exactly that wrong model.
+    ``correct_fold=True`` builds the exact rewrite: Transpose, then Mul by s and Add t.
+    """
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((n, n)).astype(np.float32)
+    gamma, beta, mean = (rng.uniform(0.5, 2.0, n).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    eps = 1e-5
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    shift = beta - mean * scale
+    io = ([tensor("x", TensorProto.FLOAT, [n, n])], [tensor("y", TensorProto.FLOAT, [n, n])])
+    if wrong_fold:
+        nodes = [
+            helper.make_node("Gemm", ["x", "Ws", "t"], ["g"]),
+            helper.make_node("Transpose", ["g"], ["y"], perm=[1, 0]),
+        ]
+        inits = {"Ws": (weight * scale[None, :]).astype(np.float32), "t": shift.astype(np.float32)}
+        return make_model(nodes, *io, inits)
+    if correct_fold:
+        nodes = [
+            helper.make_node("MatMul", ["x", "W"], ["mm"]),
+            helper.make_node("Transpose", ["mm"], ["t"], perm=[1, 0]),
+            helper.make_node("Mul", ["t", "s"], ["ts"]),
+            helper.make_node("Add", ["ts", "b"], ["y"]),
+        ]
+        inits = {
+            "W": weight,
+            "s": scale.astype(np.float32)[None, :],
+            "b": shift.astype(np.float32)[None, :],
+        }
+        return make_model(nodes, *io, inits)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["mm"]),
+        helper.make_node("Transpose", ["mm"], ["t"], perm=[1, 0]),
+        helper.make_node("BatchNormalization", ["t", "g", "b", "m", "v"], ["y"], epsilon=eps),
+    ]
+    return make_model(nodes, *io, {"W": weight, "g": gamma, "b": beta, "m": mean, "v": var})
+
+
+def embedding(vocab: int = 7) -> onnx.ModelProto:
+    """ids int64 [batch, 5] -> Gather(table[vocab, 4]) -> y [batch, 5, 4]."""
+    table = np.random.default_rng(0).standard_normal((vocab, 4)).astype(np.float32)
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)
+    return make_model(
+        [node],
+        [tensor("ids", TensorProto.INT64, ["batch", 5])],
+        [tensor("y", TensorProto.FLOAT, ["batch", 5, 4])],
+        {"table": table},
+    )
+
+
+def with_changes(
+    model: onnx.ModelProto,
+    *,
+    rename_output: str | None = None,
+    opset: int | None = None,
+    ir_version: int | None = None,
+) -> onnx.ModelProto:
+    """A copy of ``model`` with one structural difference (not re-checked)."""
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    if rename_output is not None:
+        old = changed.graph.output[0].name
+        changed.graph.output[0].name = rename_output
+        for node in changed.graph.node:
+            for i, name in enumerate(node.output):
+                if name == old:
+                    node.output[i] = rename_output
+    if opset is not None:
+        changed.opset_import[0].version = opset
+    if ir_version is not None:
+        changed.ir_version = ir_version
+    return changed
