@@ -8,48 +8,156 @@ file cannot be written.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
+from ..runtime.settings import DEFAULT_SEED, InputPlan, RuntimeChoice
 from ..storage.outputs import Outputs
-from .common import ReportFiles
+from .common import ReportPaths
 from .options import (
-    input_arguments,
+    LibraryOption,
+    builds,
     input_options,
+    input_plan,
     one_inputs_file,
     provider_options,
     report_options,
+    runtime_choice,
+    seed_option,
 )
+
+if TYPE_CHECKING:
+    from ..bench.design import BenchDesign, BenchSettings, PairPlan
 
 _BATCH_HELP = (
     "Comma list of batch sizes to sweep, e.g. 1,8,32: sets dimension 0 of every input whose "
     "dimension 0 is symbolic or unknown in the model (inputs with a fixed dimension 0 keep it)."
 )
-_FAIL_HELP = (
-    "Exit 5 when, for any setting, the verdict is slower: the whole 95% interval lies beyond "
-    "the margin (speedup below 1/(1 + margin)). Alone it uses --margin; with a value "
-    "(--fail-if-slower=PCT) that percent instead."
-)
-_MARGIN_HELP = (
-    "Margin of practical equivalence, percent: faster/slower only when the whole 95% interval "
-    "lies beyond +-PCT, equivalent when it lies within, otherwise inconclusive. The default is "
-    "what the same graph against itself stayed within in our A/A runs (see --calibrate)."
-)
+
+
+def _confidence() -> str:
+    from ..bench.stats import DEFAULT_CONFIDENCE
+
+    return f"{DEFAULT_CONFIDENCE:.0%}"
+
+
+def _fail_help() -> str:
+    return (
+        f"Exit 5 when, for any setting, the verdict is slower: the whole {_confidence()} "
+        "interval lies beyond the margin (speedup below 1/(1 + margin)). Alone it uses "
+        "--margin; with a value (--fail-if-slower=PCT) that percent instead."
+    )
+
+
+def _margin_help() -> str:
+    return (
+        "Margin of practical equivalence, percent: faster/slower only when the whole "
+        f"{_confidence()} interval lies beyond +-PCT, equivalent when it lies within, otherwise "
+        "inconclusive. The default is what the same graph against itself stayed within in our "
+        "A/A runs (see --calibrate)."
+    )
+
+
+def _min_time_help() -> str:
+    from ..bench.design import DEFAULT_SECONDS, MIN_ROUNDS
+
+    return (
+        f"Seconds of timed rounds per setting, spread over the pairs (default "
+        f"{DEFAULT_SECONDS:g}; at least {MIN_ROUNDS} rounds per pair, so a slow model takes "
+        "longer)."
+    )
+
+
+def _warmup_help() -> str:
+    from ..bench.design import WARMUP_FRACTION
+
+    return (
+        "Untimed runs of each new session before timing (at least "
+        f"{WARMUP_FRACTION:.0%} of its rounds)."
+    )
+
+
+def _default_pairs() -> int:
+    from ..bench.design import DEFAULT_PAIRS
+
+    return DEFAULT_PAIRS
+
+
+def _default_warmup() -> int:
+    from ..bench.design import DEFAULT_WARMUP
+
+    return DEFAULT_WARMUP
+
+
+def _default_margin() -> float:
+    from ..bench.design import DEFAULT_MARGIN_PCT
+
+    return DEFAULT_MARGIN_PCT
+
+
+def bench_input_plan(
+    shapes: tuple[str, ...],
+    dims: tuple[str, ...],
+    ranges: tuple[str, ...],
+    default_dim: int | None,
+    input_files: tuple[str, ...],
+    seed: int = DEFAULT_SEED,
+) -> InputPlan:
+    """The input options as bench's ``InputPlan``: one ``--inputs`` file at most."""
+    one = one_inputs_file(input_files, "bench")
+    return input_plan(shapes, dims, ranges, default_dim, (one,) if one else (), seed)
+
+
+def pair_plan(pairs: int, iters: int | None, min_time: float | None, warmup: int) -> PairPlan:
+    """``--pairs``, ``--iters``, ``--min-time`` and ``--warmup`` as a ``PairPlan``."""
+    from ..bench.design import PairPlan
+
+    return PairPlan.of(pairs=pairs, iters=iters, min_time=min_time, warmup=warmup)
+
+
+def bench_design(
+    plan: PairPlan,
+    margin: float,
+    calibrate: bool,
+    include_copies: bool,
+    fail_if_slower: str | None,
+    batches: str | None,
+) -> BenchDesign:
+    """The pair plan and the verdict's options as a ``BenchDesign``."""
+    from ..bench import parse_fail_if_slower
+    from ..bench.design import BenchDesign, parse_batches
+
+    return BenchDesign.of(
+        plan=plan,
+        margin=margin,
+        calibrate=calibrate,
+        include_copies=include_copies,
+        fail_if_slower=parse_fail_if_slower(fail_if_slower),
+        batches=parse_batches(batches),
+    )
+
+
+def bench_settings(
+    input_plan: InputPlan, runtime: RuntimeChoice, design: BenchDesign
+) -> BenchSettings:
+    from ..bench.design import BenchSettings
+
+    return BenchSettings(design=design, runtime=runtime, inputs=input_plan)
 
 
 @click.command(name="bench")
 @click.argument("original")
 @click.argument("candidate")
 @input_options
-@provider_options(level_default="disable,all")
+@provider_options(judge="bench")
 @click.option("--batch", "batches", metavar="LIST", help=_BATCH_HELP)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@seed_option("Seed of the random inputs.")
 @click.option(
     "--pairs",
+    cls=LibraryOption,
     type=click.IntRange(min=2),
-    default=20,
+    default=_default_pairs,
     show_default=True,
     help="Fresh session pairs per setting; the interval is computed over pairs.",
 )
@@ -61,25 +169,27 @@ _MARGIN_HELP = (
 )
 @click.option(
     "--min-time",
+    cls=LibraryOption,
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECONDS",
-    help="Seconds of timed rounds per setting, spread over the pairs (default 8; at least "
-    "20 rounds per pair, so a slow model takes longer).",
+    library_help=_min_time_help,
 )
 @click.option(
     "--warmup",
+    cls=LibraryOption,
     type=click.IntRange(min=0),
-    default=10,
+    default=_default_warmup,
     show_default=True,
-    help="Untimed runs of each new session before timing (at least 10% of its rounds).",
+    library_help=_warmup_help,
 )
 @click.option(
     "--margin",
+    cls=LibraryOption,
     type=click.FloatRange(min=0, max=100, max_open=True),
-    default=3.0,
+    default=_default_margin,
     show_default=True,
     metavar="PCT",
-    help=_MARGIN_HELP,
+    library_help=_margin_help,
 )
 @click.option(
     "--calibrate",
@@ -116,10 +226,11 @@ _MARGIN_HELP = (
 @click.option(
     "--fail-if-slower",
     "fail_if_slower",
+    cls=LibraryOption,
     is_flag=False,
     flag_value="margin",
     metavar="[PCT]",
-    help=_FAIL_HELP,
+    library_help=_fail_help,
 )
 @report_options
 @click.option(
@@ -134,32 +245,16 @@ _MARGIN_HELP = (
     is_flag=True,
     help="No progress bar; print only the summary line, not the tables.",
 )
+@builds("input_plan", bench_input_plan)
+@builds("runtime", runtime_choice)
+@builds("plan", pair_plan)
+@builds("design", bench_design)
+@builds("settings", bench_settings)
 def command(
     original: str,
     candidate: str,
-    providers: str | None,
-    levels: str,
-    batches: str | None,
-    shapes: tuple[str, ...],
-    dims: tuple[str, ...],
-    ranges: tuple[str, ...],
-    default_dim: int,
-    input_files: tuple[str, ...],
-    seed: int,
-    pairs: int,
-    iters: int | None,
-    min_time: float | None,
-    warmup: int,
-    margin: float,
-    calibrate: bool,
-    threads: int | None,
-    inter_threads: int | None,
-    spinning: bool | None,
-    cpus: str | None,
-    include_copies: bool,
-    fail_if_slower: str | None,
-    report_path: Path | None,
-    markdown_path: Path | None,
+    settings: BenchSettings,
+    reports: ReportPaths,
     plot_path: str | None,
     quiet: bool,
 ) -> None:
@@ -176,40 +271,20 @@ def command(
     outputs = Outputs()
     outputs.read_model(original, "original model")
     outputs.read_model(candidate, "candidate model")
-    reports = ReportFiles(outputs, report_path, markdown_path)
+    files = reports.files(outputs)
     if plot_path:
         outputs.plan(plot_path, "--plot file")
-    from ..bench import RichProgress, bench, parse_batches, parse_fail_if_slower
+    from ..bench import RichProgress, bench_with
     from ..bench.plot import require_matplotlib
     from .common import stdout_console
 
     if plot_path:
         require_matplotlib()  # before minutes of measuring, not after
-    options: dict[str, Any] = {
-        "providers": providers,
-        "levels": levels,
-        "batches": parse_batches(batches),
-        **input_arguments(shapes, dims, ranges, default_dim),
-        "inputs": one_inputs_file(input_files, "bench"),
-        "seed": seed,
-        "pairs": pairs,
-        "iters": iters,
-        "min_time": min_time,
-        "warmup": warmup,
-        "margin": margin,
-        "calibrate": calibrate,
-        "threads": threads,
-        "inter_threads": inter_threads,
-        "spinning": spinning,
-        "cpus": cpus,
-        "include_copies": include_copies,
-        "fail_if_slower": parse_fail_if_slower(fail_if_slower),
-    }
     if quiet or not sys.stderr.isatty():
-        report = bench(original, candidate, **options)
+        report = bench_with(original, candidate, settings)
     else:
         with RichProgress() as progress:
-            report = bench(original, candidate, progress=progress, **options)
+            report = bench_with(original, candidate, settings, progress)
 
     console = stdout_console()
     if quiet:
@@ -217,7 +292,7 @@ def command(
     else:
         report.render(console)
 
-    reports.write(report.to_json(), report.to_markdown())
+    files.write(report.to_json(), report.to_markdown())
     if plot_path:
         from ..bench.plot import write_plot
 

@@ -12,7 +12,7 @@ from ..engine.report import BIAS_ADD, count_line
 from ..errors import BnfoldError
 from ..patterns import PATTERN_NAMES
 from ..storage.outputs import Outputs
-from .common import ReportFiles, stdout_console
+from .common import ReportPaths, stdout_console
 from .options import model_path_argument, report_options
 
 
@@ -30,13 +30,7 @@ class FoldableBatchNormRemains(BnfoldError):
     help="Ignore this pattern (repeatable).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the verdict line.")
-def command(
-    model: Path,
-    report_path: Path | None,
-    markdown_path: Path | None,
-    disable: tuple[str, ...],
-    quiet: bool,
-) -> None:
+def command(model: Path, reports: ReportPaths, disable: tuple[str, ...], quiet: bool) -> None:
     """Exit 1 while MODEL has BatchNormalization that `bnfold optimize` would fold.
 
     Fails on BatchNormalization nodes and on BN-equivalent Mul/Add chains with a per-channel
@@ -45,10 +39,10 @@ def command(
     """
     outputs = Outputs()
     outputs.read_model(model)
-    reports = ReportFiles(outputs, report_path, markdown_path)
+    files = reports.files(outputs)
     report = check(model, disable=disable)
     report.render(stdout_console(quiet))
-    reports.write(report.to_json(), report.to_markdown())
+    files.write(report.to_json(), report.to_markdown())
     must = report.must_fold
     optional = len(report.optional_folds)
     note = f"; {optional} optional bias Add fold(s) listed" if optional else ""

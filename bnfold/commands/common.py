@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -60,6 +61,18 @@ class ReportFiles:
             self.outputs.write_text(self.markdown_path, markdown, "--markdown file")
         if self.summary_path is not None:
             self.outputs.append(self.summary_path, markdown + "\n", f"{SUMMARY_ENV} file")
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """``--report`` and ``--markdown`` as given (``report_options`` builds it)."""
+
+    report_path: Path | None = None
+    markdown_path: Path | None = None
+
+    def files(self, outputs: Outputs, *, summary: bool = True) -> ReportFiles:
+        """The report files, planned against what ``outputs`` reads (see ``ReportFiles``)."""
+        return ReportFiles(outputs, self.report_path, self.markdown_path, summary=summary)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ from ..engine.lowering import LOWERING_FORMS
 from ..patterns import PATTERN_NAMES
 from ..storage.load import default_output_path
 from ..storage.outputs import Outputs
-from .common import ReportFiles, progress_status, stdout_console
+from .common import ReportPaths, progress_status, stdout_console
 from .options import (
+    builds,
     input_arguments,
     input_options,
     model_path_argument,
@@ -22,6 +25,76 @@ from .options import (
     provider_options,
     report_options,
 )
+
+
+@dataclass(frozen=True)
+class Writing:
+    """Where the folded model goes: ``-o``, ``--in-place``, ``--dry-run``, ``--external-data``."""
+
+    output: Path | None
+    in_place: bool
+    dry_run: bool
+    external_data: bool | None
+
+    def target(self, model: Path) -> Path | None:
+        """The file written (None for ``--dry-run``; ``--in-place`` writes MODEL, refusing -o)."""
+        if self.dry_run:
+            return None
+        return self.output if self.in_place else (self.output or default_output_path(model))
+
+
+@dataclass(frozen=True)
+class Folding:
+    """What to fold: patterns left out, and how a BatchNormalization nothing folds into is
+    lowered (False: kept)."""
+
+    disable: tuple[str, ...]
+    lower_standalone: bool | str
+
+
+@dataclass(frozen=True)
+class Steps:
+    """``--verify`` and ``--bench`` as ``bnfold.optimize`` takes them (keyword mappings, None:
+    not run) and ``--force``."""
+
+    verify: Mapping[str, Any] | None
+    bench: Mapping[str, Any] | None
+    force: bool
+
+
+def folding(disable: tuple[str, ...], lower_standalone: bool, lower_as: str | None) -> Folding:
+    return Folding(disable, lower_as or lower_standalone)
+
+
+def judge_options(
+    providers: str | None,
+    levels: str | None,
+    shapes: tuple[str, ...],
+    dims: tuple[str, ...],
+    ranges: tuple[str, ...],
+    default_dim: int | None,
+) -> dict[str, Any]:
+    """What ``--verify`` and ``--bench`` both pass on: the input and provider options given
+    (an absent ``--providers``/``--level`` leaves each judge its own default)."""
+    return {
+        **input_arguments(shapes, dims, ranges, default_dim),
+        **({"providers": providers} if providers else {}),
+        **({"levels": levels} if levels else {}),
+    }
+
+
+def steps(
+    judge: dict[str, Any],
+    input_files: tuple[str, ...],
+    run_verify: bool,
+    run_bench: bool,
+    force: bool,
+) -> Steps:
+    verify_options = {**judge, "inputs": list(input_files) or None} if run_verify else None
+    bench_options = None
+    if run_bench:
+        bench_options = {**judge, "inputs": one_inputs_file(input_files, "--bench")}
+    return Steps(verify_options, bench_options, force)
 
 
 @click.command(name="optimize")
@@ -69,7 +142,7 @@ from .options import (
 @click.option(
     "--bench", "run_bench", is_flag=True, help="Benchmark original against folded after writing."
 )
-@provider_options(level_default=None)
+@provider_options(judge=None)
 @input_options
 @click.option(
     "--external-data/--no-external-data",
@@ -77,27 +150,16 @@ from .options import (
     help="Store large tensors beside the output [default: as the input does].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@builds("writing", Writing)
+@builds("folding", folding)
+@builds("judge", judge_options)
+@builds("steps", steps)
 def command(
     model: Path,
-    output: Path | None,
-    in_place: bool,
-    dry_run: bool,
-    report_path: Path | None,
-    markdown_path: Path | None,
-    disable: tuple[str, ...],
-    lower_standalone: bool,
-    lower_as: str | None,
-    run_verify: bool,
-    force: bool,
-    run_bench: bool,
-    providers: str | None,
-    levels: str | None,
-    shapes: tuple[str, ...],
-    dims: tuple[str, ...],
-    ranges: tuple[str, ...],
-    default_dim: int,
-    input_files: tuple[str, ...],
-    external_data: bool | None,
+    writing: Writing,
+    folding: Folding,
+    steps: Steps,
+    reports: ReportPaths,
     quiet: bool,
 ) -> None:
     """Fold every BatchNormalization in MODEL that can be folded exactly.
@@ -107,19 +169,8 @@ def command(
     """
     outputs = Outputs()
     outputs.read_model(model)
-    reports = ReportFiles(outputs, report_path, markdown_path)
-    judge: dict[str, Any] = {
-        **input_arguments(shapes, dims, ranges, default_dim),
-        **({"providers": providers} if providers else {}),
-        **({"levels": levels} if levels else {}),
-    }
-    verify_options = {**judge, "inputs": list(input_files) or None} if run_verify else None
-    bench_options = None
-    if run_bench:
-        bench_options = {**judge, "inputs": one_inputs_file(input_files, "--bench")}
-    target = None  # --dry-run writes nothing; --in-place writes MODEL (and refuses -o)
-    if not dry_run:
-        target = output if in_place else (output or default_output_path(model))
+    files = reports.files(outputs)
+    target = writing.target(model)
     console = stdout_console(quiet)
     show_progress = not quiet and sys.stderr.isatty()
     with progress_status(show_progress) as status:
@@ -139,23 +190,23 @@ def command(
 
         result = optimize(
             model,
-            disable=disable,
-            lower_standalone=lower_as or lower_standalone,
+            disable=folding.disable,
+            lower_standalone=folding.lower_standalone,
             output=target,
-            in_place=in_place and not dry_run,
-            external_data=external_data,
-            verify=verify_options,
-            bench=bench_options,
-            force=force,
+            in_place=writing.in_place and not writing.dry_run,
+            external_data=writing.external_data,
+            verify=steps.verify,
+            bench=steps.bench,
+            force=steps.force,
             outputs=outputs,
             progress=count_fold,
             on_step=render,
         )
-    if dry_run:
+    if writing.dry_run:
         for fold in result.report.folds:  # each fold's plan, as it would be written
             console.print(f"{fold.bn} -> {fold.into}:")
             for edit in fold.edits:
                 console.print(f"  {edit}", markup=False)
         console.print("dry run: nothing written")
-    reports.write(result.report.to_json(), result.report.to_markdown())
+    files.write(result.report.to_json(), result.report.to_markdown())
     result.raise_for_status()

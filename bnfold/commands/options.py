@@ -4,19 +4,31 @@
 - ``input_options``: ``--shape``, ``--dim``, ``--range``, ``--default-dim``, ``--inputs``
 - ``report_options``: ``--report``, ``--markdown``
 
-Each group is a decorator; ``input_arguments`` turns the parsed strings into the keyword
-arguments ``bnfold.verify`` and ``bnfold.bench`` take.
+Each group is a decorator that declares its options where ``--help`` lists them. The values
+reach the command as objects, not one parameter each: ``builds(keyword, build)`` hands the
+command ``keyword=build(...)`` in place of the options ``build`` takes (``input_plan``
+builds the ``InputPlan``, ``runtime_choice`` the ``RuntimeChoice``, ``ReportPaths`` the
+report files), validated once, before the command runs.
+
+Defaults are the library's: an option shows the constant the library defines
+(``LibraryOption``), read only when click needs it (running that command, or its ``--help``),
+so starting the command line imports no judge (``bnfold optimize`` loads neither
+``bnfold.verify`` nor ``bnfold.bench``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from ..errors import UsageError
+from ..runtime.settings import DEFAULT_RUNS, DEFAULT_SEED, InputPlan, RuntimeChoice
+from .common import ReportPaths
 from .parsing import parse_dim_options, parse_range_options, parse_shape_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,21 +44,99 @@ LEVEL_HELP = (
 )
 
 
+class LibraryOption(click.Option):
+    """An option whose default (``default=`` a function) and help (``library_help=`` a
+    function) come from the library's constants, read when click needs them.
+
+    ``--help`` shows the default's value (click would show ``(dynamic)`` for a function).
+    """
+
+    def __init__(
+        self, *args: Any, library_help: Callable[[], str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.library_help = library_help
+
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
+        return super().get_default(ctx, call=True)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if self.library_help is not None:
+            self.help = self.library_help()
+        return super().get_help_record(ctx)
+
+
+class LibraryChoice(click.Choice):  # type: ignore[type-arg]
+    """A ``click.Choice`` of choices the library defines, read when click needs them."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._load())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        """``click.Choice.__init__`` sets the choices; the library's stay in force."""
+
+
+def builds(keyword: str, build: Callable[..., Any]) -> Callable[[F], F]:
+    """Hand the command ``keyword=build(**options)`` in place of the options ``build`` names.
+
+    ``build``'s parameters are option (or earlier-built) names; one the command lacks takes
+    ``build``'s default. The outer of two ``builds`` runs first, so a ``builds`` below
+    another may use what that one built.
+    """
+    names = list(inspect.signature(build).parameters)
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            taken = {name: kwargs.pop(name) for name in names if name in kwargs}
+            kwargs[keyword] = build(**taken)
+            return command(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
 def _apply(command: F, options: list[Callable[[F], F]]) -> F:
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def provider_options(level_default: str | None) -> Callable[[F], F]:
-    """``--providers LIST`` and ``--level LIST`` (``level_default`` None: the library's)."""
+def verify_levels() -> str:
+    from ..verify.settings import DEFAULT_LEVELS
+
+    return DEFAULT_LEVELS
+
+
+def bench_levels() -> str:
+    from ..bench.design import DEFAULT_LEVELS
+
+    return ",".join(DEFAULT_LEVELS)
+
+
+_LEVEL_DEFAULTS: dict[str, Callable[[], str]] = {"verify": verify_levels, "bench": bench_levels}
+
+
+def provider_options(judge: str | None) -> Callable[[F], F]:
+    """``--providers LIST`` and ``--level LIST``, the level defaulting to ``judge``'s
+    (``verify`` or ``bench``; None: each judge's own, as ``optimize`` passes them on)."""
     level_help = LEVEL_HELP + (
         " The reference always runs on CPU with optimizations disabled."
-        if level_default in (None, "all")
+        if judge in (None, "verify")
         else " Each level is its own row."
     )
-    if level_default is None:
-        level_help += " Default: all for verify, disable,all for bench."
+
+    def help_text() -> str:
+        if judge is not None:
+            return level_help
+        return f"{level_help} Default: {verify_levels()} for verify, {bench_levels()} for bench."
 
     def decorate(command: F) -> F:
         return _apply(
@@ -56,10 +146,12 @@ def provider_options(level_default: str | None) -> Callable[[F], F]:
                 click.option(
                     "--level",
                     "levels",
+                    cls=LibraryOption,
+                    type=str,
                     metavar="LIST",
-                    default=level_default,
-                    show_default=level_default is not None,
-                    help=level_help,
+                    default=None if judge is None else _LEVEL_DEFAULTS[judge],
+                    show_default=judge is not None,
+                    library_help=help_text,
                 ),
             ],
         )
@@ -114,6 +206,20 @@ def input_options(command: F) -> F:
     )
 
 
+def seed_option(help: str) -> Callable[[F], F]:
+    """``--seed`` (the library's default seed)."""
+    return click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help=help)
+
+
+runs_option = click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=DEFAULT_RUNS,
+    show_default=True,
+    help="Number of random input sets.",
+)
+
+
 def input_arguments(
     shapes: tuple[str, ...],
     dims: tuple[str, ...],
@@ -129,11 +235,56 @@ def input_arguments(
     }
 
 
+def input_plan(
+    shapes: tuple[str, ...],
+    dims: tuple[str, ...],
+    ranges: tuple[str, ...],
+    default_dim: int | None,
+    input_files: tuple[str, ...],
+    seed: int = DEFAULT_SEED,
+    runs: int = DEFAULT_RUNS,
+) -> InputPlan:
+    """The input options as an ``InputPlan`` (each ``--inputs`` file one input set)."""
+    return InputPlan.of(
+        **input_arguments(shapes, dims, ranges, default_dim),
+        seed=seed,
+        runs=runs,
+        inputs=list(input_files) or None,
+    )
+
+
 def one_inputs_file(files: tuple[str, ...], command: str) -> str | None:
     """The single ``--inputs`` file ``bench`` takes (it times one input set)."""
     if len(files) > 1:
         raise UsageError(f"{command} takes one --inputs file", hint="give --inputs once")
     return files[0] if files else None
+
+
+def runtime_choice(
+    providers: str | None,
+    levels: str | None,
+    threads: int | None = None,
+    inter_threads: int | None = None,
+    spinning: bool | None = None,
+    cpus: str | None = None,
+    provider_option_args: tuple[str, ...] = (),
+    verbose: bool = False,
+) -> RuntimeChoice:
+    """``--providers``, ``--level``, the thread options, ``--provider-option`` and
+    ``--verbose`` as a ``RuntimeChoice``."""
+    from ..runtime.providers import parse_provider_options
+
+    assert levels is not None, "a judge's command defaults --level"
+    return RuntimeChoice.of(
+        providers=providers,
+        levels=levels,
+        threads=threads,
+        inter_threads=inter_threads,
+        spinning=spinning,
+        cpus=cpus,
+        provider_options=parse_provider_options(provider_option_args),
+        verbose=verbose,
+    )
 
 
 def report_options(command: F) -> F:
@@ -156,6 +307,7 @@ def report_options(command: F) -> F:
                 help="Write the report as Markdown (also appended to $GITHUB_STEP_SUMMARY "
                 "when that is set).",
             ),
+            builds("reports", ReportPaths),
         ],
     )
 

@@ -7,44 +7,92 @@ cannot be loaded or the candidate fails the structure checks; 4 a provider named
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from ..runtime.settings import InputPlan, RuntimeChoice
 from ..storage.outputs import Outputs
-from .common import ReportFiles
-from .options import input_arguments, input_options, provider_options, report_options
+from .common import ReportPaths
+from .options import (
+    LibraryChoice,
+    LibraryOption,
+    builds,
+    input_options,
+    input_plan,
+    provider_options,
+    report_options,
+    runs_option,
+    runtime_choice,
+    seed_option,
+)
+
+if TYPE_CHECKING:
+    from ..verify.settings import VerifySettings
+
+
+def _tolerance_help(which: str, what: str) -> str:
+    from ..verify.settings import default_tolerance_text
+
+    return (
+        f"{what} tolerance for float outputs. Default per dtype: {default_tolerance_text(which)}."
+    )
+
+
+def _site_modes() -> tuple[str, ...]:
+    from ..verify.sites import SITE_MODES
+
+    return SITE_MODES
+
+
+def _default_site_mode() -> str:
+    from ..verify.sites import DEFAULT_SITE_MODE
+
+    return DEFAULT_SITE_MODE
+
+
+def verify_settings(
+    input_plan: InputPlan,
+    runtime: RuntimeChoice,
+    atol: float | None,
+    rtol: float | None,
+    sites: str,
+    save_failing: str | os.PathLike[str] | None,
+) -> VerifySettings:
+    """The input plan, the runtime choice, ``--atol``/``--rtol``, ``--sites`` and
+    ``--save-failing`` as one ``VerifySettings``."""
+    from ..verify.settings import Tolerance, VerifySettings
+    from ..verify.sites import SiteChoice
+
+    return VerifySettings(
+        inputs=input_plan,
+        runtime=runtime,
+        tolerance=Tolerance.of(atol, rtol),
+        sites=SiteChoice.of(sites),
+        save_failing=save_failing,
+    )
 
 
 @click.command(name="verify")
 @click.argument("original")
 @click.argument("candidate")
 @input_options
-@provider_options(level_default="all")
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed of input set 0 (set i uses SEED+i).",
-)
-@click.option(
-    "--runs",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Number of random input sets.",
-)
+@provider_options(judge="verify")
+@seed_option("Seed of input set 0 (set i uses SEED+i).")
+@runs_option
 @click.option(
     "--atol",
+    cls=LibraryOption,
     type=float,
-    help="Absolute tolerance for float outputs. Default per dtype: fp32 1e-4, fp64 1e-10, fp16 5e-2, bf16 0.4.",
+    library_help=lambda: _tolerance_help("atol", "Absolute"),
 )
 @click.option(
     "--rtol",
+    cls=LibraryOption,
     type=float,
-    help="Relative tolerance for float outputs. Default per dtype: fp32 1e-4, fp64 1e-9, fp16 1e-2, bf16 8e-2.",
+    library_help=lambda: _tolerance_help("rtol", "Relative"),
 )
 @click.option(
     "--threads",
@@ -59,8 +107,9 @@ from .options import input_arguments, input_options, provider_options, report_op
 )
 @click.option(
     "--sites",
-    type=click.Choice(["folds", "all", "none"]),
-    default="folds",
+    cls=LibraryOption,
+    type=LibraryChoice(_site_modes),
+    default=_default_site_mode,
     show_default=True,
     help="Tensors compared besides the graph outputs: each folded BN's output (folds), every "
     "tensor both models produce under one name (all), or none.",
@@ -74,28 +123,11 @@ from .options import input_arguments, input_options, provider_options, report_op
     help="An execution provider option (repeatable), e.g. cuda:use_tf32=0 (cuDNN without TF32).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line, not the table.")
+@builds("input_plan", input_plan)
+@builds("runtime", runtime_choice)
+@builds("settings", verify_settings)
 def command(
-    original: str,
-    candidate: str,
-    providers: str | None,
-    levels: str,
-    shapes: tuple[str, ...],
-    dims: tuple[str, ...],
-    ranges: tuple[str, ...],
-    default_dim: int | None,
-    seed: int,
-    runs: int,
-    input_files: tuple[str, ...],
-    atol: float | None,
-    rtol: float | None,
-    threads: int | None,
-    report_path: Path | None,
-    markdown_path: Path | None,
-    save_failing: str | None,
-    sites: str,
-    verbose: bool,
-    provider_option_args: tuple[str, ...],
-    quiet: bool,
+    original: str, candidate: str, settings: VerifySettings, reports: ReportPaths, quiet: bool
 ) -> None:
     """Prove CANDIDATE computes what ORIGINAL computes, under onnxruntime.
 
@@ -108,29 +140,12 @@ def command(
     outputs = Outputs()
     outputs.read_model(original, "original model")
     outputs.read_model(candidate, "candidate model")
-    reports = ReportFiles(outputs, report_path, markdown_path)
+    files = reports.files(outputs)
     from rich.console import Console
 
-    from ..runtime.providers import parse_provider_options
-    from ..verify import verify
+    from ..verify import verify_with
 
-    report = verify(
-        original,
-        candidate,
-        providers=providers,
-        levels=levels,
-        **input_arguments(shapes, dims, ranges, default_dim),
-        seed=seed,
-        runs=runs,
-        inputs=list(input_files) or None,
-        atol=atol,
-        rtol=rtol,
-        threads=threads,
-        save_failing=save_failing,
-        sites=sites,
-        verbose=verbose,
-        provider_options=parse_provider_options(provider_option_args),
-    )
+    report = verify_with(original, candidate, settings)
     # Logs (CI) are not terminals: rich would wrap at 80 columns, too narrow for the table.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     if quiet:
@@ -138,5 +153,5 @@ def command(
     else:
         report.render(console, verdict=report.passed)
 
-    reports.write(report.to_json() + "\n", report.to_markdown())
+    files.write(report.to_json() + "\n", report.to_markdown())
     report.raise_for_status()
