@@ -152,3 +152,80 @@ def test_the_rules_catch_a_broken_import(tmp_path: Path, where: str, statement: 
     body = "def lazily():\n" + statement + "\n" if statement.startswith(" ") else statement + "\n"
     target.write_text(target.read_text() + "\n" + body)
     assert _broken(root) != [] and all(str(where.split("/")[0]) in b for b in _broken(root))
+
+
+# Settings travel as objects (issue 21): only the public API keeps its documented keyword
+# arguments and builds the objects in its first line; everything below takes them whole.
+MAX_PARAMETERS = 8
+PUBLIC_API = {
+    "bnfold.api.optimize",
+    "bnfold.api.check",
+    "bnfold.verify.verify",
+    "bnfold.bench.bench",
+    "bnfold.integrations.torch_export.export_torch",
+    "bnfold.integrations.graphsurgeon.fold_graph",
+}
+
+
+def _parameter_count(arguments: ast.arguments) -> int:
+    """Every parameter but ``self``/``cls``; ``*args`` and ``**kwargs`` count one each."""
+    positional = [a.arg for a in (*arguments.posonlyargs, *arguments.args)]
+    count = len(positional) + len(arguments.kwonlyargs)
+    count += (arguments.vararg is not None) + (arguments.kwarg is not None)
+    return count - 1 if positional and positional[0] in ("self", "cls") else count
+
+
+def _functions(root: Path = PACKAGE) -> Iterator[tuple[str, int, int]]:
+    """(qualified name, line, parameter count) of every function and method in ``root``."""
+
+    def walk(node: ast.AST, prefix: str) -> Iterator[tuple[str, int, int]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{prefix}.{child.name}"
+                yield name, child.lineno, _parameter_count(child.args)
+                yield from walk(child, name)
+            elif isinstance(child, ast.ClassDef):
+                yield from walk(child, f"{prefix}.{child.name}")
+            else:
+                yield from walk(child, prefix)
+
+    for module, path in _modules(root):
+        yield from walk(ast.parse(path.read_text(), str(path)), module.removesuffix(".__init__"))
+
+
+def _too_many_parameters(root: Path = PACKAGE) -> list[str]:
+    return [
+        f"{name} (line {line}): {count} parameters"
+        for name, line, count in _functions(root)
+        if count > MAX_PARAMETERS and name not in PUBLIC_API
+    ]
+
+
+def test_no_function_outside_the_public_api_takes_more_than_eight_parameters() -> None:
+    over = _too_many_parameters()
+    assert not over, (
+        f"more than {MAX_PARAMETERS} parameters (pass a settings object instead):\n"
+        + "\n".join(over)
+    )
+
+
+def test_every_exempt_function_exists() -> None:
+    """An exemption outlives no rename: each public function named is still there."""
+    missing = PUBLIC_API - {name for name, _, _ in _functions()}
+    assert not missing, f"exempt but not found: {sorted(missing)}"
+
+
+def test_the_parameter_rule_catches_a_long_signature(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "bnfold"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    target = root / "verify" / "runner.py"
+    nine = ", ".join(f"a{i}" for i in range(8))
+    target.write_text(
+        target.read_text() + f"\n\nclass Loose:\n    def run(self, {nine}, *, b): ...\n"
+    )
+    line = len(target.read_text().splitlines())
+    assert _too_many_parameters(root) == [
+        f"bnfold.verify.runner.Loose.run (line {line}): 9 parameters"
+    ]
