@@ -14,7 +14,9 @@ Variants marked *forced* are folds bnfold does not apply by default, written her
 show why (``conv-bn-split`` on a Conv feature map; ``--lower-standalone`` forms).
 
 Usage: ``python benchmarks/fold_shapes.py [--quick] [SHAPE ...]``; writes
-``benchmarks/work/fold_shapes/`` (models, bench reports) and ``benchmarks/fold_shapes.md``.
+``benchmarks/work/fold_shapes/`` (models, bench reports) and ``benchmarks/fold_shapes.md``
+(``--work DIR`` and ``--out FILE.md`` elsewhere). ``--smoke`` times each pair for a moment
+only (``--pairs 2 --iters 3 --warmup 1``): it checks that the script runs, not the speed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "work" / "fold_shapes"
 RESULTS = HERE / "fold_shapes.md"
 C, HW = 32, 56  # NCHWc needs channels in multiples of its block (8 or 16)
+BENCH_TIMING = ["--min-time", "16"]
+SMOKE_TIMING = ["--pairs", "2", "--iters", "3", "--warmup", "1"]
 
 
 def _rng() -> np.random.Generator:
@@ -262,10 +266,10 @@ def ort_ops(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def bench(original: Path, candidate: Path, report: Path) -> dict:
+def bench(original: Path, candidate: Path, report: Path, timing: list[str]) -> dict:
     command = [
         sys.executable, "-m", "bnfold", "bench", str(original), str(candidate),
-        "--level", "all", "--threads", "1", "--min-time", "16", "--report", str(report), "-q",
+        "--level", "all", "--threads", "1", *timing, "--report", str(report), "-q",
     ]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, text=True)
     data = json.loads(report.read_text())
@@ -276,7 +280,7 @@ def bench(original: Path, candidate: Path, report: Path) -> dict:
     }
 
 
-def run(names: list[str]) -> list[dict]:
+def run(names: list[str], timing: list[str] = BENCH_TIMING) -> list[dict]:
     WORK.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
@@ -297,7 +301,7 @@ def run(names: list[str]) -> list[dict]:
             if result.model.SerializeToString() == model.SerializeToString():
                 timed = {"summary": "identical to the original: not timed"}
             else:
-                timed = bench(original, candidate, WORK / f"{candidate.stem}.bench.json")
+                timed = bench(original, candidate, WORK / f"{candidate.stem}.bench.json", timing)
             rows.append(
                 {
                     "shape": name,
@@ -315,14 +319,14 @@ def run(names: list[str]) -> list[dict]:
     return rows
 
 
-def render(rows: list[dict]) -> str:
+def render(rows: list[dict], timing: list[str] = BENCH_TIMING) -> str:
     lines = [
         "# Fold shapes at onnxruntime's default level (`all`), batch 1",
         "",
         f"Written by `python benchmarks/fold_shapes.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"onnxruntime {__import__('onnxruntime').__version__}, {os.cpu_count()} CPUs shared with other work "
         "(the load average when each bench started is listed). Timing: `bnfold bench ORIGINAL "
-        "CANDIDATE --level all --threads 1 --min-time 16`. Structure: op counts of onnxruntime's level-`all` graph.",
+        f"CANDIDATE --level all --threads 1 {' '.join(timing)}`. Structure: op counts of onnxruntime's level-`all` graph.",
         "",
         "| shape | variant | what bnfold did | onnxruntime graph: original → candidate | verdict (speedup, 95% interval) | load |",
         "|---|---|---|---|---|---|",
@@ -347,19 +351,35 @@ def _ops(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {op}" for op, n in counts.items())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    global WORK
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shapes", nargs="*", help=f"any of {', '.join(SHAPES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--work",
+        default=None,
+        help="models and bench reports (default benchmarks/work/fold_shapes)",
+    )
+    parser.add_argument("--out", default=str(RESULTS), help="the Markdown table to write")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"bench {' '.join(SMOKE_TIMING)} instead of {' '.join(BENCH_TIMING)}: runs, times nothing",
+    )
+    args = parser.parse_args(argv)
     names = args.shapes or (list(QUICK) if args.quick else list(SHAPES))
     unknown = sorted(set(names) - set(SHAPES))
     if unknown:
         parser.error(f"unknown shape(s): {', '.join(unknown)}")
-    rows = run(names)
+    if args.work:
+        WORK = Path(args.work).resolve()
+    timing = SMOKE_TIMING if args.smoke else BENCH_TIMING
+    rows = run(names, timing)
     (WORK / "results.json").write_text(json.dumps(rows, indent=1))
-    RESULTS.write_text(render(rows))
-    print(f"wrote {RESULTS}")
+    out = Path(args.out)
+    out.write_text(render(rows, timing))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Models (see ``MODELS``):
 Each generated model gets a ``<file>.meta.json`` with the spec it was made from; a model whose
 spec has not changed is not regenerated.
 
-Usage: ``python benchmarks/make_models.py [--quick] [NAME ...]`` (prints the paths).
+Usage: ``python benchmarks/make_models.py [--quick] [--work DIR] [NAME ...]`` (prints the paths).
 """
 
 from __future__ import annotations
@@ -127,7 +127,16 @@ MODELS: list[ModelSpec] = [
     # The same size, but only 4 of 57 weights change: what the untouched tensors cost.
     _chain("partial-1024x57-ext", 1024, 57, 4, True, bn_blocks=4),
 ]
-BY_NAME = {spec.name: spec for spec in MODELS}
+# Run only when named (``--models tiny-8x2``), never by default: the smoke test's model
+# (tests/benchmarks/test_smoke.py), small enough that every step takes well under a second.
+EXTRA: list[ModelSpec] = [_chain("tiny-8x2", 8, 2, 8, False)]
+BY_NAME = {spec.name: spec for spec in [*MODELS, *EXTRA]}
+
+
+def use_work(folder: Path) -> None:
+    """Write the models under ``folder/models`` instead of ``benchmarks/work/models``."""
+    global WORK, MODEL_DIR
+    WORK, MODEL_DIR = folder, folder / "models"
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         "names", nargs="*", help=f"models to make (default all): {', '.join(BY_NAME)}"
     )
     parser.add_argument("--quick", action="store_true", help="only the small models")
+    parser.add_argument("--work", default=None, help="write DIR/models (default benchmarks/work)")
     args = parser.parse_args(argv)
+    if args.work:
+        use_work(Path(args.work).resolve())
     unknown = [n for n in args.names if n not in BY_NAME]
     if unknown:
         parser.error(f"unknown model(s): {', '.join(unknown)}")

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -24,7 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
+try:  # in the benchmark venv (requirements.txt); without it, memory is polled from /proc
+    import psutil
+except ImportError:
+    psutil = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_models  # noqa: E402
@@ -75,9 +79,41 @@ BENCH_MODELS = {
     "torch-resnet": (50, 5, "disable,all"),
     "chain-64x50": (50, 5, "disable,all"),
     "chain-512x50": (20, 3, "disable,all"),
+    "tiny-8x2": (3, 1, "all"),  # the smoke test's: every code path, no meaningful number
 }
 QUICK_BENCH = (20, 3, "all")
-PROFILE_MODELS = ("chain-512x50", "chain-1024x64-ext")
+PROFILE_MODELS = ("chain-512x50", "chain-1024x64-ext", "tiny-8x2")
+
+
+def use_work(folder: Path) -> None:
+    """Put models, outputs and results under ``folder`` instead of ``benchmarks/work``."""
+    global WORK, OUT, RESULTS
+    WORK, OUT, RESULTS = folder, folder / "out", folder / "results.json"
+    _STATE["results"] = RESULTS
+    make_models.use_work(folder)
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants (psutil, else Linux's /proc)."""
+    if psutil is not None:
+        rss = 0
+        with contextlib.suppress(psutil.Error):
+            ps = psutil.Process(pid)
+            rss = ps.memory_info().rss
+            for kid in ps.children(recursive=True):
+                rss += kid.memory_info().rss
+        return rss
+    page = os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * page
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(k) for k in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 def log(message: str) -> None:
@@ -100,19 +136,8 @@ def run_child(
         proc = subprocess.Popen(
             cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(WORK)
         )
-        try:
-            ps = psutil.Process(proc.pid)
-        except psutil.Error:
-            ps = None
         while proc.poll() is None:
-            rss = 0
-            try:
-                if ps is not None:
-                    rss = ps.memory_info().rss
-                    for kid in ps.children(recursive=True):
-                        rss += kid.memory_info().rss
-            except psutil.Error:
-                pass
+            rss = _tree_rss_bytes(proc.pid)
             peak = max(peak, rss / 2**20)
             elapsed = time.perf_counter() - started
             if stopped is None and elapsed > timeout:
@@ -333,6 +358,7 @@ def run_model(
         module = TOOL_MODULES.get(tool)
         if module and not _importable(module):
             runs[tool].append({"tool": tool, "ok": False, "error": f"{module} is not installed"})
+            log(f"  {tool}: skipped, {module} is not installed")
             continue
         result = run_tool(spec, tool, out_dir, args)
         runs[tool].append(result)
@@ -430,7 +456,15 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "ram_gib": round(
+            (
+                psutil.virtual_memory().total
+                if psutil is not None
+                else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            )
+            / 2**30,
+            1,
+        ),
         "os": platform.platform(),
         "python": platform.python_version(),
     }
@@ -515,10 +549,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep-outputs", action="store_true", help="keep tool outputs")
     parser.add_argument("--doc", default=str(DOC), help="Markdown file to write")
-    parser.add_argument("--results", default=str(RESULTS), help="the results JSON to update")
+    parser.add_argument(
+        "--results", default=None, help="the results JSON to update (default WORK/results.json)"
+    )
+    parser.add_argument(
+        "--work",
+        default=None,
+        help="folder for models, outputs and results (default benchmarks/work)",
+    )
     parser.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    _STATE["results"] = Path(args.results)
+    if args.work:
+        use_work(Path(args.work).resolve())
+    _STATE["results"] = Path(args.results) if args.results else RESULTS
     args.mem_limit_mb = args.mem_limit_gb * 1024
 
     specs = [s for s in make_models.MODELS if s.quick or not args.quick]
@@ -557,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify": " ".join(VERIFY_OPTIONS),
     }
     started = time.perf_counter()
-    disk = psutil.disk_usage(str(WORK))
+    disk = shutil.disk_usage(str(WORK))
     log(f"disk free under {WORK}: {disk.free / 2**30:.1f} GiB")
     for spec in specs:
         if args.profile_only:
