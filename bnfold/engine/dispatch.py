@@ -5,12 +5,13 @@ of one side form a *run*: producer and producer-group patterns (the producer sid
 patterns, the consumer-group pattern, the split variants (the producer side through
 activations). For each site, run by run:
 
+0. a run none of whose patterns ``accepts`` the site is passed over, unwalked;
 1. the run's side walks from the site to its target (``Side.reach``; the walks are kept in
    the ``FoldContext``, so each runs once per site and round however many sides use it);
 2. a side that refuses (``Skip``) adds its refusal once: every pattern of the run would have
    had to give that same reason; a side that says ``NotMine`` adds nothing;
 3. otherwise only the run's patterns for the target's op type (and those for any op, ``*``)
-   are asked, in order. The first ``Plan`` wins; a ``Skip`` is kept; ``NotMine`` is not.
+   that accept the site are asked, in order. The first ``Plan`` wins; a ``Skip`` is kept; ``NotMine`` is not.
 
 When nothing folds, the answer is the most telling refusal, with the other sides' details.
 """
@@ -40,6 +41,7 @@ class _Run:
     """Consecutive patterns of one side, and which of them to ask about each op type."""
 
     side: Side
+    patterns: tuple[Pattern, ...]
     by_op: dict[str, tuple[Pattern, ...]]
     any_op: tuple[Pattern, ...]  # the patterns for a target of any op type
 
@@ -47,7 +49,8 @@ class _Run:
     def of(cls, side: Side, patterns: Sequence[Pattern]) -> _Run:
         ops = {pattern.op_type for pattern in patterns} - {ANY_OP}
         by_op = {op: tuple(p for p in patterns if p.op_type in (op, ANY_OP)) for op in sorted(ops)}
-        return cls(side, by_op, tuple(p for p in patterns if p.op_type == ANY_OP))
+        any_op = tuple(p for p in patterns if p.op_type == ANY_OP)
+        return cls(side, tuple(patterns), by_op, any_op)
 
     def asked(self, op_type: str) -> tuple[Pattern, ...]:
         """The patterns that fold into a node of ``op_type``, in the order they are tried."""
@@ -73,6 +76,8 @@ class Dispatcher:
         """The first plan for ``site``; else the most telling refusal."""
         skips: list[Skip] = []
         for run in self.runs:
+            if not any(pattern.accepts(ctx, site) for pattern in run.patterns):
+                continue
             target = run.side.reach(ctx, site)
             if isinstance(target, NotMine):
                 continue
@@ -80,6 +85,8 @@ class Dispatcher:
                 _keep(skips, target)
                 continue
             for pattern in run.asked(target.op_type):
+                if not pattern.accepts(ctx, site):
+                    continue
                 answer = pattern.match(ctx, site, target)
                 if isinstance(answer, Plan):
                     return answer

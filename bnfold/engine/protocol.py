@@ -99,14 +99,20 @@ class Side(Protocol):
 
 class Pattern(Protocol):
     """``side``: the walk that finds the node the pattern folds into; ``op_type``: that
-    node's op type (``*``: several nodes). The driver asks a pattern only about targets of
-    its side and op type."""
+    node's op type (``*``: several nodes). The driver asks a pattern only about sites it
+    ``accepts`` and targets of its side and op type."""
 
     name: str
     op_type: str
 
     @property
     def side(self) -> Side: ...
+
+    def accepts(self, ctx: FoldContext, site: AffineSite) -> bool:
+        """Whether the pattern handles sites like ``site`` at all (its dtype, say), before
+        any walk: a side whose patterns all decline it is not walked, and its refusal is
+        not reported."""
+        ...
 
     def match(self, ctx: FoldContext, site: AffineSite, target: Target[Any]) -> Answer: ...
 

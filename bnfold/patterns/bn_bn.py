@@ -20,9 +20,8 @@ import onnx
 from ..engine.batchnorm import batchnorm_affine
 from ..engine.foldmath import LOW_PRECISION, along_axis
 from ..engine.outcomes import Skip
-from ..engine.protocol import Answer, FoldContext, NotMine, Target
+from ..engine.protocol import FoldContext
 from ..engine.sites import AffineSite
-from .chain import Chain
 from .layer_checks import constant_weight
 from .producer import Layer, ProducerFold
 from .registry import PRODUCER_GROUP, register
@@ -33,16 +32,14 @@ class BatchNormAffine(ProducerFold):
     name = "bn-affine"
     op_type = "BatchNormalization"
 
-    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
+    def accepts(self, ctx: FoldContext, site: AffineSite) -> bool:
         # float16/bfloat16: each merge rounds γ' and β' once more, and a chain of merged BNs
         # then folded on compounds those roundings past the per-fold bound: float32 only.
         elem = ctx.view.elem_type(site.input)
-        if (
-            elem is None
-            or np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name in LOW_PRECISION
-        ):
-            return NotMine("low-precision")
-        return super().match(ctx, site, target)
+        return (
+            elem is not None
+            and np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name not in LOW_PRECISION
+        )
 
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
         checked = batchnorm_affine(ctx.view, node, ctx.opset)

@@ -57,6 +57,9 @@ class ConcatBatchNorm:
             ]
         )
 
+    def accepts(self, ctx: FoldContext, site: AffineSite) -> bool:
+        return True
+
     def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
         view = ctx.view
         chain = target.way

@@ -82,6 +82,9 @@ class ConsumerFold:
     op_type = ""
     side = CONSUMER_SIDE
 
+    def accepts(self, ctx: FoldContext, site: AffineSite) -> bool:
+        return True
+
     def match(self, ctx: FoldContext, site: AffineSite, target: Target[Branch]) -> Answer:
         branch = target.way
         return self.plan(ctx, site, branch.consumer, branch.passes, branch.axis, branch.affine)

@@ -47,6 +47,9 @@ class MultiConsumerFold:
         """Each branch may go into any enabled single-consumer pattern."""
         return cls([p for p in built if isinstance(p, ConsumerFold)])
 
+    def accepts(self, ctx: FoldContext, site: AffineSite) -> bool:
+        return True
+
     def match(self, ctx: FoldContext, site: AffineSite, target: Target[list[Branch]]) -> Answer:
         branches = target.way
         plans: list[Plan] = []

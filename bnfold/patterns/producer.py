@@ -120,6 +120,9 @@ class ProducerFold:
             self.name = f"{self.name}-split"
             self.side = SPLIT
 
+    def accepts(self, ctx: FoldContext, site: AffineSite) -> bool:
+        return True
+
     def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
         """The plan for ``site`` into ``target`` (a node of ``op_type``, walked back from it)."""
         return self.fold(ctx, site, target.way)
