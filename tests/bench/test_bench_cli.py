@@ -30,6 +30,7 @@ def run(*args: Any) -> Result:
     return CliRunner().invoke(main, ["bench", *(str(a) for a in args)])
 
 
+@pytest.mark.slow
 def test_writes_json_markdown_and_plot(model_files: dict[str, Path], tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     report, markdown, plot = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"

@@ -229,6 +229,7 @@ def _rate(verdicts: list[str], wanted: tuple[str, ...]) -> float:
     return sum(v in wanted for v in verdicts) / len(verdicts)
 
 
+@pytest.mark.slow
 def test_aa_false_verdict_rate_is_at_most_5_percent() -> None:
     """Same model on both sides, session offsets of 4% and 15% drift: at the default margin a
     faster/slower verdict must be rare (the done-when bar: at most 1 in 20)."""
@@ -246,6 +247,7 @@ def test_aa_on_a_quieter_machine_is_called_equivalent() -> None:
     assert _rate(verdicts, (EQUIVALENT,)) >= 0.9
 
 
+@pytest.mark.slow
 def test_aa_with_large_session_offsets_stays_honest() -> None:
     """Offsets twice as large (8%): the interval widens into inconclusive, not a verdict."""
     rng = np.random.default_rng(7)
@@ -256,6 +258,7 @@ def test_aa_with_large_session_offsets_stays_honest() -> None:
     assert _rate(verdicts, DECISIVE) <= 0.05
 
 
+@pytest.mark.slow
 def test_interval_over_pairs_has_its_nominal_coverage() -> None:
     """Margin 0 turns the verdict into a plain 5% test: it must err about 5% of the time,
     not more (an interval that ignores session offsets errs far more, see below)."""

@@ -23,8 +23,6 @@ from pathlib import Path
 import onnx
 import pytest
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 MODEL = "tiny-8x2"
@@ -57,6 +55,7 @@ def _run(work: Path, tools: str, *extra: str) -> tuple[dict, str]:
     return results, doc.read_text()
 
 
+@pytest.mark.slow
 def test_run_folds_verifies_benches_profiles_and_reports_bnfold(tmp_path: Path) -> None:
     results, doc = _run(tmp_path, "onnx-io,bnfold")
     entry = results["models"][MODEL]
@@ -76,6 +75,7 @@ def test_run_folds_verifies_benches_profiles_and_reports_bnfold(tmp_path: Path) 
     assert (tmp_path / "again.md").read_text() == doc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool", OTHER_TOOLS)
 def test_run_another_tool(tmp_path: Path, tool: str) -> None:
     module = OTHER_TOOLS[tool]
@@ -96,6 +96,7 @@ def test_make_models_writes_the_named_model(tmp_path: Path) -> None:
     onnx.checker.check_model(onnx.load(path))
 
 
+@pytest.mark.slow
 def test_fold_shapes_writes_its_table(tmp_path: Path) -> None:
     out = tmp_path / "fold_shapes.md"
     _script("fold_shapes.py", "--quick", "--smoke", "--work", tmp_path, "--out", out)

@@ -120,6 +120,7 @@ def test_check_lists_unfoldable_bn_without_failing(tmp_path: Path) -> None:
     assert "producer-output-is-graph-output" in result.output
 
 
+@pytest.mark.slow
 def test_real_process_and_module_entry_points(model_path: Path, tmp_path: Path) -> None:
     for command in ([sys.executable, str(ROOT / "cli.py")], [sys.executable, "-m", "bnfold"]):
         done = subprocess.run(

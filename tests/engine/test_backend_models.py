@@ -46,6 +46,15 @@ MODELS = {
     **{p.stem.removeprefix("light_"): p for p in LIGHT},
     **{p.parent.name.removeprefix("test_"): p for p in PYTORCH_BN},
 }
+# The three big onnx light models take seconds per test (marked slow; -m "not slow" skips them).
+BIG = {"densenet121", "inception_v2", "resnet50"}
+
+
+def sized(names: object) -> list:
+    """``names`` as parameters, the big models marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in names]
+
+
 # onnxruntime has no kernel for BatchNormalization before opset 7 (NOT_IMPLEMENTED at load).
 ORT_MIN_BN_OPSET = 7
 # onnx's backend runner compares with the bundled outputs at these tolerances.
@@ -166,7 +175,7 @@ def assert_equivalent(
 # The checks
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", sized(MODELS))
 def test_folds_and_stays_valid(name: str) -> None:
     original, out, report = folded(name)
     onnx.checker.check_model(out, full_check=True)
@@ -193,7 +202,7 @@ def test_folds_and_stays_valid(name: str) -> None:
     assert again.model.SerializeToString() == out.SerializeToString()
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", sized(MODELS))
 def test_equivalent_on_random_inputs(name: str) -> None:
     original, out, _ = folded(name)
     if out.SerializeToString() == original.SerializeToString():
@@ -234,7 +243,7 @@ def reference_data(name: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
     return feeds, expected
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", sized(MODELS))
 def test_matches_bundled_reference_output(name: str) -> None:
     original, out, _ = folded(name)
     if out.SerializeToString() == original.SerializeToString():
@@ -267,7 +276,7 @@ def ort_basic_batchnorms(model: onnx.ModelProto) -> int:
         return helpers.batchnorm_count(onnx.load(options.optimized_model_filepath))
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", sized(MODELS))
 def test_no_more_batchnorm_than_ort_basic(name: str) -> None:
     original, out, _ = folded(name)
     row = TABLE[name]
@@ -355,7 +364,7 @@ def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
 RANDOMIZED = [p.stem.removeprefix("light_") for p in LIGHT]
 
 
-@pytest.mark.parametrize("name", RANDOMIZED)
+@pytest.mark.parametrize("name", sized(RANDOMIZED))
 def test_randomized_weights_equivalent(name: str) -> None:
     original = onnx.load(MODELS[name])
     if helpers.batchnorm_count(original) == 0:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper
 
 from tests.builders.conv_bn import conv_bn_model
@@ -62,6 +63,7 @@ def test_input_proto_is_not_modified() -> None:
     assert model.SerializeToString() == before
 
 
+@pytest.mark.slow
 def test_output_bytes_do_not_depend_on_hash_seed(tmp_path: Path) -> None:
     source = tmp_path / "m.onnx"
     onnx.save(_annotated_model(), source)

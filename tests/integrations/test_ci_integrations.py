@@ -63,6 +63,7 @@ def _pre_commit() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(_pre_commit() is None, reason="pre-commit is not installed")
+@pytest.mark.slow
 def test_pre_commit_hook_through_try_repo(tmp_path, models):
     hook_repo = tmp_path / "bnfold-repo"
     hook_repo.mkdir()
@@ -127,6 +128,7 @@ def _run_action(
     return result, summary, output, reports
 
 
+@pytest.mark.slow
 def test_action_script_passes_a_folded_equivalent_model(tmp_path, models):
     result, summary, output, reports = _run_action(tmp_path, models["folded"], models["original"])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -141,6 +143,7 @@ def test_action_script_passes_a_folded_equivalent_model(tmp_path, models):
     assert output.read_text() == f"report-dir={reports}\n"
 
 
+@pytest.mark.slow
 def test_action_script_fails_on_foldable_bn_and_still_verifies(tmp_path, models):
     result, summary, _, reports = _run_action(tmp_path, models["original"], models["original"])
     assert result.returncode == 1
@@ -150,6 +153,7 @@ def test_action_script_fails_on_foldable_bn_and_still_verifies(tmp_path, models)
     assert len(json.loads((reports / "check.json").read_text())["folds"]) == 6
 
 
+@pytest.mark.slow
 def test_action_script_fails_on_a_wrong_model_and_keeps_the_inputs(tmp_path, models):
     result, summary, _, reports = _run_action(tmp_path, models["wrong"], models["original"])
     assert result.returncode == 1
@@ -166,6 +170,7 @@ def test_action_script_without_original_only_checks(tmp_path, models):
     assert not (reports / "verify.json").exists()
 
 
+@pytest.mark.slow
 def test_action_script_errors(tmp_path, models):
     missing, *_ = _run_action(tmp_path, "")
     assert missing.returncode == 2 and "candidate model is required" in missing.stderr

@@ -65,6 +65,7 @@ def _independent_error(path: Path, module: nn.Module, shape: tuple[int, ...]) ->
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("case", NETS, ids=[case.name for case in NETS])
+@pytest.mark.slow
 def test_export_matches_module_and_leaves_nothing_foldable(case, exporter, tmp_path):
     net = case.warmed()
     if case.name == "preact_resnet":
@@ -281,6 +282,7 @@ def test_external_data_and_levels(exporter, tmp_path):
 
 
 @pytest.mark.skipif(nets.exporter_unavailable("dynamo") is not None, reason="needs onnxscript")
+@pytest.mark.slow
 def test_dynamo_optimize_false_keeps_the_raw_graph(tmp_path):
     net = nets.NETS[0].net()
     x = torch.randn(2, 3, 32, 32)
@@ -292,6 +294,7 @@ def test_dynamo_optimize_false_keeps_the_raw_graph(tmp_path):
 
 
 @pytest.mark.skipif(nets.exporter_unavailable("dynamo") is not None, reason="needs onnxscript")
+@pytest.mark.slow
 def test_what_the_exporter_folds_after_bnfold_is_reported_as_such(tmp_path):
     """With conv-bn disabled bnfold folds nothing; torch's optimizer then folds all 6."""
     net = nets.NETS[0].net()
@@ -328,6 +331,7 @@ def test_warm_moves_statistics_away_from_defaults():
     assert float((bn.running_var - 1).abs().max()) > 0.1
 
 
+@pytest.mark.slow
 def test_import_bnfold_does_not_import_torch():
     code = (
         "import sys, bnfold; bnfold.export_torch; bnfold.fold_graph; "

@@ -46,6 +46,7 @@ def _graph_bytes(graph: object) -> bytes:
 
 
 @pytest.mark.parametrize("exporter", nets.EXPORTERS)
+@pytest.mark.slow
 def test_folds_all_15_in_place_and_matches(exporter):
     original = _exported(exporter)
     assert helpers.batchnorm_count(original) == 15

@@ -72,6 +72,7 @@ def external_model(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("step", COMMIT_STEPS)
+@pytest.mark.slow
 def test_sigkill_at_each_step_of_an_in_place_fold(
     external_model: Path, tmp_path: Path, step: str
 ) -> None:
@@ -100,6 +101,7 @@ def test_sigkill_at_each_step_of_an_in_place_fold(
     load_model(external_model)  # and it loads cleanly through bnfold's own checks
 
 
+@pytest.mark.slow
 def test_killed_commit_then_a_complete_rerun(external_model: Path, tmp_path: Path) -> None:
     """Killed just before the commit, run again: the fold lands, nothing of the first remains."""
     killed = _bnfold("optimize", str(external_model), "--in-place", "-q", kill_at="data-placed")
@@ -118,6 +120,7 @@ def test_in_place_without_external_data_removes_the_old_data_file(external_model
     assert _data_files(external_model.parent) == [] and data_locations(external_model) == []
 
 
+@pytest.mark.slow
 def test_rewriting_an_output_never_replaces_the_data_its_old_model_reads(tmp_path: Path) -> None:
     """-o onto an existing model with external data: new data under a free name, old removed."""
     source = tmp_path / "model.onnx"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper
 
 from bnfold.storage.load import load_model
@@ -74,6 +75,7 @@ def _finish(process: subprocess.Popen) -> None:
     assert process.returncode == 0, stderr
 
 
+@pytest.mark.slow
 def test_output_bytes_do_not_depend_on_hash_seed_or_run(tmp_path: Path) -> None:
     """One folder per run (the data file's name is inside the model), same names in each."""
     source = tmp_path / "model.onnx"
@@ -94,6 +96,7 @@ def test_output_bytes_do_not_depend_on_hash_seed_or_run(tmp_path: Path) -> None:
     assert_equivalent(onnx.load(source), onnx.load(tmp_path / "0" / "one.onnx"))
 
 
+@pytest.mark.slow
 def test_optimize_of_the_output_writes_the_same_bytes(tmp_path: Path) -> None:
     source = tmp_path / "model.onnx"
     onnx.save(branchy_model(), source)
@@ -121,6 +124,7 @@ def test_two_processes_writing_into_one_folder_do_not_interfere(tmp_path: Path) 
     ]
 
 
+@pytest.mark.slow
 def test_two_processes_writing_one_output_leave_one_complete_file(tmp_path: Path) -> None:
     source = tmp_path / "model.onnx"
     onnx.save(branchy_model(width=256, c_in=256), source)

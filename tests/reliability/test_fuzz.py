@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from tests.builders.fuzz.graphs import FuzzModel, random_models
 from tests.builders.fuzz.settings import fuzz_settings
 
 
+@pytest.mark.slow
 @fuzz_settings()
 @given(random_models(), st.booleans())
 def test_optimize_folds_exactly_or_refuses_with_a_reason(

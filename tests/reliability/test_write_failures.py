@@ -209,6 +209,7 @@ def test_ctrl_c_between_placing_the_data_and_the_commit_waits_for_the_commit(
     assert loaded.has_external_data and not leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_real_sigint_during_optimize_leaves_a_complete_output_or_none(tmp_path: Path) -> None:
     """A real process, interrupted at several moments after it starts printing the report."""
     source = tmp_path / "big.onnx"

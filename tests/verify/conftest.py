@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,10 @@ def cpu_only_default(monkeypatch: pytest.MonkeyPatch) -> None:
     from bnfold.runtime import session
 
     monkeypatch.setattr(session, "cuda_available", lambda: (False, "no GPU in this test"))
-    monkeypatch.setattr(
-        sys.modules["bnfold.verify"], "cuda_available", lambda: (False, "no GPU in this test")
-    )
+    # The module, not ``bnfold.verify`` the function; imported here so the fixture also works
+    # in a run where no earlier test imported it (``pytest tests/verify/test_cli.py``).
+    verify_module = importlib.import_module("bnfold.verify")
+    monkeypatch.setattr(verify_module, "cuda_available", lambda: (False, "no GPU in this test"))
 
 
 @pytest.fixture

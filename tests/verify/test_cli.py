@@ -204,6 +204,7 @@ def test_quiet_prints_one_line(conv_bn_files: dict[str, Path]) -> None:
     assert code == 0 and output.strip().count("\n") == 0 and "matches" in output
 
 
+@pytest.mark.slow
 def test_real_subprocess_exit_codes(tmp_path: Path, conv_bn_files: dict[str, Path]) -> None:
     """The installed-style entry point (``python cli.py``), not CliRunner: real exit statuses."""
 

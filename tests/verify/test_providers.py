@@ -147,6 +147,7 @@ def _openvino_runs() -> str | None:
 
 
 @pytest.mark.parametrize("name", ["resnet_tiny.onnx", "unet_tiny.onnx", "mlp_bn.onnx"])
+@pytest.mark.slow
 def test_openvino_same_provider_verdict(name: str) -> None:
     reason = _openvino_runs()
     if reason:

@@ -257,6 +257,7 @@ ONNX_LIGHT = Path(onnx.__file__).parent / "backend/test/data/light/light_shuffle
 
 @pytest.mark.slow
 @pytest.mark.skipif(not ONNX_LIGHT.exists(), reason="onnx's light backend models not installed")
+@pytest.mark.slow
 def test_onnx_light_shufflenet_constant_outputs_sites_catch_it() -> None:
     """The onnx package's light_shufflenet: its outputs are constant (weights from
     ConstantOfShape), so only the sites can show a wrong fold."""
