@@ -31,8 +31,8 @@ except ImportError:
     psutil = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_models  # noqa: E402
-import report  # noqa: E402
+import make_models
+import report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

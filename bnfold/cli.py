@@ -1,7 +1,8 @@
 """The ``bnfold`` command line: parse, call the library, render, map errors to exit codes.
 
-No command holds logic of its own; each lives in ``bnfold/commands/<name>.py`` and calls the
-library. Every failure reaches the user as one ``error:`` line and a documented exit code
+Each command lives in ``bnfold/commands/<name>.py``: its option groups build the settings
+objects, it calls the library and renders what comes back; what a command does lives in the
+library (``bnfold.api``, ``bnfold.verify``, ``bnfold.bench``). Every failure reaches the user as one ``error:`` line and a documented exit code
 (see ``bnfold.errors.EXIT_CODES``); ``--debug`` shows the traceback instead.
 """
 
@@ -32,7 +33,8 @@ class BnfoldGroup(click.Group):
             _print_error(str(err))
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            # Writes are atomic (modelio), so whatever was interrupted left no partial file.
+            # Every file is written to a staging folder and renamed into place
+            # (storage/outputs), so whatever was interrupted left no partial file.
             if debug:
                 traceback.print_exc()
             _print_error("interrupted; no partial output was left behind (run it again)")

@@ -66,14 +66,14 @@ class LibraryOption(click.Option):
         return super().get_help_record(ctx)
 
 
-class LibraryChoice(click.Choice):  # type: ignore[type-arg]
+class LibraryChoice(click.Choice):
     """A ``click.Choice`` of choices the library defines, read when click needs them."""
 
     def __init__(self, load: Callable[[], Sequence[str]]) -> None:
         self._load = load
         super().__init__((), case_sensitive=True)
 
-    @property  # type: ignore[override]
+    @property
     def choices(self) -> tuple[str, ...]:
         return tuple(self._load())
 

@@ -126,13 +126,13 @@ def fold_model(
             if found is None or deny_all is not None:
                 if reordered and not outcome.folds:
                     # Sorted only to fold: with nothing folded the input's order stays.
-                    model.CopyFrom(reload() if reload is not None else snapshot)  # type: ignore[arg-type]
+                    model.CopyFrom(reload() if reload is not None else snapshot)
                 return outcome
             if check_each is not None:
                 # No single plan broke it (cleanup did): refuse every fold rather than guess.
                 deny_all = Skip("self-check-failed", found)
         # Start again from the input, checking after every plan to find the one to refuse.
-        model.CopyFrom(reload() if reload is not None else snapshot)  # type: ignore[arg-type]
+        model.CopyFrom(reload() if reload is not None else snapshot)
         progress = None
         check_each = _checker(model, baseline)
 

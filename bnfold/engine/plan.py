@@ -162,7 +162,7 @@ class Plan:
         return ", ".join(node_label(node) for node in nodes)
 
     def describe(self) -> list[str]:
-        """One line per edit, in order (``bnfold optimize --dry-run --explain``)."""
+        """One line per edit, in order (``bnfold optimize --dry-run`` prints them)."""
         return [edit.describe() for edit in self.edits]
 
     @property

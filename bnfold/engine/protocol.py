@@ -84,7 +84,7 @@ class FoldContext:
         """``compute()`` the first time ``key`` is asked in this round; its value after."""
         if key not in self._memo:
             self._memo[key] = compute()
-        return self._memo[key]  # type: ignore[no-any-return]
+        return self._memo[key]
 
 
 class Side(Protocol):

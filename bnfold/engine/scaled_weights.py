@@ -39,7 +39,7 @@ def scaled_constant(
         return None
     recipe = source.then(factors)
     stats = _rounding_stats(weight, recipe.stages[-1], weight.dtype)
-    return Rounded(replace(recipe, known_finite=stats[2]), stats[0], stats[1])  # type: ignore[arg-type]
+    return Rounded(replace(recipe, known_finite=stats[2]), stats[0], stats[1])
 
 
 def _initializer(view: GraphView, name: str) -> onnx.TensorProto | None:

@@ -165,7 +165,7 @@ class MatMulConsumer(ConsumerFold):
     name = "bn-matmul"
     op_type = "MatMul"
 
-    def plan(self, ctx, site, consumer, passes, axis, affine):  # type: ignore[no-untyped-def]
+    def plan(self, ctx, site, consumer, passes, axis, affine):
         view = ctx.view
         data = passes[-1].output[0] if passes else site.output
         # x @ W: the affine is on x's last axis (K), W's rows are scaled, the bias is a row.
@@ -258,7 +258,7 @@ class GemmConsumer(ConsumerFold):
     name = "bn-gemm"
     op_type = "Gemm"
 
-    def plan(self, ctx, site, consumer, passes, axis, affine):  # type: ignore[no-untyped-def]
+    def plan(self, ctx, site, consumer, passes, axis, affine):
         if ctx.opset < 7:
             return Skip("unsupported-opset", f"Gemm-{ctx.opset} broadcasting rules are not handled")
         weight = constant_weight(ctx.view, consumer, 1, "B")
@@ -302,7 +302,7 @@ class ConvConsumer(ConsumerFold):
     name = "bn-conv"
     op_type = "Conv"
 
-    def plan(self, ctx, site, consumer, passes, axis, affine):  # type: ignore[no-untyped-def]
+    def plan(self, ctx, site, consumer, passes, axis, affine):
         weight = constant_weight(ctx.view, consumer, 1, "weight")
         if isinstance(weight, Skip):
             return weight

@@ -69,7 +69,7 @@ class MultiConsumerFold:
         return _merge(site, plans, [branch.reader for branch in branches], self.name)
 
 
-def _merge(site: AffineSite, plans: list[Plan], readers: list, name: str) -> Plan:  # type: ignore[type-arg]
+def _merge(site: AffineSite, plans: list[Plan], readers: list, name: str) -> Plan:
     """One plan: each branch's weight and bias edits, then one rewiring and one removal."""
     edits: list[Edit] = []
     for plan in plans:

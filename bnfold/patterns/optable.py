@@ -1,8 +1,8 @@
 """The one table of ops an affine may pass on its way to the layer it folds into.
 
 Which ops a fold *targets* is not listed here: each pattern says so (``op_type``, ``side``)
-and the registry (``bnfold.patterns.targets``) collects them, so a new pattern is matched
-as soon as it is registered. This table says how every other op relates to a per-channel
+and ``bnfold.patterns.target_ops`` collects them from the registry, so a new pattern is
+matched as soon as it is registered. This table says how every other op relates to a per-channel
 affine ``s·x + t`` that reaches it (``f`` is the op):
 
 - ``NOOP``: ``f(x) = x`` here (``Identity``, ``Cast`` to the type it already has, ``Dropout``

@@ -29,15 +29,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``tests`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
+import numpy as np
+import onnx
 
-from tests.builders.fuzz.checks import (  # noqa: E402
+from tests.builders.fuzz.checks import (
     CATEGORIES,
     PropertyViolation,
     check_optimize_is_safe,
 )
-from tests.builders.fuzz.edge_graphs import GENERATORS, RandomChoices, edge_graph  # noqa: E402
+from tests.builders.fuzz.edge_graphs import GENERATORS, RandomChoices, edge_graph
 
 LABELS = {
     "wrong-fold": "wrong folds",
@@ -64,7 +64,7 @@ def run(count: int, seed: int, kind: str | None, show: int, save: Path | None) -
         chosen = kinds[index % len(kinds)]
         try:
             graph = edge_graph(RandomChoices(rng), rng, chosen)
-        except Exception as error:  # the generator's fault, not bnfold's
+        except Exception as error:  # noqa: BLE001 - the generator's fault, not bnfold's
             _count("generator-error", chosen, f"{index}: {error}", totals, by_class, examples)
             continue
         by_class[graph.kind.split("/")[0]]["graphs"] += 1
@@ -75,7 +75,7 @@ def run(count: int, seed: int, kind: str | None, show: int, save: Path | None) -
                 result = check_optimize_is_safe(
                     graph.model, graph.feeds, graph.dtype, collect=failures
                 )
-        except Exception as error:  # the original did not run: a generator bug
+        except Exception as error:  # noqa: BLE001 - the original did not run: a generator bug
             line = f"{seed}-{index} {graph.kind}: {type(error).__name__}: {error}"
             _count("generator-error", graph.kind, line.splitlines()[0], totals, by_class, examples)
             continue

@@ -25,9 +25,9 @@ from click.testing import CliRunner
 import bnfold
 from bnfold.cli import main
 from bnfold.errors import OutputWriteError
-from bnfold.storage import load as modelio
 from bnfold.storage import outputs as output
 from bnfold.storage import staging
+from bnfold.storage.load import load_model
 from tests.builders import broken as models
 from tests.builders.files import leftovers, snapshot
 from tests.builders.graphs import assert_equivalent
@@ -205,7 +205,7 @@ def test_ctrl_c_between_placing_the_data_and_the_commit_waits_for_the_commit(
     assert result.exit_code == 130, result.output
     assert placed == ["o.onnx.data"]
     monkeypatch.undo()
-    loaded = modelio.load_model(target)  # the pair is complete and consistent
+    loaded = load_model(target)  # the pair is complete and consistent
     assert loaded.has_external_data and not leftovers(tmp_path)
 
 
@@ -235,7 +235,7 @@ def test_real_sigint_during_optimize_leaves_a_complete_output_or_none(tmp_path: 
         if process.returncode == 130:
             assert stderr.startswith("error: interrupted") and stderr.count("\n") == 1
         if output.exists():
-            modelio.load_model(output)  # complete and valid, never partial
+            load_model(output)  # complete and valid, never partial
         assert not leftovers(tmp_path)
 
 
@@ -247,10 +247,10 @@ def test_in_place_with_external_data_replaces_the_pair(tmp_path: Path) -> None:
     """
     source = tmp_path / "model.onnx"
     models.save_with_external_data(models.conv_bn(weight_scale=20), source, "model.onnx.data")
-    original = modelio.load_model(source).materialized()
+    original = load_model(source).materialized()
     result = CliRunner().invoke(main, ["optimize", str(source), "--in-place", "-q"])
     assert result.exit_code == 0, result.output
-    folded = modelio.load_model(source)
+    folded = load_model(source)
     assert folded.has_external_data and not leftovers(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.1.data"]
     assert_equivalent(original, folded.materialized())
