@@ -48,8 +48,11 @@ CLICK_LAYERS = {"cli", "commands"}
 
 
 def _modules(root: Path = PACKAGE) -> Iterator[tuple[str, Path]]:
+    """(dotted name, file) of every module; a package is named by its folder, as imported."""
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
         yield ".".join(("bnfold", *parts)), path
 
 
@@ -123,6 +126,68 @@ def test_no_import_circle_between_folders() -> None:
     assert not circles, f"layers in an import circle: {circles}"
 
 
+def _module_circles(root: Path = PACKAGE) -> list[list[str]]:
+    """Groups of modules that import each other, directly or round about (Tarjan's SCCs);
+    an import of the package root (``from bnfold import …``) counts as one of ``bnfold``."""
+    known = {name for name, _ in _modules(root)}
+    edges = {
+        module: {target for target, _ in _imports(module, path) if target in known} - {module}
+        for module, path in _modules(root)
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(edges[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for module in sorted(edges):
+        if module not in index:
+            visit(module)
+    return circles
+
+
+def test_no_import_circle_between_modules() -> None:
+    """Not even inside a folder, not even for type checking: a circle means two modules
+    that cannot be read, tested or moved one without the other."""
+    # The package root imports its front door, which imports everything: only an import of
+    # the root from below would close a circle, and the layer rules already forbid it.
+    circles = [c for c in _module_circles() if "bnfold" not in c]
+    assert not circles, f"modules in an import circle: {circles}"
+
+
+def test_the_circle_check_finds_a_circle(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "bnfold"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    shapes = root / "engine" / "shapes.py"
+    shapes.write_text(
+        shapes.read_text() + "\nif TYPE_CHECKING:\n    from .graph import GraphView\n"
+    )
+    assert ["bnfold.engine.graph", "bnfold.engine.shapes"] in [
+        [m for m in c if m in ("bnfold.engine.graph", "bnfold.engine.shapes")]
+        for c in _module_circles(root)
+    ]
+
+
 def test_only_the_command_line_imports_click() -> None:
     users = [
         f"{module}:{line}"
@@ -140,6 +205,8 @@ def test_only_the_command_line_imports_click() -> None:
         ("storage/recipes.py", "from ..engine import foldmath"),
         ("verify/sites.py", "    from ..engine.graph import node_label  # lazy"),
         ("runtime/session.py", "from bnfold import api"),
+        ("engine/driver.py", "from ..patterns import default_patterns"),  # a package
+        ("storage/__init__.py", "from ..engine import driver"),  # from a package's init
     ],
 )
 def test_the_rules_catch_a_broken_import(tmp_path: Path, where: str, statement: str) -> None:

@@ -14,18 +14,15 @@ scope that defines it, and a body's lookup of a captured name goes to the enclos
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from ..storage.lazyio import tensor_array
-from .graph import attribute, int_attribute, is_standard, node_label
-
-if TYPE_CHECKING:
-    from .graph import GraphView
+from .graph import GraphView, attribute, int_attribute, is_standard, node_label
 
 # Nodes whose value is not a pure function of their inputs must never be evaluated.
 NONDETERMINISTIC_OPS = frozenset(
@@ -62,8 +59,8 @@ class ConstantCache:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     too_deep: set[str] = field(default_factory=set)
 
-    def forget(self, names: object) -> None:
-        for name in names:  # type: ignore[attr-defined]
+    def forget(self, names: Iterable[str]) -> None:
+        for name in names:
             self.values.pop(name, None)
 
     def value(self, view: GraphView, name: str) -> np.ndarray | None:
@@ -72,8 +69,6 @@ class ConstantCache:
 
 def standalone_view(graph: onnx.GraphProto, *, ir_version: int, opset: int) -> GraphView:
     """A view of one main graph with no declared shapes (tests, one-off lookups)."""
-    from .graph import GraphView
-
     return GraphView(
         graph,
         ir_version=ir_version,

@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..storage.recipes import ScaledTensor, store_recipe
-from .constants import NONDETERMINISTIC_OPS, ConstantCache
+from .constants import NONDETERMINISTIC_OPS
 from .graph import GraphView, Use, captured_names, is_standard, subgraphs
 from .outcomes import Fold, Skip
 from .plan import (
@@ -130,7 +130,7 @@ class GraphEditor:
         self.view = view
         self.graph = view.graph
         self.names = names
-        self.cache: ConstantCache = view.cache
+        self.cache = view.cache
         self.maybe_dead: list[str] = []
         self.touched: set[int] = set()
         self._on_new_tensor = on_new_tensor

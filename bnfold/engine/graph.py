@@ -18,7 +18,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -26,8 +27,19 @@ import onnx
 from ..storage.naming import node_label
 from .shapes import MAIN_SCOPE, ScopePath, Shape
 
-if TYPE_CHECKING:
-    from .constants import ConstantCache
+
+class ValueCache(Protocol):
+    """What a view asks of its scope's constant cache (``constants.ConstantCache``): the index
+    does not depend on how constants are evaluated, only that a cache can answer."""
+
+    base_dir: Path | None
+    values: dict[str, np.ndarray]
+    too_deep: set[str]
+
+    def value(self, view: GraphView, name: str) -> np.ndarray | None: ...
+
+    def forget(self, names: Iterable[str]) -> None: ...
+
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 
@@ -127,7 +139,7 @@ class GraphView:
         *,
         ir_version: int,
         opset: int,
-        cache: ConstantCache,
+        cache: ValueCache,
         shapes: Callable[[], Mapping[str, Shape]],
         types: Callable[[], Mapping[str, int]],
         outer: GraphView | None = None,
