@@ -11,6 +11,10 @@
 
 Off by default: whether these beat onnxruntime's own BN kernel depends on the runtime (see
 the README's note and ``benchmarks/fold_shapes.md``).
+
+A form is written only where onnxruntime's CPU provider has a kernel for each of its ops in
+the BN's dtype (``CPU_KERNELS``); otherwise the other form, and where neither runs the BN
+stays with the reason it was not folded. A lowered model must load wherever the input did.
 """
 
 from __future__ import annotations
@@ -25,9 +29,42 @@ from .sites import AffineSite
 MUL_ADD, DWCONV = "mul-add", "dwconv"
 LOWERING_FORMS = (MUL_ADD, DWCONV)
 
+# The forms onnxruntime's CPU provider can load, per dtype of the BN. Measured with
+# onnxruntime 1.31.1 by creating a session (CPUExecutionProvider, ORT_DISABLE_ALL) on a
+# one-node Conv (1×1 depthwise, rank 4), Mul and Add model in each dtype at opsets 7, 9, 11,
+# 13, 14, 17, 19, 21 and 22 (``tests/engine/test_lowering_kernels.py`` repeats it at rank 3-5
+# and runs each form, so a runtime that changes fails there):
+# - float32, float16: Conv, Mul and Add load at every opset;
+# - float64: Mul and Add load, Conv does not ("Could not find an implementation for Conv");
+# - bfloat16: none of them (Mul/Add NOT_IMPLEMENTED; Conv has no bfloat16 type before 22 and
+#   no kernel at 22). onnxruntime has no bfloat16 BatchNormalization either.
+# Other dtypes cannot be BN inputs. A dtype missing here lowers to nothing.
+CPU_KERNELS: dict[str, tuple[str, ...]] = {
+    "float32": (MUL_ADD, DWCONV),
+    "float16": (MUL_ADD, DWCONV),
+    "float64": (MUL_ADD,),
+    "bfloat16": (),
+}
+
+
+def runnable_form(dtype: np.dtype | str, form: str) -> str | None:
+    """``form`` where onnxruntime's CPU provider runs it in ``dtype``; else the other form
+    where that runs; else None."""
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    kernels = CPU_KERNELS.get(name, ())
+    if form in kernels:
+        return form
+    others = [other for other in LOWERING_FORMS if other != form and other in kernels]
+    return others[0] if others else None
+
 
 def lowering_plan(site: AffineSite, dtype: np.dtype, form: str = MUL_ADD) -> Plan | None:
-    """Replace the BN of ``site`` by ``form``; None when its rank does not allow it."""
+    """Replace the BN of ``site`` by ``form`` (or the other form where onnxruntime has no
+    kernel for ``form`` in ``dtype``); None when its rank or dtype allows neither."""
+    chosen = runnable_form(dtype, form)
+    if chosen is None:
+        return None
+    form = chosen
     if site.rank is None or site.rank < (3 if form == DWCONV else 2):
         return None
     if (

@@ -5,7 +5,11 @@ tensor bytes are read or copied):
 
 1. the full onnx checker with strict shape inference (``full_check=True``), wherever the
    input passed it;
-2. every graph output keeps the element type and shape that inference gave it in the input.
+2. every graph output keeps the element type and shape that inference gave it in the input,
+   or a more specific shape (``refines``): a symbolic or unknown dim that inference now
+   resolves to a number (a lowered BN's ``Mul`` by ``[C, 1, 1]`` tells it the channel count
+   the BN's parameters already fixed). The model runs on exactly the inputs it ran on; a
+   number that changes, a symbol that becomes another or a dim that is lost still counts.
 
 A fold that breaks either is found and refused (``self-check-failed``; ``passes``), never
 written, and never fails the whole run.
@@ -45,9 +49,24 @@ def problem(model: onnx.ModelProto, baseline: Validity) -> str | None:
         now = outputs.get(name)
         if now is None:
             return f"graph output {name!r} is no longer produced"
-        if now[0] != elem or (shape is not None and now[1] != shape):
+        if now[0] != elem or (shape is not None and not refines(now[1], shape)):
             return f"graph output {name!r} changed from {_show(elem, shape)} to {_show(*now)}"
     return None
+
+
+def refines(now: Shape | None, before: Shape) -> bool:
+    """Whether ``now`` says at least what ``before`` says: the same rank, each number kept,
+    each symbol kept or resolved to a number, an unknown dim anything."""
+    if now is None or len(now) != len(before):
+        return False
+    for new, old in zip(now, before, strict=True):
+        if old is None:
+            continue
+        if isinstance(old, str) and isinstance(new, int):
+            continue
+        if new != old:
+            return False
+    return True
 
 
 def _checker_problem(skeleton: onnx.ModelProto) -> str | None:
