@@ -55,7 +55,7 @@ from ..engine.protocol import Answer, FoldContext, NotMine, Plan, Target, node_l
 from ..engine.scaled_weights import scaled_constant
 from ..engine.sites import AffineSite
 from .carriers import has_padding
-from .consumer_walk import Branch
+from .consumer_walk import Branch, consumer_slots
 from .layer_checks import constant_weight, optional_bias
 from .producer import tensor_base
 from .registry import CONSUMER, register
@@ -167,10 +167,12 @@ class MatMulConsumer(ConsumerFold):
 
     def plan(self, ctx, site, consumer, passes, axis, affine):
         view = ctx.view
-        data = passes[-1].output[0] if passes else site.output
         # x @ W: the affine is on x's last axis (K), W's rows are scaled, the bias is a row.
         # W @ x (constant on the left): on x's axis −2 (K), W's columns, the bias a column.
-        left = consumer.input[0] != data
+        # The slot the walk came in by decides (the same rule), not a name: after a Split the
+        # data is whichever of its outputs this MatMul reads.
+        left = consumer_slots(ctx, consumer) == (1,)
+        data = consumer.input[1 if left else 0]
         w_slot, k_axis = (0, 1) if left else (1, 0)
         weight = constant_weight(view, consumer, w_slot, "weight")
         if isinstance(weight, Skip):
@@ -212,12 +214,15 @@ class MatMulConsumer(ConsumerFold):
         )
         if bias_add is not None:
             add, index, old = bias_add
-            # Broadcast, not flatten: the bias keeps its shape (and so the Add its output's).
+            # Broadcast, not flatten: a bias per feature keeps its shape; a scalar (or [1])
+            # bias grows to one value per feature, which the Add's output already has, so
+            # the Add's output keeps its shape as long as the bias does not outrank it.
             bias = round_to(np.asarray(old, np.float64) + delta, dtype)
-            if bias.value.shape != np.shape(old):
+            if bias.value.ndim > rank:
                 return Skip(
                     "param-shape-mismatch",
-                    f"bias {list(np.shape(old))} of {node_label(add)} does not hold the folded shift",
+                    f"bias {list(np.shape(old))} of {node_label(add)} has rank {np.ndim(old)}, "
+                    f"more than its output's {rank}",
                 )
             stored = SetConstant(add, index, bias.value, tensor_base(add, "bias"))
             return finish(BiasChange(bias, (stored,), rewrites=(add,)))
