@@ -37,8 +37,8 @@ def _split_into_matmuls(sizes: list[int], left: bool) -> onnx.ModelProto:
     names = [*BN, "sizes"]
     for i, (part, size) in enumerate(zip(parts, sizes, strict=True)):
         weight = rng.standard_normal([3, size] if left else [size, 3]).astype(np.float32)
-        inputs = [f"W{i}", part] if left else [part, f"W{i}"]
-        nodes.append(helper.make_node("MatMul", inputs, [f"o{i}"], name=f"mm{i}"))
+        operands = [f"W{i}", part] if left else [part, f"W{i}"]
+        nodes.append(helper.make_node("MatMul", operands, [f"o{i}"], name=f"mm{i}"))
         inits.append(weight)
         names.append(f"W{i}")
     if left:  # W @ x needs x's channels on axis −2: BN over axis 1 of [1, C, T] → reshape
