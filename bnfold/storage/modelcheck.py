@@ -26,26 +26,9 @@ from onnx import helper
 from onnx.onnx_cpp2py_export import checker as onnx_checker
 
 from ..errors import ModelLoadError
+from . import dtypes
 
 FIX_HINT = "repair the model or re-export it; bnfold only reads valid ONNX"
-# Types whose stored size is a plain item size (packed 4-bit types are left to onnx's checker).
-_ITEM_BYTES: dict[int, int] = {
-    onnx.TensorProto.FLOAT: 4,
-    onnx.TensorProto.UINT8: 1,
-    onnx.TensorProto.INT8: 1,
-    onnx.TensorProto.UINT16: 2,
-    onnx.TensorProto.INT16: 2,
-    onnx.TensorProto.INT32: 4,
-    onnx.TensorProto.INT64: 8,
-    onnx.TensorProto.BOOL: 1,
-    onnx.TensorProto.FLOAT16: 2,
-    onnx.TensorProto.DOUBLE: 8,
-    onnx.TensorProto.UINT32: 4,
-    onnx.TensorProto.UINT64: 8,
-    onnx.TensorProto.COMPLEX64: 8,
-    onnx.TensorProto.COMPLEX128: 16,
-    onnx.TensorProto.BFLOAT16: 2,
-}
 
 
 def check_structure(model: onnx.ModelProto, role: str, where: str) -> None:
@@ -64,22 +47,22 @@ def check_tensor_sizes(tensors: Iterable[onnx.TensorProto], role: str, where: st
     for tensor in tensors:
         if any(dim < 0 for dim in tensor.dims):
             _fail(_Place(role, where, ""), f"tensor {tensor.name!r} has a negative dimension")
-        item = _ITEM_BYTES.get(tensor.data_type)
+        count = 1
+        for dim in tensor.dims:
+            count *= dim
+        # None for STRING and unknown types; packed for the sub-byte ones (int4, float4, ...).
+        need = dtypes.stored_nbytes(tensor.data_type, count)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             # Bytes still in a file (the loader checked where): the declared length must fit.
             declared = {e.key: e.value for e in tensor.external_data}.get("length")
-            if item is None or not declared or not declared.isdigit():
+            if need is None or not declared or not declared.isdigit():
                 continue
             have = int(declared)
-        elif item is None or not tensor.HasField("raw_data"):
+        elif need is None or not tensor.HasField("raw_data"):
             _check_tensor_with_onnx(tensor, role, where)
             continue
         else:
             have = len(tensor.raw_data)
-        count = 1
-        for dim in tensor.dims:
-            count *= dim
-        need = count * item
         if have != need:
             dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type).name
             _fail(

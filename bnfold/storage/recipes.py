@@ -41,6 +41,7 @@ from typing import BinaryIO
 import numpy as np
 import onnx
 
+from . import dtypes
 from .filebytes import read_array
 
 FACTORS_KEY = "bnfold-factors"
@@ -70,7 +71,7 @@ class ScaledTensor:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.data_type)).newbyteorder("<")
+        return dtypes.numpy_dtype(self.data_type)
 
     @property
     def nbytes(self) -> int:
@@ -142,7 +143,7 @@ class ScaledTensor:
     def write_to(self, handle: BinaryIO) -> None:
         """Append the result's little-endian bytes to ``handle``."""
         for chunk in self.chunks():
-            handle.write(np.ascontiguousarray(chunk).data.cast("B"))
+            handle.write(dtypes.raw_bytes(chunk, self.data_type))
 
     def all_finite(self) -> bool:
         """No element overflowed (known from plan time, else evaluated chunk by chunk)."""

@@ -23,6 +23,7 @@ from bnfold.storage.load import load_model
 from tests.builders.graphs import assert_equivalent, make_model, random_bn_params, tensor
 
 BN_NAMES = ["gamma", "beta", "mean", "var"]
+BF16 = helper.tensor_dtype_to_np_dtype(TensorProto.BFLOAT16).type
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +99,12 @@ def _model(kind: str, dtype: type, seed: int) -> onnx.ModelProto:
     else:
         raise AssertionError(kind)
     return make_model(
-        nodes, [tensor("x", x_shape, elem)], [tensor("z", None, elem)], inits, names=names
+        nodes,
+        [tensor("x", x_shape, elem)],
+        [tensor("z", None, elem)],
+        inits,
+        names=names,
+        opset=22 if elem == TensorProto.BFLOAT16 else 17,  # Conv takes bfloat16 from opset 22
     )
 
 
@@ -131,7 +137,7 @@ def _save_both(
 
 
 @pytest.mark.parametrize("external", [False, True], ids=["one-file", "external"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, BF16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_recipe_path_writes_the_bytes_of_the_in_memory_path(
     kind: str, dtype: type, external: bool, tmp_path: Path
