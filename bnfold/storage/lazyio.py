@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import dtypes, recipes
 from . import protowire as wire
-from . import recipes
 from .filebytes import read_array, read_bytes
 
 # Initializers at least this large stay in the file until needed.
@@ -27,6 +27,12 @@ LAZY_THRESHOLD_BYTES = 4096
 
 
 # ---- reading -----------------------------------------------------------------------------
+# Protobuf's merge rules, which onnx.load and onnxruntime follow: a message may be split into
+# pieces anywhere in the file. A singular embedded message that occurs more than once (a
+# second ``graph`` field, as concatenating two serialized models gives) is the merge of all
+# its pieces: repeated fields append in order, scalars and bytes take the last value. The
+# reader below walks every piece: parsing the concatenation of the pieces' light fields is
+# exactly that merge, and the large initializers are taken out and appended in file order.
 def read_lazy(path: Path) -> onnx.ModelProto:
     """Parse ``path`` leaving large initializers' bytes in the file (see module doc)."""
     with (
@@ -35,27 +41,29 @@ def read_lazy(path: Path) -> onnx.ModelProto:
     ):
         size = len(buffer)
         rest = bytearray()
-        graph_region: tuple[int, int] | None = None
+        graph_pieces: list[tuple[int, int]] = []
         for field, wire_type, field_start, payload, field_end in wire.fields(buffer, 0, size):
             if field == wire.GRAPH_FIELD and wire_type == wire.LEN:
-                graph_region = (payload, field_end)
+                graph_pieces.append((payload, field_end))
             else:
                 rest += buffer[field_start:field_end]
         model = onnx.ModelProto()
         model.ParseFromString(bytes(rest))
-        if graph_region is not None:
-            model.graph.CopyFrom(_read_graph(buffer, *graph_region, path.name))
+        if graph_pieces:
+            model.graph.CopyFrom(_read_graph(buffer, graph_pieces, path.name))
         return model
 
 
-def _read_graph(buffer: mmap.mmap, start: int, end: int, location: str) -> onnx.GraphProto:
+def _read_graph(buffer: mmap.mmap, pieces: list[tuple[int, int]], location: str) -> onnx.GraphProto:
+    """The merge of the GraphProto pieces at ``pieces`` (each ``(start, end)``)."""
     rest = bytearray()
     initializers = []
-    for field, wire_type, field_start, payload, field_end in wire.fields(buffer, start, end):
-        if field == wire.INITIALIZER_FIELD and wire_type == wire.LEN:
-            initializers.append(_read_tensor(buffer, payload, field_end, location))
-        else:
-            rest += buffer[field_start:field_end]
+    for start, end in pieces:
+        for field, wire_type, field_start, payload, field_end in wire.fields(buffer, start, end):
+            if field == wire.INITIALIZER_FIELD and wire_type == wire.LEN:
+                initializers.append(_read_tensor(buffer, payload, field_end, location))
+            else:
+                rest += buffer[field_start:field_end]
     graph = onnx.GraphProto()
     graph.ParseFromString(bytes(rest))
     graph.initializer.extend(initializers)
@@ -64,16 +72,16 @@ def _read_graph(buffer: mmap.mmap, start: int, end: int, location: str) -> onnx.
 
 def _read_tensor(buffer: mmap.mmap, start: int, end: int, location: str) -> onnx.TensorProto:
     rest = bytearray()
-    raw: tuple[int, int] | None = None
+    raw: tuple[int, int] | None = None  # the last raw_data field: bytes fields take the last
     for field, wire_type, field_start, payload, field_end in wire.fields(buffer, start, end):
-        if (
-            field == wire.RAW_DATA_FIELD
-            and wire_type == wire.LEN
-            and field_end - payload >= LAZY_THRESHOLD_BYTES
-        ):
-            raw = (payload, field_end - payload)
+        if field == wire.RAW_DATA_FIELD and wire_type == wire.LEN:
+            raw = (payload, field_end)
         else:
             rest += buffer[field_start:field_end]
+    if raw is not None and raw[1] - raw[0] < LAZY_THRESHOLD_BYTES:
+        rest += wire.key(wire.RAW_DATA_FIELD) + wire.encode_varint(raw[1] - raw[0])
+        rest += buffer[raw[0] : raw[1]]
+        raw = None
     tensor = onnx.TensorProto()
     tensor.ParseFromString(bytes(rest))
     if raw is not None:
@@ -81,7 +89,7 @@ def _read_tensor(buffer: mmap.mmap, start: int, end: int, location: str) -> onnx
         for key, value in (
             ("location", location),
             ("offset", str(raw[0])),
-            ("length", str(raw[1])),
+            ("length", str(raw[1] - raw[0])),
         ):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
@@ -105,25 +113,6 @@ def external_source(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Path, int
     return path, offset, length
 
 
-# Types whose raw bytes are plain little-endian arrays of one numpy dtype each.
-_PLAIN_TYPES = frozenset(
-    {
-        onnx.TensorProto.FLOAT,
-        onnx.TensorProto.FLOAT16,
-        onnx.TensorProto.BFLOAT16,
-        onnx.TensorProto.DOUBLE,
-        onnx.TensorProto.INT8,
-        onnx.TensorProto.INT16,
-        onnx.TensorProto.INT32,
-        onnx.TensorProto.INT64,
-        onnx.TensorProto.UINT8,
-        onnx.TensorProto.UINT16,
-        onnx.TensorProto.UINT32,
-        onnx.TensorProto.UINT64,
-    }
-)
-
-
 def tensor_array(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     """The value of ``tensor``, reading external bytes straight from their file.
 
@@ -140,8 +129,8 @@ def tensor_array(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     source = external_source(tensor, base_dir) if base_dir is not None else None
     if source is None:
         return numpy_helper.to_array(tensor)
-    if tensor.data_type in _PLAIN_TYPES:
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    if dtypes.is_plain(tensor.data_type) and tensor.data_type != onnx.TensorProto.BOOL:
+        dtype = dtypes.numpy_dtype(tensor.data_type)
         return read_array(*source, dtype).reshape(tuple(tensor.dims))
     data = read_bytes(*source)
     inline = onnx.TensorProto()
@@ -160,7 +149,7 @@ def load_all(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
         recipe = recipes.recipe_of(tensor, base_dir)
         source = external_source(tensor, base_dir) if recipe is None else None
         if recipe is not None:
-            tensor.raw_data = recipe.evaluate().tobytes()
+            tensor.raw_data = dtypes.raw_bytes(recipe.evaluate(), recipe.data_type).tobytes()
         if source is not None:
             tensor.raw_data = read_bytes(*source)
         if recipe is not None or source is not None:

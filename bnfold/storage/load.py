@@ -4,7 +4,9 @@
   ``bnfold.storage.modelcheck``), and checks every external-data location before any byte of it is
   read: a location must be a relative path that stays inside the model's folder after
   resolving symlinks and name a regular file (the CVE-2024-27318 / CVE-2024-27319 class of
-  bugs). bnfold reads the data itself, from the path it checked.
+  bugs). bnfold reads the data itself, from the path it checked. The model's folder is the
+  folder of the path as given, as onnx and onnxruntime take it: for a symbolic link to a
+  model file, the link's folder, not its target's.
 - Loading a file is lazy (``bnfold.storage.lazyio``): large tensors stay in their file (the model
   itself, or its checked external data) and are read one at a time when a fold needs them.
 - Saving is ``bnfold.storage.outputs``'s job (the one writer); the input is never opened for writing.
@@ -69,7 +71,12 @@ def load_model(
         return _load_in_memory(source, role)
     path = Path(source)
     _check_model_file(path, role)
-    resolved = path.resolve()
+    # External data lies beside the path as given, as onnx and onnxruntime look for it: for a
+    # symbolic link to a model, beside the link, not beside its target. Only the folder is
+    # resolved (the safety rule compares resolved paths); the file is opened through its name
+    # there, so the model's own bytes are referenced under that name too.
+    base_dir = path.absolute().parent.resolve()
+    resolved = base_dir / path.name
     try:
         model = lazyio.read_lazy(resolved)
     except (DecodeError, RuntimeError, ValueError, IndexError) as exc:
@@ -84,7 +91,6 @@ def load_model(
     _check_basic_fields(model, role, str(path))
     check_structure(model, role, str(path))
 
-    base_dir = resolved.parent
     external = [
         t
         for t in _all_tensors(model)
