@@ -307,8 +307,10 @@ class _ModelState:
         applied = deferred = False
         sites, refused = all_sites(view, view.opset, view.shapes)
         skipped.clear()
-        for node, skip in refused.values():
-            skipped[node.output[0]] = SkippedBatchNorm(node_label(node), skip.reason, skip.detail)
+        for node, skip, kind in refused.values():
+            skipped[node.output[0]] = SkippedBatchNorm(
+                node_label(node), skip.reason, skip.detail, kind
+            )
         for site in sites:
             result = self._plan(ctx, editor, site, patterns)
             if isinstance(result, Skip):

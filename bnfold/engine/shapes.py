@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from .runtime_shapes import infer_with_runtime_shapes
+
 Shape = tuple[int | str | None, ...]
 ScopePath = tuple[tuple[str, str, int], ...]
 MAIN_SCOPE: ScopePath = ()
@@ -81,7 +83,7 @@ def infer_model_shapes(model: onnx.ModelProto) -> ModelShapes:
     """
     skeleton = shape_skeleton(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+        inferred = infer_with_runtime_shapes(skeleton)  # Reshape targets built at run time
     except Exception:  # noqa: BLE001 - a model onnx cannot infer just gives no shapes
         inferred = skeleton
     result = ModelShapes()

@@ -14,6 +14,11 @@ Which elementwise chains count as sites, and why:
   LayerNormalization, whose ``γ``/``β`` Mul/Add onnxruntime fuses back into one kernel);
 - the rank of the data must be known (shape inference), so the axis is proven; the
   constants' dtype must be floating point (integer shape arithmetic is no affine).
+
+A chain that reads as a BN in another form (a floating ``Mul``/``Div`` by a per-channel
+vector, its constants all vectors along one axis when right-aligned) but whose data's rank is
+unknown is no site, yet it is reported as kept (``axis-not-proven``, in ``all_sites``'
+refusals): a BN-equivalent is either folded or reported, never silently left.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ..storage.dtypes import is_float_dtype
 from .batchnorm import batchnorm_affine, is_batchnorm
 from .elementwise import constant_operand, elementwise_affine
 from .foldmath import Affine
@@ -92,8 +98,16 @@ def batchnorm_site(
     return AffineSite([node], node.input[0], node.output[0], affine, 1, rank, True, scale)
 
 
-def elementwise_sites(view: GraphView, shapes: Callable[[], Shapes]) -> list[AffineSite]:
-    """Every maximal chain of per-channel constant ops that qualifies as a site (see module doc)."""
+# A site refused before any pattern sees it: the node it is reported by (a BN, or a chain's
+# last node), why, and its kind ("BatchNormalization", or the chain's ops: "Mul+Add").
+Refusal = tuple[onnx.NodeProto, Skip, str]
+
+
+def elementwise_sites(
+    view: GraphView, shapes: Callable[[], Shapes], refused: dict[str, Refusal] | None = None
+) -> list[AffineSite]:
+    """Every maximal chain of per-channel constant ops that qualifies as a site (see module
+    doc); BN-like chains that do not qualify go into ``refused`` with their reason."""
     sites: list[AffineSite] = []
     if view.opset < 7:
         return sites  # legacy broadcast/axis semantics: not read as affines
@@ -112,8 +126,11 @@ def elementwise_sites(view: GraphView, shapes: Callable[[], Shapes]) -> list[Aff
                 break
             chain.append(reader)
         site = _chain_site(view, chain, shapes())
-        if site is not None:
+        if isinstance(site, AffineSite):
             sites.append(site)
+        elif isinstance(site, Skip) and refused is not None:
+            kind = "+".join(step.op_type for step in chain)
+            refused[chain[-1].output[0]] = (chain[-1], site, kind)
     return sites
 
 
@@ -136,14 +153,22 @@ def _continues_chain(view: GraphView, node: onnx.NodeProto) -> bool:
 
 def _chain_site(
     view: GraphView, chain: list[onnx.NodeProto], shapes: Mapping[str, Shape]
-) -> AffineSite | None:
+) -> AffineSite | Skip | None:
+    """The site ``chain`` is; a refusal when it is BN-like (``_bn_like_chain``) but cannot
+    be one; None when it is no BN in another form."""
     data = _data_input(view, chain[0])
-    shape = shapes.get(data)
-    if shape is None:
-        return None
     producer = view.producer.get(data)
     if producer is not None and producer.op_type == "Div":
         return None
+    shape = shapes.get(data)
+    if shape is None:
+        if not _bn_like_chain(view, chain):
+            return None
+        return Skip(
+            "axis-not-proven",
+            f"rank of {data!r} is unknown: cannot prove {'+'.join(n.op_type for n in chain)} "
+            "acts per channel",
+        )
     rank = len(shape)
     located = _channel_axis(view, chain, rank)
     if located is None:
@@ -157,9 +182,29 @@ def _chain_site(
     for node in chain:
         step = elementwise_affine(view, node, rank=rank, axis=axis, channels=channels)
         if step is None or isinstance(step, Skip):
-            return None
+            return None  # a NaN, a zero divisor, c / x: no affine, so no BN in another form
         total = total.then(step)
     return AffineSite(chain, data, chain[-1].output[0], total, axis, rank, False)
+
+
+def _bn_like_chain(view: GraphView, chain: list[onnx.NodeProto]) -> bool:
+    """Whether ``chain`` reads as a BN in another form whatever the data's rank: floating
+    constants, each a vector along one common axis (right-aligned), and a ``Mul``/``Div``
+    by one with more than one channel (a bias or a scalar scale is no BN)."""
+    constants = []
+    for node in chain:
+        operand = constant_operand(view, node)
+        assert operand is not None
+        constants.append(np.asarray(operand[1]))
+    if not all(is_float_dtype(value.dtype) for value in constants):
+        return False
+    rank = max(value.ndim for value in constants)
+    if _channel_axis(view, chain, rank) is None:
+        return False
+    return any(
+        node.op_type in ("Mul", "Div") and value.size > 1
+        for node, value in zip(chain, constants, strict=True)
+    )
 
 
 def _channel_axis(
@@ -184,16 +229,17 @@ def _channel_axis(
 
 def all_sites(
     view: GraphView, opset: int, shapes: Callable[[], Shapes]
-) -> tuple[list[AffineSite], dict[str, tuple[onnx.NodeProto, Skip]]]:
-    """The sites in graph order (BNs first), and the BNs that are no site (with why)."""
-    refused: dict[str, tuple[onnx.NodeProto, Skip]] = {}
+) -> tuple[list[AffineSite], dict[str, Refusal]]:
+    """The sites in graph order (BNs first), and the BNs and BN-like chains that are no site
+    (with why), by output."""
+    refused: dict[str, Refusal] = {}
     sites: list[AffineSite] = []
     for node in view.graph.node:
         if is_batchnorm(node):
             site = batchnorm_site(view, node, opset, shapes)
             if isinstance(site, Skip):
-                refused[node.output[0]] = (node, site)
+                refused[node.output[0]] = (node, site, "BatchNormalization")
             else:
                 sites.append(site)
-    sites.extend(elementwise_sites(view, shapes))
+    sites.extend(elementwise_sites(view, shapes, refused))
     return sites, refused
