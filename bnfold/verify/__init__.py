@@ -176,16 +176,27 @@ def _verify(
         {spec.name: spec.shape for spec in specs},
         len(input_sets),
         settings.sites.budget_bytes,
+        (original_model.base_dir, candidate_model.base_dir),
     )
-    original_run, candidate_run = prepare(original_model, plan), prepare(candidate_model, plan)
+    original_run = prepare(original_model, plan, probes=True)
+    candidate_run = prepare(candidate_model, plan)
     output_names = [vi.name for vi in original_model.model.graph.output]
     trial = Trial(input_sets, plan, output_names, settings.tolerance, settings.runtime)
     reference = reference_runs(original_run, trial)
+    branches = plan.branches(reference, input_sets)
+    for run in reference:  # the If conditions were read; they are not compared
+        for probe in plan.probes:
+            run.pop(probe, None)
     weak = weak_outputs(
         original_model.model,
         [split(run, output_names)[0] for run in reference],
         settings.tolerance.atol,
     )
+    # A weak output some difference reaches unchecked: with the sites, and without them
+    # (when no site could be compared on any configuration).
+    graded = [w.output for w in weak.values() if w.kind != "same-argmax"]
+    strong = [n for n in output_names if n not in weak]
+    uncovered = (plan.uncovered(graded, strong, True), plan.uncovered(graded, strong, False))
 
     requested = settings.runtime.providers
     skipped_notes: list[str] = []
@@ -228,13 +239,15 @@ def _verify(
         levels=list(settings.runtime.levels),
         requested_providers=None if requested is None else list(requested),
         input_files=[s for s in sources if s],
-        notes=structure_notes + skipped_notes + notes + plan.notes,
+        notes=structure_notes + skipped_notes + notes + plan.notes + _branch_notes(branches),
         site_mode=settings.sites.mode,
         site_labels={s.name: {"bn": s.bn, "into": s.into} for s in plan.sites},
         sites_left_out=[s.name for s in plan.left_out],
         weak_outputs=list(weak.values()),
         output_names=output_names,
         drift=drift,
+        uncovered=uncovered,
+        if_branches=branches,
     )
     _keep_failing_inputs(
         report,
@@ -245,6 +258,27 @@ def _verify(
         reads=[*original_model.files, *candidate_model.files],
     )
     return report
+
+
+def _branch_notes(branches: list[dict[str, Any]]) -> list[str]:
+    """One note per top-level If: which branches the input sets took."""
+    notes = []
+    for row in branches:
+        then, other = row["then_runs"], row["else_runs"]
+        if then is None:
+            notes.append(f"If `{row['node']}`: which branch ran is unknown")
+            continue
+        never = [name for name, count in (("then", then), ("else", other)) if count == 0]
+        warning = (
+            f"; the {never[0]} branch never ran: a difference inside it cannot show"
+            " (set its condition with --inputs)"
+            if never
+            else ""
+        )
+        notes.append(
+            f"If `{row['node']}`: then branch ran on {then}, else branch on {other} input set(s){warning}"
+        )
+    return notes
 
 
 def _input_sets(

@@ -12,9 +12,12 @@ JSON schema (``to_dict``), stable keys::
                  reason, dtype, shape, atol, rtol, tolerance_used, ...}},
                  sites: {name: <same as outputs>}, site_error, first_divergence}]
     sites: {mode, compared: [{name, bn, into}], left_out: [name], notes: [str]}
-    weak_outputs: [{output, kind: saturated|constant|same-argmax, message, share}]
+    weak_outputs: [{output, kind: saturated|constant|nonfinite|integer|bool|same-argmax,
+                    message, share}]
+    uncovered_outputs: [str]          weak outputs a difference reaches past no compared site
+    if_branches: [{node, condition, then_runs, else_runs}]   top-level Ifs (null: unknown)
     provider_drift: {provider: {status, outputs, sites, summary} | {status, reason}}
-    inconclusive: bool               every output weak and no site compared: not a pass
+    inconclusive: bool               a weak output is uncovered: not a pass
     seeds: [int], runs: int, input_files: [str], inputs: [{name, dtype, shape, low, high, source}]
     tolerances: {defaults: {dtype: {atol, rtol}}, atol_override, rtol_override}
     notes: [str], failing_inputs: str | null, rerun_command: str | null
@@ -129,6 +132,10 @@ class VerifyReport:
     weak_outputs: list[Weakness] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
     drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Weak outputs a difference between the models reaches past no compared tensor: with the
+    # planned sites compared, and without them (``sites.SitePlan.uncovered``).
+    uncovered: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
+    if_branches: list[dict[str, Any]] = field(default_factory=list)
 
     # -- verdict -------------------------------------------------------------------------
 
@@ -146,12 +153,16 @@ class VerifyReport:
         return [r for r in self.providers if r.status == UNAVAILABLE and r.requested]
 
     @property
-    def inconclusive(self) -> bool:
-        """Every graph output is weak evidence and no site was compared: nothing is proven."""
-        weak = {w.output for w in self.weak_outputs if w.kind != "same-argmax"}
-        all_weak = bool(self.output_names) and all(n in weak for n in self.output_names)
+    def uncovered_outputs(self) -> list[str]:
+        """Weak outputs (``evidence.py``) that some difference between the models reaches
+        without passing a compared site or a strong output: a wrong fold there would pass."""
         sites_compared = any(r.sites for r in self.ran)
-        return all_weak and not sites_compared
+        return list(self.uncovered[0] if sites_compared else self.uncovered[1])
+
+    @property
+    def inconclusive(self) -> bool:
+        """A weak output is uncovered: nothing proves the candidate right there."""
+        return bool(self.uncovered_outputs)
 
     @property
     def passed(self) -> bool:
@@ -191,10 +202,12 @@ class VerifyReport:
                 f"{r.provider}/{r.level}: {r.failure_summary()}" for r in self.failed
             )
         if self.inconclusive and not self.missing:
+            kinds = {w.output: w.kind for w in self.weak_outputs}
+            weak = ", ".join(f"`{n}` ({kinds.get(n, 'weak')})" for n in self.uncovered_outputs)
             return (
-                "inconclusive: every output is weak evidence (saturated or constant) and no fold"
-                " site was compared, so a wrong fold could pass; compare sites (--sites folds|all)"
-                " or pass real data with --inputs"
+                f"inconclusive: output(s) {weak} are weak evidence and no compared fold site"
+                " lies between them and what the candidate changed, so a wrong fold could pass;"
+                " compare sites (--sites folds|all) or pass real data with --inputs"
             )
         if self.missing:
             return "requested provider unavailable: " + "; ".join(
@@ -252,6 +265,8 @@ class VerifyReport:
                 "left_out": list(self.sites_left_out),
             },
             "weak_outputs": [w.to_dict() for w in self.weak_outputs],
+            "uncovered_outputs": self.uncovered_outputs,
+            "if_branches": [dict(row) for row in self.if_branches],
             "provider_drift": drift_to_dict(self.drift),
             "inconclusive": self.inconclusive,
             "notes": list(self.notes),

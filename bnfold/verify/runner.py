@@ -65,10 +65,12 @@ class Trial:
     runtime: RuntimeChoice
 
 
-def prepare(loaded: LoadedModel, plan: SitePlan) -> Prepared:
+def prepare(loaded: LoadedModel, plan: SitePlan, *, probes: bool = False) -> Prepared:
+    """``loaded`` with the plan's sites exposed (and its If conditions when ``probes``)."""
     # A path lets onnxruntime read external data itself and skips a serialization copy.
     plain: onnx.ModelProto | Path = loaded.path if loaded.path is not None else loaded.model
-    exposed = with_outputs(loaded.model, plan.names) if plan.sites else None
+    names = plan.names + (plan.probes if probes else [])
+    exposed = with_outputs(loaded.model, names) if names else None
     return Prepared(plain, exposed, loaded.base_dir)
 
 
@@ -100,10 +102,12 @@ def reference_runs(original: Prepared, trial: Trial) -> list[dict[str, Any]]:
     return outputs
 
 
-def split(run: dict[str, Any], output_names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(graph outputs, sites) of one run of an exposed model."""
+def split(
+    run: dict[str, Any], output_names: list[str], skip: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(graph outputs, sites) of one run of an exposed model; ``skip``: probes, neither."""
     outputs = {n: run[n] for n in output_names if n in run}
-    sites = {n: v for n, v in run.items() if n not in outputs}
+    sites = {n: v for n, v in run.items() if n not in outputs and n not in (skip or ())}
     return outputs, sites
 
 
@@ -128,7 +132,7 @@ def run_candidate(
     )
     if attempt.status != "ok" or attempt.session is None:
         return result
-    references = [split(run, trial.output_names) for run in reference]
+    references = [split(run, trial.output_names, trial.plan.probes) for run in reference]
     crashed = _compare_runs(result, attempt.session, [r[0] for r in references], "outputs", trial)
     if crashed is None and candidate.exposed is not None:
         _compare_sites(result, candidate, (provider, level), [r[1] for r in references], trial)

@@ -38,7 +38,8 @@ def _assert_judge(original: onnx.ModelProto, folded: onnx.ModelProto) -> int:
         assert report.exit_code == 1, f"{site}: {report.summary_line()}"
         (result,) = report.providers
         assert result.first_divergence == site, result.reason
-        assert f"first divergence at `{site}` (BN `" in (result.reason or "")
+        assert f"first divergence at `{site}` (" in (result.reason or "")
+        assert "folded into" in (result.reason or "")
     return len(sites)
 
 
