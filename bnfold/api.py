@@ -226,6 +226,7 @@ def _fold(
         skipped=outcome.skipped,
         counts=outcome.counts,
         seconds=time.perf_counter() - started,
+        functions=outcome.functions,
     )
     return OptimizeResult(model, report, loaded, outputs=outputs)
 

@@ -21,7 +21,7 @@ import onnx
 from ..storage.dtypes import is_float_dtype
 from .constants import describe_not_constant
 from .foldmath import Affine, bn_to_affine
-from .graph import GraphView, attribute, float_attribute
+from .graph import AttributeReference, GraphView, attribute, float_attribute
 from .outcomes import Skip
 
 DEFAULT_EPSILON = 1e-5
@@ -34,6 +34,13 @@ def is_batchnorm(node: onnx.NodeProto) -> bool:
 
 def batchnorm_affine(view: GraphView, node: onnx.NodeProto, opset: int) -> Affine | Skip:
     """``BN(x) = s·x + t`` with ``s = γ/sqrt(σ²+ε)``, ``t = β − μ·s``; or why not."""
+    try:
+        return _affine(view, node, opset)
+    except AttributeReference as ref:  # epsilon=$eps in a function body: set per call
+        return Skip("attribute-reference", str(ref))
+
+
+def _affine(view: GraphView, node: onnx.NodeProto, opset: int) -> Affine | Skip:
     mode = _mode_skip(view, node, opset)
     if mode is not None:
         return mode
@@ -42,9 +49,8 @@ def batchnorm_affine(view: GraphView, node: onnx.NodeProto, opset: int) -> Affin
     params = []
     for role, name in zip(PARAM_NAMES, node.input[1:5], strict=True):
         if view.is_overridable(name):
-            return Skip(
-                "param-is-graph-input",
-                f"{role} {name!r} is a graph input and can be overridden at run time",
+            return view.overridable_skip(
+                name, f"{role} {name!r}", " and can be overridden at run time"
             )
         value = view.constant_value(name)
         if value is None:

@@ -22,7 +22,14 @@ import numpy as np
 import onnx
 
 from ..storage.lazyio import tensor_array
-from .graph import GraphView, attribute, int_attribute, is_standard, node_label
+from .graph import (
+    AttributeReference,
+    GraphView,
+    attribute,
+    int_attribute,
+    is_standard,
+    node_label,
+)
 
 # Nodes whose value is not a pure function of their inputs must never be evaluated.
 NONDETERMINISTIC_OPS = frozenset(
@@ -96,7 +103,10 @@ def _constant(view: GraphView, name: str, depth: int) -> np.ndarray | None:
     cache = owner.cache
     if name in cache.values:
         return cache.values[name]
-    value = _compute(owner, name, depth)
+    try:
+        value = _compute(owner, name, depth)
+    except AttributeReference:  # a node reads its caller's attribute: a value per call
+        return None
     if value is not None and value.nbytes <= CACHE_LIMIT_BYTES:
         cache.values[name] = value
     return value

@@ -32,7 +32,18 @@ from .batchnorm import is_batchnorm
 from .constants import ConstantCache
 from .dispatch import Dispatcher
 from .editor import GraphEditor, NameAllocator
+from .functions import (
+    FunctionAction,
+    FunctionId,
+    batchnorms_per_call,
+    function_id,
+    function_label,
+    inline,
+    inline_candidates,
+    reachable_calls,
+)
 from .graph import (
+    AttributeReference,
     GraphView,
     node_label,
     opset_version,
@@ -44,7 +55,14 @@ from .lowering import MUL_ADD, lowering_plan
 from .outcomes import Fold, Skip
 from .plan import Plan
 from .protocol import FoldContext, Pattern
-from .shapes import MAIN_SCOPE, ModelShapes, ScopePath, infer_model_shapes, scoped_subgraphs
+from .shapes import (
+    MAIN_SCOPE,
+    ModelShapes,
+    ScopePath,
+    function_scope,
+    infer_model_shapes,
+    scoped_graphs,
+)
 from .sites import AffineSite, all_sites
 
 SiteKey = tuple[ScopePath, str]  # (scope, site output): unique, since names are SSA per scope
@@ -76,6 +94,8 @@ class FoldOutcome:
     # The node each fold went into: labelled once folding is over (a later fold of the same
     # run may rename an unnamed node's output, which is its label).
     targets: list[tuple[Fold, Plan]] = field(default_factory=list, repr=False)
+    # Local functions changed so their BNs fold per call site (``functions``).
+    functions: list[FunctionAction] = field(default_factory=list)
 
     def label_targets(self) -> None:
         for fold, plan in self.targets:
@@ -104,37 +124,104 @@ def fold_model(
     if reload is None:
         snapshot = onnx.ModelProto()
         snapshot.CopyFrom(model)
-    denied: dict[SiteKey, Skip] = {}
-    check_each: Callable[[], str | None] | None = None
-    deny_all: Skip | None = None
+
+    def restore() -> None:
+        model.CopyFrom(reload() if reload is not None else snapshot)
+
+    run = _Run(model, dispatcher, options, base_dir, baseline, restore)
     if len(model.training_info):
-        deny_all = Skip(
+        run.deny_all = Skip(
             "training-info",
             "the model carries training_info, whose bindings name tensors a fold would rewrite",
         )
-    while True:
-        try:
-            reordered = sort_topologically(model.graph)
-            outcome = _fold_once(
-                model, dispatcher, options, progress, base_dir, denied, check_each, deny_all
-            )
-        except _PlanBroke as broke:
-            denied[broke.key] = Skip("self-check-failed", broke.problem)
-            outcome = None
-        if outcome is not None:
-            found = selfcheck.problem(model, baseline)
-            if found is None or deny_all is not None:
-                if reordered and not outcome.folds:
-                    # Sorted only to fold: with nothing folded the input's order stays.
-                    model.CopyFrom(reload() if reload is not None else snapshot)
-                return outcome
-            if check_each is not None:
-                # No single plan broke it (cleanup did): refuse every fold rather than guess.
-                deny_all = Skip("self-check-failed", found)
-        # Start again from the input, checking after every plan to find the one to refuse.
-        model.CopyFrom(reload() if reload is not None else snapshot)
-        progress = None
-        check_each = _checker(model, baseline)
+    outcome = run.fold(progress)
+    candidates = inline_candidates(model) if run.deny_all is None else []
+    if not candidates:
+        return outcome
+    # BNs stay inside local functions: try again with those functions inlined at their call
+    # sites (``functions``); keep that only when fewer BNs run per inference.
+    left = batchnorms_per_call(model)
+    kept = onnx.ModelProto()
+    kept.CopyFrom(model)
+    restore()
+    calls = reachable_calls(model)
+    if not inline(model, candidates):
+        model.CopyFrom(kept)
+        return outcome
+    run.inlined = candidates
+    run.denied.clear()
+    inlined = run.fold(None)
+    if batchnorms_per_call(model) >= left:
+        model.CopyFrom(kept)
+        return outcome
+    for key in ("batchnorm_before", "nodes_before"):
+        inlined.counts[key] = outcome.counts[key]
+    inlined.functions = [
+        FunctionAction(
+            function_label(key),
+            "inlined",
+            calls.get(key, 0),
+            "its BatchNormalization folds only per call site (parameters bound at the call, "
+            "attributes set by the caller, or the layer in another function)",
+        )
+        for key in candidates
+    ]
+    return inlined
+
+
+@dataclass
+class _Run:
+    """One way of folding a model: restarted from the input (``restore``, then the
+    ``inlined`` functions inlined again) until the model passes the input's checks."""
+
+    model: onnx.ModelProto
+    dispatcher: Dispatcher
+    options: FoldOptions
+    base_dir: Path | None
+    baseline: selfcheck.Validity
+    restore: Callable[[], None]
+    deny_all: Skip | None = None
+    inlined: list[FunctionId] = field(default_factory=list)
+    denied: dict[SiteKey, Skip] = field(default_factory=dict)
+
+    def fold(self, progress: Callable[[int], None] | None) -> FoldOutcome:
+        model = self.model
+        check_each: Callable[[], str | None] | None = None
+        while True:
+            try:
+                reordered = sort_topologically(model.graph)
+                outcome = _fold_once(
+                    model,
+                    self.dispatcher,
+                    self.options,
+                    progress,
+                    self.base_dir,
+                    self.denied,
+                    check_each,
+                    self.deny_all,
+                )
+            except _PlanBroke as broke:
+                self.denied[broke.key] = Skip("self-check-failed", broke.problem)
+                outcome = None
+            if outcome is not None:
+                found = selfcheck.problem(model, self.baseline)
+                if found is None or self.deny_all is not None:
+                    if reordered and not outcome.folds:
+                        # Sorted only to fold: with nothing folded the input's order stays.
+                        self._start_again()
+                    return outcome
+                if check_each is not None:
+                    # No single plan broke it (cleanup did): refuse every fold, not guess.
+                    self.deny_all = Skip("self-check-failed", found)
+            # Start again from the input, checking after every plan to find the one to refuse.
+            self._start_again()
+            progress = None
+            check_each = _checker(model, self.baseline)
+
+    def _start_again(self) -> None:
+        self.restore()
+        if self.inlined and not inline(self.model, self.inlined):
+            raise AssertionError("a model inlined once could not be inlined again")  # a bug
 
 
 class _PlanBroke(Exception):
@@ -203,7 +290,11 @@ class _ModelState:
     def view(self, graph: onnx.GraphProto, outer: GraphView | None, scope: ScopePath) -> GraphView:
         cache = self.caches.setdefault(scope, ConstantCache(base_dir=self.base_dir))
         ir_version, opset = self.overrides.get(scope[:1], (None, None))
-        return GraphView(
+        step = scope[0] if scope else None
+        function = None
+        if step is not None and step[0] == "function":
+            function = function_label((str(step[1]), str(step[2]), str(step[3])))
+        view = GraphView(
             graph,
             ir_version=ir_version or self.model.ir_version,
             opset=opset or self.opset,
@@ -213,6 +304,8 @@ class _ModelState:
             outer=outer,
             scope=scope,
         )
+        view.function = function if outer is None else None
+        return view
 
     def editor(self, view: GraphView) -> GraphEditor:
         scope = view.scope
@@ -254,9 +347,8 @@ class _ModelState:
                 break
             view = self.view(graph, outer, scope)
         outcome.skipped.extend(skipped.values())
-        for node in list(graph.node):
-            for sub, sub_scope in scoped_subgraphs(node, scope):
-                self.fold_graph(sub, view, sub_scope, patterns, outcome, progress)
+        for sub, sub_scope in list(scoped_graphs(graph, scope)):
+            self.fold_graph(sub, view, sub_scope, patterns, outcome, progress)
 
     def fold_function(
         self,
@@ -270,19 +362,20 @@ class _ModelState:
         The body is folded as a graph whose inputs are the function's inputs (values that
         differ per call, never constants) and whose new constants are ``Constant`` nodes
         (a function has no initializers; ``Constant`` values that refer to the caller's
-        attributes are not constants either). Reports name ``domain.function/node``.
+        attributes are not constants either). Reports name ``domain.function/node``
+        (``domain.function:overload/node`` for an IR-10 overload).
         """
         graph = onnx.GraphProto()
         graph.name = function.name
         graph.node.extend(function.node)
         graph.input.extend(onnx.helper.make_empty_tensor_value_info(n) for n in function.input)
         graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in function.output)
-        scope: ScopePath = ((f"{function.domain}.{function.name}", "function", 0),)
+        scope = function_scope(function)
         found = FoldOutcome()
         opset = opset_version_of(function.opset_import, default=self.opset)
         self.fold_graph(graph, None, scope, patterns, found, progress, ir_version=3, opset=opset)
         found.label_targets()
-        prefix = f"{function.domain}.{function.name}/" if function.domain else f"{function.name}/"
+        prefix = function_label(function_id(function)) + "/"
         for fold in found.folds:
             fold.bn, fold.into = prefix + fold.bn, prefix + fold.into
         for skip in found.skipped:
@@ -337,7 +430,10 @@ class _ModelState:
         denied = self.deny_all or self.denied.get((ctx.view.scope, site.output))
         if denied is not None:
             return denied
-        result = patterns.fold(ctx, site)
+        try:
+            result = patterns.fold(ctx, site)
+        except AttributeReference as ref:  # pads=$p, transB=$t...: one value per call site
+            return Skip("attribute-reference", str(ref))
         if isinstance(result, Plan):
             refusal = editor.refusal(result)
             if refusal is not None:

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from ..storage.naming import node_label
+from .outcomes import Skip
 from .shapes import MAIN_SCOPE, ScopePath, Shape
 
 
@@ -65,12 +66,40 @@ def opset_version_of(
     return default
 
 
+class AttributeReference(Exception):
+    """An attribute of a node in a function body that refers to the caller's (``ref_attr_name``,
+    ``epsilon=$eps``): its value is set per call site, so no one value can be read here.
+
+    The driver turns it into the refusal ``attribute-reference``; the call sites get their
+    own folds when the function is inlined (``bnfold.engine.functions``).
+    """
+
+    def __init__(self, node: onnx.NodeProto, name: str, ref: str) -> None:
+        super().__init__(
+            f"{node.op_type} {node_label(node)} takes its {name} from the caller's attribute "
+            f"{ref!r}, which is set per call site"
+        )
+        self.node, self.name, self.ref = node, name, ref
+
+
 def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """The value of ``node``'s attribute ``name``, or ``default`` when it is absent."""
+    """The value of ``node``'s attribute ``name``, or ``default`` when it is absent.
+
+    Every attribute read goes through here. An attribute that refers to a function's caller
+    (``ref_attr_name``) has no value of its own: reading it raises ``AttributeReference``
+    (a default would be a wrong fold: ``beta`` read as 0, ``pads`` as none).
+    """
     for attr in node.attribute:
         if attr.name == name:
+            if attr.ref_attr_name:
+                raise AttributeReference(node, name, attr.ref_attr_name)
             return onnx.helper.get_attribute_value(attr)
     return default
+
+
+def has_attribute_references(node: onnx.NodeProto) -> bool:
+    """Whether any attribute of ``node`` (not of its subgraphs) refers to the caller's."""
+    return any(attr.ref_attr_name for attr in node.attribute)
 
 
 def int_attribute(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -153,6 +182,9 @@ class GraphView:
         self.types = types
         self.outer = outer
         self.scope = scope
+        # The function this graph is the body of (``domain.name``), or None for a graph
+        # (the driver sets it on a function body's view).
+        self.function: str | None = None
         self.producer: dict[str, onnx.NodeProto] = {}
         self.uses: dict[str, list[Use]] = {}
         self.initializers = {tensor.name: tensor for tensor in graph.initializer}
@@ -213,6 +245,21 @@ class GraphView:
             return self.outer.is_overridable(name)
         return False
 
+    def overridable_skip(self, name: str, subject: str, tail: str = "") -> Skip:
+        """The refusal for a parameter or weight ``name`` that ``is_overridable``, true of
+        where it comes from: a graph input (``param-is-graph-input``), or an input of a
+        function body, bound per call site (``param-is-function-input``)."""
+        view: GraphView | None = self
+        while view is not None and not view.defines(name):
+            view = view.outer
+        if view is not None and view.function is not None:
+            return Skip(
+                "param-is-function-input",
+                f"{subject} is an input of function {view.function}, bound per call site "
+                "(not the same constant at every call)",
+            )
+        return Skip("param-is-graph-input", f"{subject} is a graph input{tail}")
+
     def origin(self, name: str) -> str:
         """Where ``name`` comes from, in words that are true of the model (report details)."""
         view: GraphView | None = self
@@ -222,6 +269,8 @@ class GraphView:
         if view is None:
             return "undefined"
         where = "" if depth == 0 else " of an enclosing graph"
+        if name in view.graph_inputs and view.function is not None:
+            return f"an input of function {view.function}" + where
         if name in view.graph_inputs and not (name in view.initializers and view.ir_version < 4):
             return ("a graph input" if depth == 0 else "an input") + where
         if name in view.initializers or name in view.sparse_names:

@@ -20,6 +20,7 @@ from typing import Any
 from ..storage.results import to_json
 from ..version import __version__
 from .driver import SkippedBatchNorm
+from .functions import FunctionAction
 from .outcomes import Fold
 
 LOW_PRECISION = {"float16", "bfloat16"}
@@ -50,6 +51,8 @@ class FoldReport:
     counts: dict[str, int] = field(default_factory=dict)
     output: str | None = None
     seconds: float = 0.0
+    # Model-local functions changed so their BNs fold per call site (inlined, and why).
+    functions: list[FunctionAction] = field(default_factory=list)
 
     def folds_by_kind(self) -> dict[str, int]:
         """How many folds of each category (see the module doc), every category present."""
@@ -76,6 +79,7 @@ class FoldReport:
             "folds": [asdict(fold) for fold in self.folds],
             "skipped": [asdict(skip) for skip in self.skipped],
             "counts": dict(self.counts),
+            "functions": [asdict(action) for action in self.functions],
             "folds_by_kind": self.folds_by_kind(),
             "seconds": round(self.seconds, 4),
         }
@@ -113,6 +117,10 @@ class FoldReport:
                 for s in self.skipped
             ]
             lines.append("")
+        lines += [
+            f"Function `{a.function}` {a.action} at {a.calls} call site(s): {a.reason}"
+            for a in self.functions
+        ]
         return "\n".join(lines)
 
     def render(self, console: Any) -> None:
@@ -154,6 +162,11 @@ class FoldReport:
             for skip in self.skipped:
                 table.add_row(skip.bn, fold_category(skip.kind), skip.reason, skip.detail)
             console.print(table)
+        for action in self.functions:
+            console.print(
+                f"Function {action.function} {action.action} at {action.calls} call site(s): "
+                f"{action.reason}"
+            )
         c = self.counts
         console.print(
             f"BatchNormalization: {c.get('batchnorm_before', 0)} → {c.get('batchnorm_after', 0)}   "

@@ -2,9 +2,9 @@
 
 ONNX names are lexically scoped: an If/Loop/Scan body may reuse a sibling branch's names or
 shadow an outer one. So shapes are kept in one table per graph (``ScopeTables``), keyed by
-the graph's *scope path* — the chain of (node's first output, attribute name, index) that
-leads to it from the main graph — and a lookup in a body falls back to the enclosing scope
-only for names the body does not define (``collections.ChainMap``).
+the graph's *scope path* — the chain of steps that leads to it from the main graph (by the
+identity of each node and function, never a tensor name) — and a lookup in a body falls back
+to the enclosing scope only for names the body does not define (``collections.ChainMap``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ import onnx
 from .runtime_shapes import infer_with_runtime_shapes
 
 Shape = tuple[int | str | None, ...]
-ScopePath = tuple[tuple[str, str, int], ...]
+# One step of a scope path, an identity never derived from a tensor name (names need not be
+# unique: a Loop's first output may be '' on several nodes, IR-10 function overloads share
+# ``domain.name``): ``("node", k, attribute, index)`` is graph ``index`` of ``attribute`` of
+# the k-th node that carries graphs in the enclosing graph (folds never add, drop or reorder
+# such nodes, and graphs are sorted before anything is keyed); ``("function", domain, name,
+# overload)`` is a model-local function's body, by its IR identity.
+ScopeStep = tuple[str, str | int, str, str | int]
+ScopePath = tuple[ScopeStep, ...]
 MAIN_SCOPE: ScopePath = ()
 
 # Initializers up to this size keep their bytes in the inference skeleton (Reshape targets,
@@ -27,17 +34,27 @@ MAIN_SCOPE: ScopePath = ()
 SKELETON_LIMIT_BYTES = 4096
 
 
-def scoped_subgraphs(
-    node: onnx.NodeProto, path: ScopePath
+def function_scope(function: onnx.FunctionProto) -> ScopePath:
+    """The scope of a model-local function's body: its ``(domain, name, overload)``."""
+    return (("function", function.domain, function.name, function.overload),)
+
+
+def scoped_graphs(
+    graph: onnx.GraphProto, path: ScopePath
 ) -> Iterator[tuple[onnx.GraphProto, ScopePath]]:
-    """Every graph attribute of ``node`` with its scope path."""
-    owner = node.output[0] if node.output else node.name
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g, (*path, (owner, attr.name, 0))
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            for index, graph in enumerate(attr.graphs):
-                yield graph, (*path, (owner, attr.name, index))
+    """Every graph attribute of every node of ``graph``, with its scope path."""
+    carrier = 0
+    for node in graph.node:
+        found = False
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found = True
+                yield attr.g, (*path, ("node", carrier, attr.name, 0))
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                found = True
+                for index, sub in enumerate(attr.graphs):
+                    yield sub, (*path, ("node", carrier, attr.name, index))
+        carrier += found
 
 
 @dataclass
@@ -106,9 +123,8 @@ def _collect(
     for tensor in graph.initializer:
         tables.shapes.setdefault(tensor.name, tuple(int(d) for d in tensor.dims))
         tables.types.setdefault(tensor.name, int(tensor.data_type))
-    for node in graph.node:
-        for sub, sub_path in scoped_subgraphs(node, path):
-            _collect(sub, sub_path, result, only_missing=only_missing)
+    for sub, sub_path in scoped_graphs(graph, path):
+        _collect(sub, sub_path, result, only_missing=only_missing)
 
 
 def value_shape(value: onnx.ValueInfoProto) -> Shape | None:

@@ -8,7 +8,8 @@ as ``bnfold.optimize``:
    through a temporary file with external data (one protobuf cannot hold more than 2 GiB);
 2. ``bnfold.optimize`` folds it (``s = γ/sqrt(σ² + ε)``, ``t = β − μ·s``, ``BN(x) = s·x + t``
    moved into the neighbouring Conv/Gemm/MatMul; see ``bnfold.engine.driver``);
-3. ``gs.import_onnx`` of the result, whose nodes, inputs and outputs then replace the caller's:
+3. ``gs.import_onnx`` of the result, whose nodes, inputs, outputs and local functions then
+   replace the caller's:
    the *same* ``Graph`` object holds the folded graph, and the caller's graph input and output
    ``Variable`` objects are kept (rewired to the new nodes), so references to them stay valid.
 
@@ -115,3 +116,6 @@ def _adopt(graph: Any, new: Any) -> None:
     graph.nodes = list(new.nodes)
     graph.inputs = [kept.get(t.name, t) for t in new.inputs]
     graph.outputs = [kept.get(t.name, t) for t in new.outputs]
+    # Folds inside local functions (and functions inlined to fold per call site) live in
+    # the functions: without them the caller would keep the unfolded bodies.
+    graph.functions = list(new.functions)

@@ -21,9 +21,7 @@ def constant_weight(
     if not name:
         return Skip("weight-not-constant", f"{node_label(node)} has no {role}")
     if view.is_overridable(name):
-        return Skip(
-            "param-is-graph-input", f"{role} {name!r} of {node_label(node)} is a graph input"
-        )
+        return view.overridable_skip(name, f"{role} {name!r} of {node_label(node)}")
     quantized = quantized_source(view, name)
     if quantized is not None:
         return Skip(

@@ -208,13 +208,20 @@ def test_batchnorm_inside_a_local_function_is_folded_exactly_for_every_call() ->
     assert not fold(result.model).report.folds  # a fixed point
 
 
-def test_function_parameter_from_a_function_input_is_refused_with_a_reason() -> None:
+def test_function_parameter_bound_to_a_constant_at_every_call_folds_per_call_site() -> None:
+    # gamma is a function input, bound to the same initializer at both calls (issue 22:
+    # this was refused as "a graph input", which it is not): the function is inlined and
+    # each call's BN folds.
     model = _function_model(params_as_inputs=True)
     result = fold(model)
-    assert [(s.bn, s.reason) for s in result.report.skipped] == [
-        ("local.Block/bn", "param-is-graph-input")
+    assert not result.report.skipped
+    assert len(result.report.folds) == 2
+    assert [(a.function, a.action, a.calls) for a in result.report.functions] == [
+        ("local.Block", "inlined", 2)
     ]
-    assert result.report.counts["batchnorm_after"] == 1
+    assert result.report.counts["batchnorm_before"] == 1
+    assert result.report.counts["batchnorm_after"] == 0
+    assert_equivalent(model, result.model)
 
 
 def test_check_counts_function_batchnorms(tmp_path: Path) -> None:

@@ -553,6 +553,8 @@ def test_every_reason_code_has_a_test() -> None:
     tested |= {
         "self-check-failed",  # test_self_check.py
         "training-info",  # test_format_edges.py
+        "attribute-reference",  # test_function_scopes.py
+        "param-is-function-input",  # test_function_scopes.py
         "no-pattern",
         "unsupported-dtype",
         "no-linear-consumer",

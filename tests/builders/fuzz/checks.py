@@ -17,7 +17,10 @@
    kernels for, run under ``legacy_runtime`` (onnx's reference evaluator, legacy broadcasting);
 5. idempotence: ``optimize`` of the result folds nothing and returns the same bytes;
 6. the report is true of the written model: every fold's ``into`` is a node label in it
-   (``node.name`` or ``<OpType:first output>``), every kept BN's label is a BN in it.
+   (``node.name`` or ``<OpType:first output>``; a ``bn-affine`` merge whose BN folded on
+   names where it finally went), every kept BN's label is a BN in it; and of the input
+   (``report_truth``): each folded BN named as the input names it, once, and a refusal
+   about a BN's own node true of that node.
 
 Tolerance, per output: ``max|folded - original| <= rtol * max|original| + atol``. Folding
 re-associates ``s * (W x + b) + t`` into ``(s W) x + (s b + t)``: one extra rounding of each
@@ -47,6 +50,8 @@ import numpy as np
 import onnx
 
 import bnfold
+from bnfold.engine.functions import batchnorms_per_call
+from tests.builders.report_truth import assert_reports_true_of_input
 
 TOLERANCE = {
     np.dtype(np.float32): (1e-4, 1e-5),
@@ -149,16 +154,15 @@ def check_optimize_is_safe(
     report = result.report
     with found.check("false-report"):
         before, after = batchnorm_count_all(model), batchnorm_count_all(folded)
+        if report.functions:  # functions inlined: each call site's BN counts (and folds)
+            before, after = batchnorms_per_call(model), batchnorms_per_call(folded)
         bn_folds = [f for f in report.folds if f.kind == "BatchNormalization"]
         assert len(bn_folds) + after == before, (len(bn_folds), after, before)
-        kept = {
-            _label(node)
-            for node in walk_nodes(folded.graph)
-            if node.op_type == "BatchNormalization"
-        }
+        kept = {label for label, node in labelled_nodes(folded) if _is_bn(node)}
         reasons = {skip.bn: skip.reason for skip in report.skipped}
         assert all(reasons.get(label) for label in kept), (kept, report.skipped)
         assert_report_names_exist(report, folded)
+        assert_reports_true_of_input(report, model)
         if not report.folds:
             assert folded.SerializeToString() == original_bytes, "nothing folded, yet it changed"
 
@@ -246,8 +250,8 @@ def walk_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
 
 
 def batchnorm_count_all(model: onnx.ModelProto) -> int:
-    """BatchNormalization nodes in the model, subgraphs included."""
-    return sum(node.op_type == "BatchNormalization" for node in walk_nodes(model.graph))
+    """BatchNormalization nodes in the model, subgraphs and local function bodies included."""
+    return sum(_is_bn(node) for _, node in labelled_nodes(model))
 
 
 def assert_still_valid(model: onnx.ModelProto, folded: onnx.ModelProto) -> None:
@@ -333,22 +337,37 @@ def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
 
 
 def node_labels(model: onnx.ModelProto) -> set[str]:
-    """The report's name of every node in the model (subgraphs included)."""
-    return {_label(node) for node in walk_nodes(model.graph)}
+    """The report's name of every node in the model (subgraphs and local functions
+    included; a function's as ``domain.function/node``)."""
+    return {label for label, _ in labelled_nodes(model)}
+
+
+def labelled_nodes(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.NodeProto]]:
+    for node in walk_nodes(model.graph):
+        yield _label(node), node
+    for function in model.functions:
+        prefix = f"{function.domain}.{function.name}" if function.domain else function.name
+        prefix += f":{function.overload}/" if function.overload else "/"
+        for inner in function.node:
+            for node in walk_nodes(onnx.helper.make_graph([inner], "f", [], [])):
+                yield prefix + _label(node), node
+
+
+def _is_bn(node: onnx.NodeProto) -> bool:
+    return node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx")
 
 
 def assert_report_names_exist(report: object, folded: onnx.ModelProto) -> None:
     """Property 6: every fold's ``into`` names a node of the written model, and every BN the
     report says it kept is a BatchNormalization of the written model."""
     labels = node_labels(folded)
-    kept = {
-        _label(node) for node in walk_nodes(folded.graph) if node.op_type == "BatchNormalization"
-    }
+    kept = {label for label, node in labelled_nodes(folded) if _is_bn(node)}
+    lowered = {f.into for f in report.folds if f.pattern == "lower-standalone"}  # type: ignore[attr-defined]
     for fold in report.folds:  # type: ignore[attr-defined]
         if getattr(fold, "pattern", "") == "lower-standalone":
             continue  # its ``into`` is "Mul+Add", what the BN became, not a node label
-        if getattr(fold, "pattern", "") == "bn-affine":
-            continue  # ``into`` is the BN it merged into, which may itself fold later
+        if fold.via and fold.into in lowered:
+            continue  # merged into a BN that was lowered later: it went into the Mul+Add
         # One label, or several joined by ", " (a fold into more than one node).
         targets = [fold.into] if fold.into in labels else fold.into.split(", ")
         missing = [target for target in targets if target not in labels]
