@@ -334,3 +334,91 @@ CASES = [
     modules_as_functions,
     modules_as_functions_one_call_from_input,
 ]
+
+
+# ---- the fuzzer's class (``fuzz.edge_graphs``, kind ``functions``) -----------------------
+
+
+def random_function_model(
+    integer: Callable[[int, int], int], rng: np.random.Generator
+) -> tuple[str, onnx.ModelProto, list[dict[str, np.ndarray]]]:
+    """A random model of this module's classes: ``integer(low, high)`` draws the structure
+    (kept small so a failing example shrinks), ``rng`` the values. Torch-style calls (1 to 3,
+    each binding its own initializers, one maybe a graph input; the BN and its layer in one
+    function or two), attribute references set per call (``epsilon``, ``transB``, ``perm``,
+    ``pads``), IR-10 overloads, or one body with its own constants."""
+    variant = integer(0, 3)
+    if variant == 1:
+        kind = ("epsilon", "transB", "perm", "pads")[integer(0, 3)]
+        case = _attribute_case(f"functions/attribute-{kind}", kind)
+        return case.name, case.model, case.feeds
+    if variant == 2:
+        seeds = (integer(0, 1000), integer(0, 1000))
+        functions = [
+            _function("Block", ["x"], ["y"], _conv_bn_body(seed), overload=o)
+            for seed, o in zip(seeds, ("a", "b"), strict=True)
+        ]
+        nodes = [
+            _call("Block", ["x"], "h", "", overload="a"),
+            _call("Block", ["h"], "out", "", overload="b"),
+        ]
+        model = _model(
+            nodes, [value("x", [1, 3, 4, 4])], [("out", [1, 3, 4, 4])], functions, ir_version=10
+        )
+        feeds = [{"x": rng.standard_normal([1, 3, 4, 4]).astype(np.float32)}]
+        return "functions/overloads", model, feeds
+    if variant == 3:
+        function = _function("Block", ["x"], ["y"], _conv_bn_body(integer(0, 1000)))
+        calls = integer(1, 3)
+        nodes = [
+            _call("Block", ["x" if i == 0 else f"h{i - 1}"], f"h{i}", f"c{i}") for i in range(calls)
+        ]
+        model = _model(
+            nodes, [value("x", [1, 3, 4, 4])], [(f"h{calls - 1}", [1, 3, 4, 4])], [function]
+        )
+        feeds = [{"x": rng.standard_normal([1, 3, 4, 4]).astype(np.float32)}]
+        return "functions/body-constants", model, feeds
+    return _random_modules(integer, rng)
+
+
+def _random_modules(
+    integer: Callable[[int, int], int], rng: np.random.Generator
+) -> tuple[str, onnx.ModelProto, list[dict[str, np.ndarray]]]:
+    split, calls, channels = integer(0, 1) == 1, integer(1, 3), integer(1, 4)
+    from_input = integer(-1, calls - 1)  # this call's γ is a graph input (-1: none)
+    gemm = helper.make_node("Gemm", ["x", "W", "C"], ["h"], name="gemm", transB=1)
+    bn = helper.make_node("BatchNormalization", ["h", "g", "b", "m", "v"], ["y"], name="bn")
+    if split:
+        gemm.output[0], bn.input[0] = "y", "x"
+        functions = [
+            _function("Linear", ["x", "W", "C"], ["y"], [gemm]),
+            _function("BatchNorm1d", ["x", "g", "b", "m", "v"], ["y"], [bn]),
+        ]
+    else:
+        functions = [_function("LinearBN", ["x", "W", "C", "g", "b", "m", "v"], ["y"], [gemm, bn])]
+    inits: list[onnx.TensorProto] = []
+    inputs = [value("x", [2, channels])]
+    feeds = {"x": rng.standard_normal([2, channels]).astype(np.float32)}
+    nodes: list[onnx.NodeProto] = []
+    current = "x"
+    for i in range(calls):
+        w, c = f"l{i}.weight", f"l{i}.bias"
+        inits += [
+            array(weights(rng, [channels, channels]), w),
+            array(rng.standard_normal(channels).astype(np.float32), c),
+        ]
+        params = bn_params(rng, channels, prefix=f"bn{i}.")
+        names = [t.name for t in params]
+        if i == from_input:
+            params = params[1:]
+            inputs.append(value(names[0], [channels]))
+            feeds[names[0]] = rng.uniform(0.5, 2, channels).astype(np.float32)
+        inits += params
+        if split:
+            nodes.append(_call("Linear", [current, w, c], f"h{i}", ""))
+            nodes.append(_call("BatchNorm1d", [f"h{i}", *names], f"o{i}", ""))
+        else:
+            nodes.append(_call("LinearBN", [current, w, c, *names], f"o{i}", ""))
+        current = f"o{i}"
+    model = _model(nodes, inputs, [(current, [2, channels])], functions, inits)
+    return f"functions/modules{'-split' if split else ''}", model, [feeds]

@@ -649,6 +649,14 @@ def float16_extremes(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
     return graph
 
 
+def functions(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
+    """Issue 22: local functions (``tests.builders.edges.functions``)."""
+    from tests.builders.edges.functions import random_function_model
+
+    kind, model, feeds = random_function_model(ch.integer, rng)
+    return EdgeGraph(kind, model, feeds, np.dtype(np.float32))
+
+
 GENERATORS: dict[str, Callable[[Choices, np.random.Generator], EdgeGraph]] = {
     "two-slot": two_slot,
     "scopes": scopes,
@@ -658,6 +666,7 @@ GENERATORS: dict[str, Callable[[Choices, np.random.Generator], EdgeGraph]] = {
     "legacy-opset": legacy_opset,
     "report": report,
     "float16": float16_extremes,
+    "functions": functions,
 }
 
 
