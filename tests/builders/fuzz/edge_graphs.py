@@ -21,6 +21,9 @@
 - ``float16``: tiny BN scales (subnormal folded weights), large cancelling shifts, BN →
   Flatten → Gemm/MatMul on offset activations (also after a Cast to float16), a fold
   followed by kept tiny-variance BNs that amplify its rounding.
+- ``round3``: issue 22's classes (``edges.refusals``): lone BNs of each float dtype with a
+  fixed or symbolic channel dim, BN → channel Split → MatMuls, BN → MatMul → Add of a scalar,
+  tf2onnx's run-time Flatten → Dense → BN or Mul/Add, and the same with an unprovable rank.
 
 Every generator names nodes only sometimes (reports then use ``<OpType:output>`` labels).
 Structure comes from ``choices`` (hypothesis draws, so failures shrink; or a numpy generator,
@@ -37,6 +40,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from tests.builders.edges import refusals
 from tests.builders.edges.build import array, branch, build_model, value
 from tests.builders.graphs import random_feeds
 
@@ -649,6 +653,11 @@ def float16_extremes(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
     return graph
 
 
+def _round3(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
+    case = refusals.round3(ch, rng)
+    return EdgeGraph(f"round3/{case.name}", case.model, case.feeds, case.dtype)
+
+
 def functions(ch: Choices, rng: np.random.Generator) -> EdgeGraph:
     """Issue 22: local functions (``tests.builders.edges.functions``)."""
     from tests.builders.edges.functions import random_function_model
@@ -667,6 +676,7 @@ GENERATORS: dict[str, Callable[[Choices, np.random.Generator], EdgeGraph]] = {
     "report": report,
     "float16": float16_extremes,
     "functions": functions,
+    "round3": _round3,
 }
 
 

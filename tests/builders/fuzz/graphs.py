@@ -314,7 +314,28 @@ def _reshape(b: _Builder, v: Value) -> Value | None:
         return None
     if b.draw(st.booleans()) and len(v.shape) >= 3:
         return b.add_node("Flatten", [v.name], shape, axis=1)
+    if b.draw(st.integers(1, 3)) == 1 and len(v.shape) >= 3:  # tf2onnx: target built at run time
+        return _runtime_flatten(b, v, shape)
     return b.add_node("Reshape", [v.name, b.const("shape", np.array(target, np.int64))], shape)
+
+
+def _runtime_flatten(b: _Builder, v: Value, shape: tuple[int, ...]) -> Value:
+    """``Shape → Gather → Unsqueeze → Concat([n, -1]) → Reshape``, as tf2onnx writes a Keras
+    Flatten (issue 22: onnx's inference loses the rank there at opset 13)."""
+    dims = b.name("dims")
+    b.nodes.append(helper.make_node("Shape", [v.name], [dims]))
+    batch = b.name("batch")
+    index = b.const("zero", np.array(0, np.int64))
+    b.nodes.append(helper.make_node("Gather", [dims, index], [batch], axis=0))
+    batch1 = b.name("batch1")
+    b.nodes.append(
+        helper.make_node("Unsqueeze", [batch, b.const("axes", np.array([0], np.int64))], [batch1])
+    )
+    target = b.name("target")
+    rest = b.const("minus_one", np.array([-1], np.int64))
+    b.nodes.append(helper.make_node("Concat", [batch1, rest], [target], axis=0))
+    b.steps.append("Shape→Gather→Unsqueeze→Concat")
+    return b.add_node("Reshape", [v.name, target], shape)
 
 
 def _concat(b: _Builder, v: Value) -> Value | None:
@@ -412,8 +433,15 @@ def _finish(
     model.ir_version = IR_VERSION
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     declared = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    known = {v.name: v.shape for v in builder.values}
     for output in model.graph.output:
-        output.type.CopyFrom(declared[output.name].type)
+        found = declared[output.name].type
+        if found.tensor_type.HasField("shape"):
+            output.type.CopyFrom(found)
+        else:  # after a run-time Reshape inference may know no shape: the builder does
+            dims: list[int | str] = list(known[output.name])
+            dims[0] = "N" if builder.symbolic_batch else dims[0]
+            output.type.CopyFrom(helper.make_tensor_type_proto(elem, dims))
     onnx.checker.check_model(model, full_check=True)
     feeds = {"x": rng.standard_normal(source.shape).astype(dtype)}
     return FuzzModel(model, feeds, dtype, builder.steps)
