@@ -1,9 +1,12 @@
 """Random input sets from specs.
 
 Floating inputs are standard-normal ``N(0, 1)``, or uniform in ``[low, high)`` when a range is
-set. Integers are uniform in ``[low, high)``, booleans fair coins; a generated integer or
-boolean tensor is never all zeros/False (one element is set), because an all-zero input hides
-bugs that any non-trivial value would show. Each input gets its own random stream seeded by
+set. Integers are uniform in ``[low, high)``, with the first element ``low`` and the last
+``high - 1`` so a tensor spans its valid range (a one-element integer: random in input set 0,
+``high - 1`` in set 1, ``low`` in set 2); a generated integer tensor is never all zeros.
+Booleans are fair coins holding both values (first True, last False if all were True); a
+one-element boolean, which cannot hold both, is True in even input sets and False in odd ones
+(``run``), so two input sets take both branches of an If it decides. Each input gets its own random stream seeded by
 ``(seed, crc32(name))``: adding an input to a model does not change the data generated for
 the others.
 """
@@ -25,15 +28,20 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
 
 
-def generate_inputs(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
-    """One input set for ``specs`` (see the module docstring for the distributions)."""
-    return {spec.name: _generate_one(spec, _rng(seed, spec.name)) for spec in specs}
+def generate_inputs(specs: list[InputSpec], seed: int, run: int = 0) -> dict[str, np.ndarray]:
+    """Input set number ``run`` for ``specs`` (see the module docstring for the distributions)."""
+    return {spec.name: _generate_one(spec, _rng(seed, spec.name), run) for spec in specs}
 
 
-def _generate_one(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
+def alternating(spec: InputSpec) -> bool:
+    """A one-element boolean: it takes its two values in alternate input sets."""
+    return spec.dtype.kind == "b" and int(np.prod(spec.shape, dtype=np.int64)) == 1
+
+
+def _generate_one(spec: InputSpec, rng: np.random.Generator, run: int) -> np.ndarray:
     try:
         # np.asarray: a rank-0 draw is a numpy scalar, which onnxruntime does not take.
-        return np.asarray(_draw(spec, rng))
+        return np.asarray(_draw(spec, rng, run))
     except (MemoryError, ValueError) as exc:
         # The specs were checked; this is what is left (an allocation that does not fit).
         raise UsageError(
@@ -42,7 +50,7 @@ def _generate_one(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
         ) from None
 
 
-def _draw(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
+def _draw(spec: InputSpec, rng: np.random.Generator, run: int) -> np.ndarray:
     shape, dtype = spec.shape, spec.dtype
     if is_floating(dtype):
         if spec.low is None or spec.high is None:
@@ -54,6 +62,11 @@ def _draw(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
         low = int(spec.low if spec.low is not None else DEFAULT_INT_RANGE[0])
         high = int(spec.high if spec.high is not None else DEFAULT_INT_RANGE[1])
         values = np.asarray(rng.integers(low, high, size=shape, dtype=np.int64))
+        if values.size > 1:
+            values.flat[0], values.flat[-1] = low, high - 1
+        elif values.size == 1 and run % 3:
+            values.flat[0] = high - 1 if run % 3 == 1 else low
+            return values.astype(dtype)
         if values.size and not values.any():
             nonzero = next((v for v in (1, low, high - 1) if low <= v < high and v != 0), None)
             if nonzero is not None:
@@ -61,7 +74,9 @@ def _draw(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
         return values.astype(dtype)
     if dtype.kind == "b":
         flags = np.asarray(rng.random(shape) < 0.5)
-        if flags.size:
+        if flags.size == 1:
+            flags.flat[0] = run % 2 == 0
+        elif flags.size:
             flags.flat[0] = True  # never all False
             if flags.size > 1 and flags.all():
                 flags.flat[-1] = False

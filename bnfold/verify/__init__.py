@@ -24,6 +24,7 @@ The function returns a report and never exits; ``report.raise_for_status()`` rai
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import time
@@ -35,6 +36,7 @@ import numpy as np
 import onnx
 
 from ..errors import OutputWriteError
+from ..runtime.generate import alternating
 from ..runtime.inputs import (
     InputSpec,
     check_inputs,
@@ -167,7 +169,16 @@ def _verify(
         )
 
     specs, notes = input_specs(original_model.model, **settings.inputs.spec_arguments())
-    input_sets, seeds, sources = _input_sets(specs, settings.inputs)
+    input_plan = settings.inputs
+    flags = [spec.name for spec in specs if alternating(spec)]
+    if flags and not input_plan.inputs and input_plan.runs < 2:
+        # A one-element bool takes one value per input set: two sets give it both.
+        input_plan = dataclasses.replace(input_plan, runs=2)
+        notes.append(
+            f"2 input sets instead of {settings.inputs.runs}: one-element boolean input(s)"
+            f" {', '.join(repr(n) for n in flags)} take True in one and False in the other"
+        )
+    input_sets, seeds, sources = _input_sets(specs, input_plan)
 
     plan = plan_sites(
         original_model.model,
@@ -191,6 +202,7 @@ def _verify(
         original_model.model,
         [split(run, output_names)[0] for run in reference],
         settings.tolerance.atol,
+        input_sets,
     )
     # A weak output some difference reaches unchecked: with the sites, and without them
     # (when no site could be compared on any configuration).
@@ -287,7 +299,8 @@ def _input_sets(
     """(input sets, seeds used, per set the file it came from or None)."""
     if not plan.inputs:
         seeds = [plan.seed + i for i in range(plan.runs)]
-        return [generate_inputs(specs, s) for s in seeds], seeds, [None] * plan.runs
+        generated = [generate_inputs(specs, s, run) for run, s in enumerate(seeds)]
+        return generated, seeds, [None] * plan.runs
     sets: list[dict[str, np.ndarray]] = []
     files: list[str | None] = []
     for index, item in enumerate(plan.inputs):

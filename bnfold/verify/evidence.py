@@ -8,12 +8,20 @@ random inputs they often do not:
   the slope is below the tolerance: ``d sigmoid(z) = v (1 - v) dz``, so a 1 % error of the
   logit moves ``v`` by ~``0.01 |z| v (1 - v)``, under ``atol`` once ``min(v, 1 - v) < atol``.
   Weak when at least ``SATURATED_SHARE`` of all elements (over every input set) are.
-- **constant**: every element of every input set is the same value.
+- **constant**: every element of every input set is the same value, or (two input sets or
+  more) every input set gives the same array: the output does not depend on the inputs tried.
+- **nonfinite**: no element of any input set is finite (all NaN or Inf): the comparison only
+  checks that the candidate is as broken, "worst error 0" proves nothing.
+- **integer** / **bool**: an integer or boolean output (an ArgMax label, a ``Greater``
+  threshold) moves only when an error crosses a decision boundary: a 1 % logit error usually
+  leaves every label as it was.
 - **same argmax**: a probability-like output of rank <= 2 (batch x classes) where every row of
   every input set has the same argmax (at least two rows): the inputs do not exercise the
   classifier.
 
-Sites (``sites.py``) are not judged here: they sit before the saturating op.
+Sites (``sites.py``) are not judged here: they sit before the saturating op. A weak output
+fails the run as inconclusive only where a difference between the models reaches it past no
+compared site (``sites.SitePlan.uncovered``).
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ _TRANSPARENT = frozenset(
 
 @dataclass
 class Weakness:
-    """Why one output is weak evidence (``kind``: saturated | constant | same-argmax)."""
+    """Why one output is weak evidence (``kind``: saturated | constant | nonfinite | integer |
+    bool | same-argmax)."""
 
     output: str
     kind: str
@@ -70,11 +79,22 @@ def _probability_producers(model: onnx.ModelProto) -> set[str]:
 
 
 def weak_outputs(
-    model: onnx.ModelProto, reference_runs: list[dict[str, Any]], atol: float | None = None
+    model: onnx.ModelProto,
+    reference_runs: list[dict[str, Any]],
+    atol: float | None = None,
+    input_sets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Weakness]:
-    """``{output: Weakness}`` for the graph outputs the reference values say are weak evidence."""
+    """``{output: Weakness}`` for the graph outputs the reference values say are weak evidence.
+
+    ``input_sets``: the inputs of the runs; an output the same in every run is weak only when
+    the inputs differed (None: assume they did)."""
     if not reference_runs:
         return {}
+    varied = input_sets is None or any(
+        not all(np.array_equal(np.asarray(feeds[k]), np.asarray(first[k])) for k in first)
+        for first in input_sets[:1]
+        for feeds in input_sets[1:]
+    )
     probabilities = _probability_producers(model)
     result: dict[str, Weakness] = {}
     for name in reference_runs[0]:
@@ -82,7 +102,7 @@ def weak_outputs(
         if any(v is None or isinstance(v, list) for v in values):
             continue
         arrays = [np.asarray(v) for v in values]
-        weakness = _judge(name, arrays, name in probabilities, atol)
+        weakness = _judge(name, arrays if varied else arrays[:1], name in probabilities, atol)
         if weakness is not None:
             result[name] = weakness
     return result
@@ -103,8 +123,34 @@ def _judge(
             f"output `{name}` is {first!r} in every element of every input set: it cannot show a difference",
             1.0,
         )
+    if len(arrays) > 1 and all(np.array_equal(arrays[0], a, equal_nan=_nan_ok(a)) for a in arrays):
+        return Weakness(
+            name,
+            "constant",
+            f"output `{name}` is the same in all {len(arrays)} input sets: it does not depend on"
+            " the inputs tried, so it cannot show a difference",
+            1.0,
+        )
+    kind = arrays[0].dtype.kind
+    if kind in "iub":
+        what = "bool" if kind == "b" else "integer"
+        return Weakness(
+            name,
+            what,
+            f"output `{name}` is {arrays[0].dtype.name} (a label or threshold): it changes only"
+            " when an error crosses a decision boundary, so a small error rarely shows",
+            1.0,
+        )
     if not is_floating(arrays[0].dtype):
         return None
+    if not any(np.isfinite(a).any() for a in arrays):
+        return Weakness(
+            name,
+            "nonfinite",
+            f"output `{name}` has no finite element (all NaN or Inf) in any input set: it cannot"
+            " show a difference",
+            1.0,
+        )
     floats = [a.astype(np.float64) for a in arrays]
     finite = [f[np.isfinite(f)] for f in floats]
     in_unit = all(f.size == 0 or (f.min() >= 0.0 and f.max() <= 1.0) for f in finite)
@@ -124,6 +170,10 @@ def _judge(
             share,
         )
     return _same_argmax(name, floats)
+
+
+def _nan_ok(array: np.ndarray) -> bool:
+    return array.dtype.kind in "fc"
 
 
 def _same_argmax(name: str, floats: list[np.ndarray]) -> Weakness | None:

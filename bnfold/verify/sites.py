@@ -233,9 +233,10 @@ class _Side:
         if target is None or 0 in target.tolist():
             return None
         size = int(np.prod(source, dtype=np.int64))
-        dims = [int(d) for d in target.tolist()]
-        known = int(np.prod([d for d in dims if d != -1], dtype=np.int64)) or 1
-        return tuple(size // known if d == -1 else d for d in dims if d != 1 and size // known != 1)
+        wanted = [int(d) for d in target.tolist()]
+        known = int(np.prod([d for d in wanted if d != -1], dtype=np.int64)) or 1
+        resolved = [size // known if d == -1 else d for d in wanted]
+        return tuple(d for d in resolved if d != 1)
 
     def digest_array(self, name: str) -> np.ndarray | None:
         """A small initializer's value (a Reshape's target), else None."""
