@@ -225,3 +225,176 @@ def with_changes(
     if ir_version is not None:
         changed.ir_version = ir_version
     return changed
+
+
+# -- issue 23: folds of BN-equivalent chains, consumer folds, If branches, weak outputs --------
+
+
+def _bn_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {
+        "g": rng.uniform(0.5, 2.0, n).astype(np.float32),
+        "b": rng.standard_normal(n).astype(np.float32),
+        "m": (0.1 * rng.standard_normal(n)).astype(np.float32),
+        "v": rng.uniform(0.5, 2.0, n).astype(np.float32),
+    }
+
+
+def keras_dense_mul_add(head: str = "softmax") -> onnx.ModelProto:
+    """Keras/tf2onnx: Dense (MatMul + bias Add) -> BN as Mul + Add -> Relu -> Dense -> head.
+
+    ``head``: ``softmax`` (2 classes, x50 logits: saturates), ``argmax`` (int64 label) or
+    ``greater`` (bool threshold).
+    """
+    rng = np.random.default_rng(23)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["d1"]),
+        helper.make_node("Add", ["d1", "B1"], ["d1b"]),
+        helper.make_node("Mul", ["d1b", "s"], ["bn_mul"]),
+        helper.make_node("Add", ["bn_mul", "t"], ["bn_add"]),
+        helper.make_node("Relu", ["bn_add"], ["r"]),
+        helper.make_node("MatMul", ["r", "W2"], ["d2"]),
+        helper.make_node("Add", ["d2", "B2"], ["logits"]),
+    ]
+    inits = {
+        "W1": rng.standard_normal((6, 8)).astype(np.float32),
+        "B1": rng.standard_normal(8).astype(np.float32),
+        "s": rng.uniform(0.5, 2.0, 8).astype(np.float32),
+        "t": rng.standard_normal(8).astype(np.float32),
+        "W2": (50 * rng.standard_normal((8, 2))).astype(np.float32),
+        "B2": np.zeros(2, np.float32),
+    }
+    if head == "softmax":
+        nodes.append(helper.make_node("Softmax", ["logits"], ["y"], axis=-1))
+        out = tensor("y", TensorProto.FLOAT, ["N", 2])
+    elif head == "argmax":
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["y"], axis=-1, keepdims=0))
+        out = tensor("y", TensorProto.INT64, ["N"])
+    else:
+        nodes.append(helper.make_node("Greater", ["logits", "zero"], ["y"]))
+        inits["zero"] = np.zeros((), np.float32)
+        out = tensor("y", TensorProto.BOOL, ["N", 2])
+    return make_model(nodes, [tensor("x", TensorProto.FLOAT, ["N", 6])], [out], inits)
+
+
+def conv_sub_mul_add() -> onnx.ModelProto:
+    """A torch re-export of BN: Conv -> Sub(mean) -> Mul(scale) -> Add(shift) -> Relu -> pool."""
+    rng = np.random.default_rng(5)
+    shape = (1, 4, 1, 1)
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sub", ["c", "mu"], ["centred"]),
+        helper.make_node("Mul", ["centred", "k"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "d"], ["shifted"]),
+        helper.make_node("Relu", ["shifted"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["y"]),
+    ]
+    inits = {
+        "W": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "mu": rng.standard_normal(shape).astype(np.float32),
+        "k": rng.uniform(0.5, 2.0, shape).astype(np.float32),
+        "d": rng.standard_normal(shape).astype(np.float32),
+    }
+    return make_model(
+        nodes,
+        [tensor("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [tensor("y", TensorProto.FLOAT, [1, 4, 1, 1])],
+        inits,
+    )
+
+
+def bn_matmul_bias() -> onnx.ModelProto:
+    """BN (on the last axis, as Mul + Add) -> MatMul -> bias Add -> Tanh: a consumer fold moves
+    the shift into the bias Add, so the MatMul output changes and the Add output is the site."""
+    rng = np.random.default_rng(6)
+    nodes = [
+        helper.make_node("Mul", ["x", "s"], ["xs"]),
+        helper.make_node("Add", ["xs", "t"], ["xn"]),
+        helper.make_node("MatMul", ["xn", "W"], ["mm"]),
+        helper.make_node("Add", ["mm", "B"], ["lin"]),
+        helper.make_node("Tanh", ["lin"], ["y"]),
+    ]
+    inits = {
+        "s": rng.uniform(0.5, 2.0, 6).astype(np.float32),
+        "t": rng.standard_normal(6).astype(np.float32),
+        "W": (0.3 * rng.standard_normal((6, 5))).astype(np.float32),
+        "B": rng.standard_normal(5).astype(np.float32),
+    }
+    return make_model(
+        nodes,
+        [tensor("x", TensorProto.FLOAT, [4, 6])],
+        [tensor("y", TensorProto.FLOAT, [4, 5])],
+        inits,
+    )
+
+
+def bn_maxpool_gemm() -> onnx.ModelProto:
+    """BN (positive scale) -> MaxPool -> Transpose -> Reshape -> Gemm: folded into the Gemm, the
+    MaxPool/Transpose/Reshape outputs now hold pre-BN values; the Gemm output (before a
+    Softmax) is the site."""
+    rng = np.random.default_rng(7)
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["n"]),
+        helper.make_node("MaxPool", ["n"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Transpose", ["p"], ["pt"], perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["pt", "shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "G", "H"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
+    ]
+    inits = {
+        **_bn_params(rng, 3),
+        "shape": np.array([2, 12], np.int64),
+        "G": rng.standard_normal((5, 12)).astype(np.float32),
+        "H": rng.standard_normal(5).astype(np.float32),
+    }
+    return make_model(
+        nodes,
+        [tensor("x", TensorProto.FLOAT, [2, 3, 4, 4])],
+        [tensor("y", TensorProto.FLOAT, [2, 5])],
+        inits,
+    )
+
+
+def if_scalar_bool(else_scale: float = 1.0) -> onnx.ModelProto:
+    """``y = x * 2`` if ``flag`` else ``x * 3 * else_scale``: ``flag`` is a scalar bool input."""
+
+    def branch(name: str, factor: float) -> onnx.GraphProto:
+        const = helper.make_node(
+            "Constant",
+            [],
+            [f"{name}_k"],
+            value=numpy_helper.from_array(np.array(factor, np.float32), f"{name}_k"),
+        )
+        mul = helper.make_node("Mul", ["x", f"{name}_k"], [f"{name}_y"])
+        return helper.make_graph(
+            [const, mul], name, [], [tensor(f"{name}_y", TensorProto.FLOAT, [2, 3])]
+        )
+
+    node = helper.make_node(
+        "If",
+        ["flag"],
+        ["y"],
+        then_branch=branch("then", 2.0),
+        else_branch=branch("else", 3.0 * else_scale),
+    )
+    return make_model(
+        [node],
+        [tensor("x", TensorProto.FLOAT, [2, 3]), tensor("flag", TensorProto.BOOL, [])],
+        [tensor("y", TensorProto.FLOAT, [2, 3])],
+    )
+
+
+def all_nan(offset: float = 0.0) -> onnx.ModelProto:
+    """``y = Sqrt(-(|x| + 1)) + offset``: NaN everywhere, whatever ``offset``."""
+    nodes = [
+        helper.make_node("Abs", ["x"], ["a"]),
+        helper.make_node("Add", ["a", "one"], ["a1"]),
+        helper.make_node("Neg", ["a1"], ["n"]),
+        helper.make_node("Sqrt", ["n"], ["s"]),
+        helper.make_node("Add", ["s", "off"], ["y"]),
+    ]
+    return make_model(
+        nodes,
+        [tensor("x", TensorProto.FLOAT, [2, 3])],
+        [tensor("y", TensorProto.FLOAT, [2, 3])],
+        {"one": np.array(1.0, np.float32), "off": np.array(offset, np.float32)},
+    )
