@@ -23,6 +23,10 @@ class Fold:
     largest error rounding the float64 result to ``dtype`` introduced, relative to the
     largest magnitude of the rewritten tensor (measured for float16/bfloat16; 0 for
     float32/float64, whose rounding is within one ulp). ``edits`` lists what was written.
+
+    ``via``: a fold merged into another BatchNormalization (``bn-affine``) that later folded
+    on itself lists that BN (and any it went on through), as the input model labels them;
+    ``into`` then names where it finally went (``merges.resolve_merges``).
     """
 
     bn: str
@@ -35,3 +39,7 @@ class Fold:
     kind: str = "BatchNormalization"
     # The plan's edits in words, in the order they were applied (``--dry-run`` shows them).
     edits: list[str] = field(default_factory=list)
+    via: list[str] = field(default_factory=list)
+    # bn-affine: the label of the BN merged into before and after the merge (which may rename
+    # its output, an unnamed node's label). Not reported: ``resolve_merges`` reads it.
+    merge_labels: tuple[str, str] | None = field(default=None, repr=False)

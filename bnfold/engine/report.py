@@ -21,6 +21,7 @@ from ..storage.results import to_json
 from ..version import __version__
 from .driver import SkippedBatchNorm
 from .functions import FunctionAction
+from .merges import into_text, resolve_merges
 from .outcomes import Fold
 
 LOW_PRECISION = {"float16", "bfloat16"}
@@ -41,6 +42,15 @@ def count_line(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {category}" for category, n in counts.items() if n) or "nothing"
 
 
+def _fold_dict(fold: Fold) -> dict[str, Any]:
+    """A fold as JSON: ``via`` only where a merge folded on, never the internal label."""
+    found = asdict(fold)
+    del found["merge_labels"]
+    if not fold.via:
+        del found["via"]
+    return found
+
+
 @dataclass
 class FoldReport:
     """``folds`` ({bn, into, pattern, ...}), ``skipped`` ({bn, reason, detail}) and ``counts``."""
@@ -53,6 +63,9 @@ class FoldReport:
     seconds: float = 0.0
     # Model-local functions changed so their BNs fold per call site (inlined, and why).
     functions: list[FunctionAction] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        resolve_merges(self.folds)  # every ``into`` names a node of the written model
 
     def folds_by_kind(self) -> dict[str, int]:
         """How many folds of each category (see the module doc), every category present."""
@@ -76,7 +89,7 @@ class FoldReport:
             "bnfold_version": __version__,
             "model": self.model,
             "output": self.output,
-            "folds": [asdict(fold) for fold in self.folds],
+            "folds": [_fold_dict(fold) for fold in self.folds],
             "skipped": [asdict(skip) for skip in self.skipped],
             "counts": dict(self.counts),
             "functions": [asdict(action) for action in self.functions],
@@ -105,7 +118,7 @@ class FoldReport:
                 "|---|---|---|---|---|---|",
             ]
             lines += [
-                f"| `{f.bn}` | {fold_category(f.kind)} | `{f.into}` | {f.pattern} | "
+                f"| `{f.bn}` | {fold_category(f.kind)} | `{into_text(f)}` | {f.pattern} | "
                 f"{' → '.join(f.through) or '-'} | {f.dtype} |"
                 for f in self.folds
             ]
@@ -139,7 +152,7 @@ class FoldReport:
                 row = [
                     fold.bn,
                     fold_category(fold.kind),
-                    fold.into,
+                    into_text(fold),
                     fold.pattern,
                     " → ".join(fold.through) or "-",
                 ]
