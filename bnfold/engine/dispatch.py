@@ -30,9 +30,10 @@ from .sites import AffineSite
 GENERIC_REASONS = frozenset(
     {"no-linear-producer", "no-linear-consumer", "consumer-input-is-graph-output"}
 )
-# A fold that is exact but withheld by default (it would be slower): the most telling reason,
-# since it says what would fold; the other sides' refusals go into its detail.
-WITHHELD_REASONS = frozenset({"slower-at-level-all"})
+# A fold that is exact but withheld (by default: it would be slower; or its pattern is turned
+# off, ``--disable``): the most telling reason, since it says what would fold; the other
+# sides' refusals go into its detail.
+WITHHELD_REASONS = frozenset({"slower-at-level-all", "no-pattern"})
 NO_PATTERN = Skip("no-pattern", "no enabled pattern folds this BatchNormalization")
 
 

@@ -12,7 +12,11 @@ its README row): nothing else lists it. Stages order the tries for one site:
    leaving the shift as one Add (``register(PRODUCER, split=True)`` adds it).
 
 A pattern built from others (a group) has a ``from_patterns(built)`` class method that gets
-the enabled patterns built so far; the others are built with no arguments.
+the patterns built so far; the others are built with no arguments.
+
+A pattern turned off (``--disable NAME``) is built too, as a ``Disabled`` stand-in: asked
+where it would be, it never plans, but says it would have folded the site (``no-pattern``,
+naming itself), so a BN only it would fold is not reported with another side's reason.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..engine.protocol import Pattern
+from ..engine.outcomes import Skip
+from ..engine.protocol import Answer, FoldContext, Pattern, Plan, Side, Target
+from ..engine.sites import AffineSite
 
 PRODUCER, PRODUCER_GROUP, CONSUMER, CONSUMER_GROUP, SPLIT = 10, 20, 30, 40, 50
 
@@ -69,14 +75,42 @@ def _load_all() -> None:
         importlib.import_module(f"{package}.{module.name}")
 
 
+class Disabled:
+    """A pattern turned off: asked like it, it answers its refusal, or ``no-pattern`` where it
+    would have folded (group patterns do not build on it: it is no pattern class of theirs)."""
+
+    def __init__(self, pattern: Pattern) -> None:
+        self.pattern = pattern
+        self.name = pattern.name
+        self.op_type = pattern.op_type
+
+    @property
+    def side(self) -> Side:
+        return self.pattern.side
+
+    def accepts(self, ctx: FoldContext, site: AffineSite) -> bool:
+        return self.pattern.accepts(ctx, site)
+
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[object]) -> Answer:
+        answer = self.pattern.match(ctx, site, target)
+        if not isinstance(answer, Plan):
+            return answer
+        return Skip(
+            "no-pattern",
+            f"{self.name} would fold it into {answer.fold.into}, but is disabled "
+            f"(--disable {self.name})",
+        )
+
+
 def build_patterns(disabled: Iterable[str] = ()) -> list[Pattern]:
-    """Every registered pattern not named in ``disabled``, in the order they are tried."""
+    """Every registered pattern, in the order they are tried; those named in ``disabled`` as
+    ``Disabled`` stand-ins that never fold."""
     _load_all()
     off = set(disabled)
     built: list[Pattern] = []
     for entry in sorted(_ENTRIES, key=lambda e: (e.stage, e.sequence)):
-        if entry.name not in off:
-            built.append(entry.build(built))
+        pattern = entry.build(built)
+        built.append(Disabled(pattern) if entry.name in off else pattern)
     return built
 
 

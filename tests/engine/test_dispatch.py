@@ -97,7 +97,8 @@ def test_the_consumer_side_is_asked_when_the_producer_has_no_pattern() -> None:
     )
     outcome, asked = _fold_spied(model, disabled=("conv-bn",))
     assert [fold.pattern for fold in outcome.folds] == ["bn-conv"]
-    assert asked == [("bn-conv", "Conv")]
+    # conv-bn is off: its stand-in is asked (to say what it would do) and never plans.
+    assert asked == [("conv-bn", "Conv"), ("bn-conv", "Conv")]
 
 
 def test_disabled_patterns_leave_no_pattern() -> None:
@@ -105,9 +106,14 @@ def test_disabled_patterns_leave_no_pattern() -> None:
         [_conv("x", "y", "W1", "conv1"), _bn("y", "z"), _conv("z", "out", "W2", "conv2")], ["out"]
     )
     outcome, asked = _fold_spied(model, disabled=("conv-bn", "bn-conv"))
-    assert asked == []  # both sides reached a Conv; nothing enabled folds into one
+    assert asked == [("conv-bn", "Conv"), ("bn-conv", "Conv")]  # the stand-ins, never planning
     assert [(s.bn, s.reason, s.detail) for s in outcome.skipped] == [
-        ("bn", NO_PATTERN.reason, NO_PATTERN.detail)
+        (
+            "bn",
+            NO_PATTERN.reason,
+            "conv-bn would fold it into conv1, but is disabled (--disable conv-bn); "
+            "bn-conv would fold it into conv2, but is disabled (--disable bn-conv)",
+        )
     ]
     result = bnfold.optimize(model, disable=["conv-bn", "bn-conv"])
     assert [s.reason for s in result.report.skipped] == ["no-pattern"]
