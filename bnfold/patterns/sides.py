@@ -53,6 +53,29 @@ class SplitSide:
         return Target((chain.linear,), chain)
 
 
+# Linear layers that no consumer pattern folds into, and why: the walk stops at them as at
+# any op it cannot pass, and a refusal that names one says why it is not folded there.
+NO_CONSUMER_FOLD = {
+    "ConvTranspose": (
+        "a ConvTranspose takes a fold only from its output side: a shift before it reaches "
+        "border outputs through fewer kernel taps than inner ones, so it is no per-channel bias"
+    ),
+}
+
+
+def _why_not_into(refusal: Skip) -> Skip:
+    """``refusal`` (the walk's ``no-linear-consumer``), saying why a linear layer it names
+    takes no fold from its input side."""
+    if refusal.reason not in ("no-linear-consumer", "consumer-input-shared"):
+        return refusal
+    named = [op for op in NO_CONSUMER_FOLD if f"read by {op} " in refusal.detail]
+    if not named:
+        return refusal
+    return Skip(
+        refusal.reason, "; ".join([refusal.detail, *(NO_CONSUMER_FOLD[op] for op in named)])
+    )
+
+
 class ConsumerSide:
     """The one layer that reads the site's output."""
 
@@ -61,7 +84,7 @@ class ConsumerSide:
     def reach(self, ctx: FoldContext, site: AffineSite) -> Target[Branch] | Skip | NotMine:
         branches = walked_forward(ctx, site)
         if isinstance(branches, Skip):
-            return branches
+            return _why_not_into(branches)
         if len(branches) != 1:
             return NotMine("several-consumers")  # the consumers side's
         return Target((branches[0].consumer,), branches[0])

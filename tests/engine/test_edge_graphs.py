@@ -22,6 +22,7 @@ from tests.builders.edges import reports as edge_reports
 from tests.builders.edges import scopes as edge_scopes
 from tests.builders.edges import shapes as edge_shapes
 from tests.builders.edges import slots as edge_slots
+from tests.builders.edges import true_reports as edge_true_reports
 from tests.builders.edges.build import ANY_REASON, FOLDED, EdgeCase
 from tests.builders.fuzz.checks import check_optimize_is_safe
 
@@ -32,6 +33,7 @@ BUILDERS = [
     *edge_formats.CASES,
     *edge_reports.CASES,
     *edge_float16.CASES,
+    *edge_true_reports.CASES,
 ]
 
 
