@@ -2,7 +2,8 @@
 
 ``corrupt_layer(folded, site)`` finds the linear layer that produces ``site`` in the folded
 model (walking back through bias adds and layout ops) and scales one output-channel slice of
-its weight by ``factor``. A verifier that passes such a model is fooled.
+its weight by ``factor`` (a BatchNormalization a merge wrote: its scale). A verifier that
+passes such a model is fooled.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
-LINEAR = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1}
+# op -> the axis of its weight (input 1) that holds output channels; a BN a merge wrote
+# (``bn-affine``) is corrupted in its scale.
+LINEAR = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1, "BatchNormalization": 0}
 WALK_BACK = {"Add", "Sub", "Mul", "Div", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze"}
 
 
@@ -49,7 +52,7 @@ def corrupt_layer(
     for tensor in wrong.graph.initializer:
         if tensor.name == weight_name:
             array = numpy_helper.to_array(tensor).copy()
-            index = [slice(None)] * array.ndim
+            index: list[slice | int] = [slice(None)] * array.ndim
             index[_axis(node)] = channel
             array[tuple(index)] *= factor
             tensor.CopyFrom(numpy_helper.from_array(array, weight_name))
