@@ -362,11 +362,12 @@ def assert_report_names_exist(report: object, folded: onnx.ModelProto) -> None:
     report says it kept is a BatchNormalization of the written model."""
     labels = node_labels(folded)
     kept = {label for label, node in labelled_nodes(folded) if _is_bn(node)}
-    lowered = {f.into for f in report.folds if f.pattern == "lower-standalone"}  # type: ignore[attr-defined]
+    folds = report.folds  # type: ignore[attr-defined]
+    lowered = {f.into for f in folds if getattr(f, "pattern", "") == "lower-standalone"}
     for fold in report.folds:  # type: ignore[attr-defined]
         if getattr(fold, "pattern", "") == "lower-standalone":
             continue  # its ``into`` is "Mul+Add", what the BN became, not a node label
-        if fold.via and fold.into in lowered:
+        if getattr(fold, "via", "") and fold.into in lowered:
             continue  # merged into a BN that was lowered later: it went into the Mul+Add
         # One label, or several joined by ", " (a fold into more than one node).
         targets = [fold.into] if fold.into in labels else fold.into.split(", ")
