@@ -91,15 +91,18 @@ def with_exotic_tensors(
     *,
     sizes: Sequence[int] = (5, 5000),
     types: Sequence[int] = EXOTIC_TYPES,
+    cast: bool = True,
 ) -> onnx.ModelProto:
     """``model`` plus, per type and size (element counts: odd ones leave half a byte of a
     packed type unused; 5000 keeps the bytes in the file when read lazily), an initializer
-    read by ``Cast(to=FLOAT)`` whose output is a graph output."""
+    read by ``Cast(to=FLOAT)`` whose output is a graph output (at the newest opset); without
+    ``cast``, the initializer is itself a graph output (the opset is left as it is)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for entry in out.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            entry.version = max(entry.version, onnx.defs.onnx_opset_version())
+    if cast:
+        for entry in out.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = max(entry.version, onnx.defs.onnx_opset_version())
     out.ir_version = max(out.ir_version, 11)  # the 4-bit, 2-bit and float6 types
     for data_type in types:
         type_name = TensorProto.DataType.Name(data_type).lower()
@@ -109,6 +112,9 @@ def with_exotic_tensors(
             tensor = numpy_helper.from_array(value, name)
             assert tensor.data_type == data_type, (type_name, tensor.data_type)
             out.graph.initializer.append(tensor)
+            if not cast:
+                out.graph.output.append(helper.make_tensor_value_info(name, data_type, [size]))
+                continue
             out.graph.node.append(
                 helper.make_node("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT)
             )
@@ -231,8 +237,8 @@ def place_model(
     if link == "away":
         away = folder / "away"
         away.mkdir()
-        if external:
-            data = real / "m.onnx.data"
+        data = real / "m.onnx.data"
+        if data.exists():
             (away / data.name).write_bytes(data.read_bytes())
             data.write_bytes(b"\xff" * data.stat().st_size)
         os.symlink(os.path.join("..", "real", "m.onnx"), away / "m.onnx")
