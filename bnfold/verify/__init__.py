@@ -58,6 +58,7 @@ from .settings import DEFAULT_LEVELS, Tolerance, VerifySettings
 from .sites import DEFAULT_BUDGET_BYTES, DEFAULT_SITE_MODE, SiteChoice, plan_sites
 from .structure import StructureMismatch
 from .structure import check_structure as _check_structure
+from .truth import Float64Truth
 
 ModelSource = Union[str, "os.PathLike[str]", onnx.ModelProto]
 InputsArg = Union[str, "os.PathLike[str]", Mapping[str, Any], Sequence[Any], None]
@@ -192,8 +193,17 @@ def _verify(
     original_run = prepare(original_model, plan, probes=True)
     candidate_run = prepare(candidate_model, plan)
     output_names = [vi.name for vi in original_model.model.graph.output]
-    trial = Trial(input_sets, plan, output_names, settings.tolerance, settings.runtime)
+    # Tolerance from the numbers (``compare.py``), with the default tolerances only.
+    tolerance = settings.tolerance
+    truth = (
+        Float64Truth(original_model.model, original_model.base_dir, input_sets)
+        if tolerance.atol is None and tolerance.rtol is None
+        else None
+    )
+    trial = Trial(input_sets, plan, output_names, settings.tolerance, settings.runtime, truth)
     reference = reference_runs(original_run, trial)
+    if truth is not None:
+        truth.reference = reference
     branches = plan.branches(reference, input_sets)
     for run in reference:  # the If conditions were read; they are not compared
         for probe in plan.probes:
@@ -260,6 +270,8 @@ def _verify(
         drift=drift,
         uncovered=uncovered,
         if_branches=branches,
+        float64_unavailable=truth.unavailable if truth is not None else None,
+        float64_seconds=truth.seconds if truth is not None else 0.0,
     )
     _keep_failing_inputs(
         report,

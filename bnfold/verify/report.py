@@ -16,6 +16,11 @@ JSON schema (``to_dict``), stable keys::
                     message, share}]
     uncovered_outputs: [str]          weak outputs a difference reaches past no compared site
     if_branches: [{node, condition, then_runs, else_runs}]   top-level Ifs (null: unknown)
+    float64_judge: {factor, seconds, unavailable: str | null, judged: [{provider, level, name,
+                    passed, candidate_error, original_error, allowed, allowance_used}]}
+                                      tensors beyond atol+rtol*|ref| judged against a float64
+                                      run of the original (``compare.py``); per comparison
+                                      also ``float64`` in outputs/sites
     provider_drift: {provider: {status, outputs, sites, summary} | {status, reason}}
     inconclusive: bool               a weak output is uncovered: not a pass
     seeds: [int], runs: int, input_files: [str], inputs: [{name, dtype, shape, low, high, source}]
@@ -36,7 +41,7 @@ from typing import Any
 from ..errors import ProviderUnavailable, VerificationFailed
 from ..runtime.session import LEVELS, provider_full_name
 from ..storage.results import to_json
-from .compare import DEFAULT_TOLERANCES, OutputComparison
+from .compare import DEFAULT_TOLERANCES, FLOAT64_FACTOR, OutputComparison
 from .evidence import Weakness
 
 PASSED, FAILED, UNAVAILABLE = "passed", "failed", "unavailable"
@@ -136,6 +141,9 @@ class VerifyReport:
     # planned sites compared, and without them (``sites.SitePlan.uncovered``).
     uncovered: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
     if_branches: list[dict[str, Any]] = field(default_factory=list)
+    # The float64 judge: why it could not run (None: it ran or was never needed), its time.
+    float64_unavailable: str | None = None
+    float64_seconds: float = 0.0
 
     # -- verdict -------------------------------------------------------------------------
 
@@ -179,6 +187,41 @@ class VerifyReport:
         if self.missing:
             return ProviderUnavailable.exit_code
         return 0
+
+    def float64_judged(self) -> list[dict[str, Any]]:
+        """Every output/site judged against the float64 original, per configuration."""
+        rows = []
+        for result in self.providers:
+            for name, c in [*result.outputs.items(), *result.sites.items()]:
+                if c.float64 is not None:
+                    rows.append(
+                        {
+                            "provider": result.provider,
+                            "level": result.level,
+                            "name": name,
+                            "passed": c.passed,
+                            **c.float64.to_dict(),
+                        }
+                    )
+        return rows
+
+    def float64_lines(self) -> list[str]:
+        """One line per tensor the float64 judge decided, and why it could not run."""
+        lines = [
+            f"float64 judge, {row['provider']}/{row['level']} `{row['name']}`:"
+            f" {row['allowance_used']:.3g} x atol+rtol*|ref|, so judged against a float64 run"
+            f" of the original: candidate {row['candidate_error']:.3g} from float64, original"
+            f" {row['original_error']:.3g}, allowed {row['allowed']:.3g}"
+            f" ({row['factor']:g} x the original's error in the channel + atol+rtol*|ref|):"
+            f" {'passes' if row['passed'] else 'fails'}"
+            for row in self.float64_judged()
+        ]
+        if self.float64_unavailable:
+            lines.append(
+                f"float64 judge not run ({self.float64_unavailable}): tensors beyond"
+                " atol+rtol*|ref| fail as they are"
+            )
+        return lines
 
     def failed_outputs(self) -> list[str]:
         names: list[str] = []
@@ -267,6 +310,12 @@ class VerifyReport:
             "weak_outputs": [w.to_dict() for w in self.weak_outputs],
             "uncovered_outputs": self.uncovered_outputs,
             "if_branches": [dict(row) for row in self.if_branches],
+            "float64_judge": {
+                "factor": FLOAT64_FACTOR,
+                "seconds": round(self.float64_seconds, 3),
+                "unavailable": self.float64_unavailable,
+                "judged": self.float64_judged(),
+            },
             "provider_drift": drift_to_dict(self.drift),
             "inconclusive": self.inconclusive,
             "notes": list(self.notes),
@@ -321,7 +370,8 @@ class VerifyReport:
             f"**Tolerances**: {_tolerance_text(self.atol, self.rtol, self._output_dtypes())}"
         )
         details = [r for r in self.providers if r.reason or r.site_error]
-        if details or self.notes or self.weak_outputs or self.drift:
+        judged = self.float64_lines()
+        if details or self.notes or self.weak_outputs or self.drift or judged:
             lines.append("")
             for result in details:
                 if result.reason:
@@ -336,6 +386,8 @@ class VerifyReport:
                 lines.append(f"- weak evidence: {weak.message}")
             for provider, entry in self.drift.items():
                 lines.append(f"- {drift_line(provider, entry)}")
+            for line in judged:
+                lines.append(f"- {line}")
             for note in self.notes:
                 lines.append(f"- {note}")
         if self.failing_inputs:
@@ -440,6 +492,8 @@ class VerifyReport:
                 highlight=False,
                 soft_wrap=True,
             )
+        for line in self.float64_lines():
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
         for note in self.notes:
             console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
         if self.failing_inputs:

@@ -398,3 +398,67 @@ def all_nan(offset: float = 0.0) -> onnx.ModelProto:
         [tensor("y", TensorProto.FLOAT, [2, 3])],
         {"one": np.array(1.0, np.float32), "off": np.array(offset, np.float32)},
     )
+
+
+# -- issue 23: ill-conditioned folds (BN scales in the hundreds) -----------------------------
+
+
+def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A 3x3, pad-1, stride-1 Conv in float64 (NCHW), to set BN statistics from data."""
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    height, width = x.shape[2:]
+    out = np.zeros((x.shape[0], w.shape[0], height, width))
+    for i in range(3):
+        for j in range(3):
+            patch = padded[:, :, i : i + height, j : j + width]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return out + b.reshape(1, -1, 1, 1)
+
+
+def conditioned_convnet(
+    layers: int = 3, channels: int = 8, size: int = 10, seed: int = 7
+) -> onnx.ModelProto:
+    """Conv -> BN -> Relu, ``layers`` times, with BN scales ``gamma/sigma`` in the hundreds.
+
+    Like a trained EfficientNet's depthwise BNs: each channel's conv output has a large mean
+    and a small spread (a bias of ~100, weights of ~0.003), and the BN statistics are that
+    channel's own (``mean`` ~ 100, ``var`` ~ 1e-5 .. 1e-4) over generated inputs, so the BN
+    subtracts two close numbers and scales the difference by ~100-400. An exact fold rounds
+    ``s * W`` and sums at another order: its float32 error at the BN output is a few ulp of
+    ``s * 100``, ~1e-3, over the default allowance (1e-4 + 1e-4 * |y|) though the original
+    is as far from a float64 evaluation.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((8, 3, size, size))
+    nodes: list[onnx.NodeProto] = []
+    inits: dict[str, np.ndarray] = {}
+    previous, cin = "x", 3
+    for layer in range(layers):
+        w = (0.003 * rng.standard_normal((channels, cin, 3, 3)) / np.sqrt(cin)).astype(np.float32)
+        b = rng.uniform(80.0, 120.0, channels).astype(np.float32)
+        c = _conv3x3(x, w.astype(np.float64), b.astype(np.float64))
+        mean, var = c.mean(axis=(0, 2, 3)), c.var(axis=(0, 2, 3))
+        gamma = rng.uniform(0.5, 1.5, channels)
+        beta = 0.2 * rng.standard_normal(channels)
+        names = [f"{k}{layer}" for k in ("W", "B", "g", "b", "m", "v")]
+        for name, value in zip(names, (w, b, gamma, beta, mean, var), strict=True):
+            inits[name] = np.asarray(value, np.float32)
+        conv, bn, relu = f"conv{layer}", f"bn{layer}", f"relu{layer}" if layer < layers - 1 else "y"
+        nodes += [
+            helper.make_node("Conv", [previous, names[0], names[1]], [conv], pads=[1, 1, 1, 1]),
+            helper.make_node("BatchNormalization", [conv, *names[2:]], [bn], epsilon=1e-9),
+            helper.make_node("Relu", [bn], [relu]),
+        ]
+        y = (
+            gamma.reshape(1, -1, 1, 1)
+            * (c - mean.reshape(1, -1, 1, 1))
+            / np.sqrt(var.reshape(1, -1, 1, 1))
+        )
+        x = np.maximum(y + beta.reshape(1, -1, 1, 1), 0.0)
+        previous, cin = relu, channels
+    return make_model(
+        nodes,
+        [tensor("x", TensorProto.FLOAT, ["N", 3, size, size])],
+        [tensor("y", TensorProto.FLOAT, ["N", channels, size, size])],
+        inits,
+    )

@@ -1,0 +1,83 @@
+"""Issue 23, tolerance from the numbers: a tensor beyond ``atol + rtol*|ref|`` is judged
+against a float64 run of the original, so an exact fold of an ill-conditioned BN (scales in
+the hundreds) passes, while a 1 % change of the slice a fold wrote still fails at its site.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import bnfold
+from bnfold.verify import truth, verify
+from bnfold.verify.compare import compare_output, judge_by_float64
+from tests.builders import verify_models as vm
+from tests.builders.corrupt import corrupt_layer
+
+pytestmark = pytest.mark.usefixtures("cpu_only_default")
+SITES = ("bn0", "bn1", "bn2")
+
+
+@pytest.fixture(scope="module")
+def conditioned() -> tuple[object, object]:
+    original = vm.conditioned_convnet()
+    return original, bnfold.optimize(original).model
+
+
+def test_exact_fold_of_large_scales_passes_by_the_float64_judge(conditioned) -> None:
+    original, folded = conditioned
+    for mode in ("folds", "all"):
+        report = verify(original, folded, providers="cpu", levels="disable,all", sites=mode)
+        assert report.exit_code == 0, report.summary_line()
+        for result in report.providers:
+            for name in SITES:
+                judged = result.sites[name].float64
+                # Before: beyond the plain allowance; the original is as far from float64.
+                assert judged is not None and judged.allowance_used > 5, (name, judged)
+                assert judged.candidate_error < judged.original_error
+    data = json.loads(report.to_json())
+    rows = data["float64_judge"]["judged"]
+    assert {r["name"] for r in rows} >= set(SITES) and all(r["passed"] for r in rows)
+    assert "float64 judge, cpu/all `bn0`" in report.to_markdown()
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("channel", [0, 5])
+def test_a_wrong_slice_fails_at_its_site_even_against_float64(conditioned, site, channel) -> None:
+    original, folded = conditioned
+    report = verify(original, corrupt_layer(folded, site, channel=channel), providers="cpu")
+    assert report.exit_code == 1, report.summary_line()
+    result = report.providers[0]
+    assert result.first_divergence == site, result.reason
+    assert "even against float64" in (result.reason or "")
+    judged = result.sites[site].float64
+    assert judged is not None and judged.candidate_error > 2 * judged.allowed
+
+
+def test_without_a_float64_truth_the_failure_stands(conditioned, monkeypatch) -> None:
+    original, folded = conditioned
+    monkeypatch.setattr(truth, "MAX_WEIGHT_BYTES", 0)
+    report = verify(original, folded, providers="cpu", save_failing=False)
+    assert report.exit_code == 1
+    assert report.float64_unavailable and "MiB of weights" in report.float64_unavailable
+    assert any("float64 judge not run" in line for line in report.float64_lines())
+
+
+def test_the_rule_per_channel() -> None:
+    rng = np.random.default_rng(0)
+    exact = rng.standard_normal((1, 2, 4, 4)) * 10
+    noise = np.zeros_like(exact)
+    noise[:, 0] = 1e-2  # channel 0: the original is 1e-2 off float64, channel 1 is exact
+    ref = (exact + noise).astype(np.float32)
+    closer = (exact + noise / 2).astype(np.float32)
+    plain = compare_output("t", ref, closer)
+    assert not plain.passed
+    judged = judge_by_float64(plain, ref, closer, exact)
+    assert judged.passed and judged.float64 is not None
+    # A 1 % error in the exact channel is not hidden by channel 0's rounding.
+    wrong = closer.copy()
+    wrong[:, 1] *= 1.01
+    judged = judge_by_float64(compare_output("t", ref, wrong), ref, wrong, exact)
+    assert not judged.passed and judged.mismatched > 0
