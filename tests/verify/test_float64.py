@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 import bnfold
 from bnfold.verify import truth, verify
@@ -81,3 +82,21 @@ def test_the_rule_per_channel() -> None:
     wrong[:, 1] *= 1.01
     judged = judge_by_float64(compare_output("t", ref, wrong), ref, wrong, exact)
     assert not judged.passed and judged.mismatched > 0
+
+
+def test_the_truth_of_an_opset9_batchnorm_is_inference_mode() -> None:
+    """onnx's reference BatchNormalization-9 takes batch statistics (its default momentum);
+    the truth must be the inference BN onnxruntime runs, or it judges nothing."""
+    from bnfold.runtime.inputs import generate_inputs, input_specs
+
+    model = vm.conditioned_convnet(layers=1)
+    model.opset_import[0].version = 9
+    specs, _ = input_specs(model)
+    feeds = generate_inputs(specs, 0, 0)
+    values = truth.Float64Truth(model, None, [feeds]).values(0)
+    assert values is not None
+    c = values["conv0"]
+    g, b, m, v = (numpy_helper.to_array(t) for t in model.graph.initializer[2:6])
+    expected = (c - m.reshape(1, -1, 1, 1)) / np.sqrt(v.reshape(1, -1, 1, 1) + 1e-9)
+    expected = expected * g.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(values["bn0"], expected, rtol=1e-6, atol=1e-6)
