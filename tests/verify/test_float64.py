@@ -96,7 +96,8 @@ def test_the_truth_of_an_opset9_batchnorm_is_inference_mode() -> None:
     values = truth.Float64Truth(model, None, [feeds]).values(0)
     assert values is not None
     c = values["conv0"]
-    g, b, m, v = (numpy_helper.to_array(t) for t in model.graph.initializer[2:6])
+    # In float64 like the truth: v + eps in float32 would round the scale the BN divides by.
+    g, b, m, v = (numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer[2:6])
     expected = (c - m.reshape(1, -1, 1, 1)) / np.sqrt(v.reshape(1, -1, 1, 1) + 1e-9)
     expected = expected * g.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
     np.testing.assert_allclose(values["bn0"], expected, rtol=1e-6, atol=1e-6)
