@@ -68,20 +68,24 @@ def staging_folder(
     """
     parent = target.parent if str(target.parent) else Path(".")
     remove_stale(parent, cleanup)
-    try:
-        staging = Path(
-            tempfile.mkdtemp(
-                prefix=f".{target.name}.{owner_tag()}.", suffix=TEMP_SUFFIX, dir=parent
+    # Ctrl-C is held back while the folder is made and while it is removed: a KeyboardInterrupt
+    # between mkdtemp and the try, or in the middle of rmtree, would leave it behind.
+    with sigint_deferred():
+        try:
+            staging = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{target.name}.{owner_tag()}.", suffix=TEMP_SUFFIX, dir=parent
+                )
             )
-        )
-    except OSError as exc:
-        raise write_error(exc, target) from None
+        except OSError as exc:
+            raise write_error(exc, target) from None
     try:
         yield staging
     except OSError as exc:
         raise write_error(exc, target) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with sigint_deferred():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def remove_stale(
