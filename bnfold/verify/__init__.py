@@ -52,8 +52,9 @@ from ..storage.load import LoadedModel, load_model
 from ..storage.outputs import Outputs
 from .drift import provider_references
 from .evidence import weak_outputs
+from .quantized import level_effect, quant_grids
 from .report import ProviderResult, VerifyReport
-from .runner import Trial, prepare, reference_runs, run_candidate, split
+from .runner import Trial, original_at, prepare, reference_runs, run_candidate, split
 from .settings import DEFAULT_LEVELS, Tolerance, VerifySettings
 from .sites import DEFAULT_BUDGET_BYTES, DEFAULT_SITE_MODE, SiteChoice, plan_sites
 from .structure import StructureMismatch
@@ -200,7 +201,10 @@ def _verify(
         if tolerance.atol is None and tolerance.rtol is None
         else None
     )
-    trial = Trial(input_sets, plan, output_names, settings.tolerance, settings.runtime, truth)
+    grids = quant_grids(original_model.model, output_names + plan.names, original_model.base_dir)
+    trial = Trial(
+        input_sets, plan, output_names, settings.tolerance, settings.runtime, truth, grids
+    )
     reference = reference_runs(original_run, trial)
     if truth is not None:
         truth.reference = reference
@@ -214,6 +218,12 @@ def _verify(
         settings.tolerance.atol,
         input_sets,
     )
+    # A quantized integer output with a known scale is judged in steps: not weak evidence.
+    weak = {
+        name: w
+        for name, w in weak.items()
+        if not (name in grids and grids[name].kind == "quantized" and w.kind == "integer")
+    }
     # A weak output some difference reaches unchecked: with the sites, and without them
     # (when no site could be compared on any configuration).
     graded = [w.output for w in weak.values() if w.kind != "same-argmax"]
@@ -238,8 +248,35 @@ def _verify(
     same_provider, drift = provider_references(
         original_run, [p for p in use if p != "cpu"], reference, trial
     )
+    # Quantized tensors: the candidate at level L against the original at L (``quantized.py``);
+    # how far L alone moves the original is reported as the kernel choice's effect.
+    at_level: dict[str, list[dict[str, Any]]] = {}
+    kernel_choice: dict[str, dict[str, Any]] = {}
+    for level in settings.runtime.levels if grids and "cpu" in use else ():
+        if level == "disable":
+            continue
+        runs = original_at(original_run, level, trial)
+        if runs is None:
+            notes.append(
+                f"the original does not run on cpu/{level}: quantized tensors at {level} are"
+                " judged against the original at disable"
+            )
+            continue
+        at_level[level] = [
+            {**ref, **{n: run[n] for n in grids if n in run and n in ref}}
+            for ref, run in zip(reference, runs, strict=True)
+        ]
+        kernel_choice[level] = level_effect(reference, runs, grids)
     results = [
-        run_candidate(candidate_run, provider, level, same_provider.get(provider, reference), trial)
+        run_candidate(
+            candidate_run,
+            provider,
+            level,
+            at_level.get(level, reference)
+            if provider == "cpu"
+            else same_provider.get(provider, reference),
+            trial,
+        )
         for provider in use
         for level in settings.runtime.levels
     ]
@@ -272,6 +309,8 @@ def _verify(
         if_branches=branches,
         float64_unavailable=truth.unavailable if truth is not None else None,
         float64_seconds=truth.seconds if truth is not None else 0.0,
+        quantized={name: grid.to_dict() for name, grid in grids.items()},
+        kernel_choice=kernel_choice,
     )
     _keep_failing_inputs(
         report,

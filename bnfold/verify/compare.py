@@ -149,6 +149,37 @@ class Float64Judgement:
 
 
 @dataclass
+class StepJudgement:
+    """A quantized tensor judged in steps of its scale (``quantized.py``; summed over runs
+    after ``merge``): ``moved`` elements of ``total`` differ by at least one step, the
+    largest by ``max_steps``; ``grid`` says where the scale comes from."""
+
+    max_steps: int
+    moved: int
+    total: int
+    share_bound: float
+    max_steps_allowed: int
+    grid: str
+
+    @property
+    def share(self) -> float:
+        return self.moved / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "share": self.share}
+
+    def merge(self, other: StepJudgement | None) -> StepJudgement:
+        if other is None:
+            return self
+        return dataclasses.replace(
+            self,
+            max_steps=max(self.max_steps, other.max_steps),
+            moved=self.moved + other.moved,
+            total=self.total + other.total,
+        )
+
+
+@dataclass
 class OutputComparison:
     """Metrics and verdict for one output (one run, or the worst over runs after ``merge``)."""
 
@@ -172,9 +203,13 @@ class OutputComparison:
     worst_candidate: float | None = None
     # Set when the tensor failed ``atol + rtol*|ref|`` and was judged against float64.
     float64: Float64Judgement | None = None
+    # Set when the tensor is quantized and was judged in steps of its scale (``quantized.py``).
+    steps: StepJudgement | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["steps"] = self.steps.to_dict() if self.steps is not None else None
+        return data
 
     def merge(self, other: OutputComparison) -> OutputComparison:
         """Worst of both runs: max errors, min cosine, summed counts, first failure reason."""
@@ -205,6 +240,7 @@ class OutputComparison:
             worst_reference=source.worst_reference,
             worst_candidate=source.worst_candidate,
             float64=self.float64.merge(other.float64) if self.float64 else other.float64,
+            steps=self.steps.merge(other.steps) if self.steps else other.steps,
         )
 
 

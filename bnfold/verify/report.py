@@ -22,6 +22,10 @@ JSON schema (``to_dict``), stable keys::
                                       run of the original (``compare.py``); per comparison
                                       also ``float64`` in outputs/sites
     provider_drift: {provider: {status, outputs, sites, summary} | {status, reason}}
+    quantized: {max_steps, share_bound, tensors: {name: {kind, node, qtype, axis, channels,
+                scale_min, scale_max}}, kernel_choice: {level: {name: {max_steps, moved,
+                total, share, ...}}}}   quantized outputs/sites judged in steps
+                                      (``quantized.py``); per comparison also ``steps``
     inconclusive: bool               a weak output is uncovered: not a pass
     seeds: [int], runs: int, input_files: [str], inputs: [{name, dtype, shape, low, high, source}]
     tolerances: {defaults: {dtype: {atol, rtol}}, atol_override, rtol_override}
@@ -41,8 +45,9 @@ from typing import Any
 from ..errors import ProviderUnavailable, VerificationFailed
 from ..runtime.session import LEVELS, provider_full_name
 from ..storage.results import to_json
-from .compare import DEFAULT_TOLERANCES, FLOAT64_FACTOR, OutputComparison
+from .compare import DEFAULT_TOLERANCES, FLOAT64_FACTOR, OutputComparison, StepJudgement
 from .evidence import Weakness
+from .quantized import MAX_STEPS, SHARE_BOUND, effect_line
 
 PASSED, FAILED, UNAVAILABLE = "passed", "failed", "unavailable"
 # Site rows shown per configuration in the terminal/Markdown table (all are in the JSON).
@@ -144,6 +149,10 @@ class VerifyReport:
     # The float64 judge: why it could not run (None: it ran or was never needed), its time.
     float64_unavailable: str | None = None
     float64_seconds: float = 0.0
+    # Quantized outputs/sites judged in steps ({name: grid}) and, per level, how far
+    # onnxruntime's kernel choice alone moves the original there ({level: {name: steps}}).
+    quantized: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kernel_choice: dict[str, dict[str, StepJudgement]] = field(default_factory=dict)
 
     # -- verdict -------------------------------------------------------------------------
 
@@ -221,6 +230,29 @@ class VerifyReport:
                 f"float64 judge not run ({self.float64_unavailable}): tensors beyond"
                 " atol+rtol*|ref| fail as they are"
             )
+        return lines
+
+    def quantized_lines(self) -> list[str]:
+        """Per quantized tensor and configuration its moves in steps, then the kernel choice's."""
+        if not self.quantized:
+            return []
+        lines = [
+            f"quantized tensors judged in quantization steps (pass: no element moved over"
+            f" {MAX_STEPS} step, at most {SHARE_BOUND:.0%} moved; on cpu the reference is the"
+            f" original at the candidate's level): "
+            + ", ".join(f"`{n}` ({g['kind']} of `{g['node']}`)" for n, g in self.quantized.items())
+        ]
+        for result in self.ran:
+            for name, c in [*result.outputs.items(), *result.sites.items()]:
+                if c.steps is None:
+                    continue
+                j = c.steps
+                lines.append(
+                    f"{result.provider}/{result.level} `{name}`: {j.moved} of {j.total} elements"
+                    f" moved ({j.share:.2%}), at most {j.max_steps} step(s):"
+                    f" {'passes' if c.passed else 'fails'}"
+                )
+        lines += [effect_line(level, effect) for level, effect in self.kernel_choice.items()]
         return lines
 
     def failed_outputs(self) -> list[str]:
@@ -317,6 +349,15 @@ class VerifyReport:
                 "judged": self.float64_judged(),
             },
             "provider_drift": drift_to_dict(self.drift),
+            "quantized": {
+                "max_steps": MAX_STEPS,
+                "share_bound": SHARE_BOUND,
+                "tensors": {n: dict(g) for n, g in self.quantized.items()},
+                "kernel_choice": {
+                    level: {n: j.to_dict() for n, j in effect.items()}
+                    for level, effect in self.kernel_choice.items()
+                },
+            },
             "inconclusive": self.inconclusive,
             "notes": list(self.notes),
             "failing_inputs": self.failing_inputs,
@@ -370,7 +411,7 @@ class VerifyReport:
             f"**Tolerances**: {_tolerance_text(self.atol, self.rtol, self._output_dtypes())}"
         )
         details = [r for r in self.providers if r.reason or r.site_error]
-        judged = self.float64_lines()
+        judged = self.float64_lines() + self.quantized_lines()
         if details or self.notes or self.weak_outputs or self.drift or judged:
             lines.append("")
             for result in details:
@@ -492,7 +533,7 @@ class VerifyReport:
                 highlight=False,
                 soft_wrap=True,
             )
-        for line in self.float64_lines():
+        for line in self.float64_lines() + self.quantized_lines():
             console.print(line, highlight=False, markup=False, soft_wrap=True)
         for note in self.notes:
             console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)

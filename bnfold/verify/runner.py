@@ -16,7 +16,7 @@ shows first at its own site, everything downstream only inherits it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..runtime.session import (
 from ..runtime.settings import RuntimeChoice
 from ..storage.load import LoadedModel
 from .compare import OutputComparison, compare_outputs, compare_sites, judge_by_float64
+from .quantized import QuantGrid, judge_quantized
 from .report import FAILED, PASSED, UNAVAILABLE, ProviderResult
 from .settings import Tolerance
 from .sites import SitePlan, with_outputs
@@ -66,6 +67,8 @@ class Trial:
     runtime: RuntimeChoice
     # The float64 original, asked only for tensors beyond the allowance (None: never).
     truth: Float64Truth | None = None
+    # Quantized outputs and sites, judged in quantization steps (``quantized.py``).
+    quantized: dict[str, QuantGrid] = field(default_factory=dict)
 
 
 def prepare(loaded: LoadedModel, plan: SitePlan, *, probes: bool = False) -> Prepared:
@@ -103,6 +106,34 @@ def reference_runs(original: Prepared, trial: Trial) -> list[dict[str, Any]]:
                 hint="give real data with --inputs, or set sizes/values with --shape, --dim, --range",
             ) from None
     return outputs
+
+
+def original_at(original: Prepared, level: str, trial: Trial) -> list[dict[str, Any]] | None:
+    """The original on CPU at ``level``, per input set: its graph outputs from the plain model
+    (onnxruntime fuses as it would for a user), its sites from the exposed one. None when it
+    does not run there."""
+    runs: list[dict[str, Any]] = [{} for _ in trial.input_sets]
+    models: list[Any] = [original.plain]
+    if original.exposed is not None:
+        models.append(original.with_sites())
+    for model in models:
+        attempt = create_session(
+            model,
+            REFERENCE_PROVIDER,
+            level,
+            role="original",
+            **trial.runtime.session_arguments(None),
+        )
+        if attempt.status != "ok" or attempt.session is None:
+            return None
+        for run, feeds in zip(runs, trial.input_sets, strict=True):
+            try:
+                produced = run_session(attempt.session, feeds)
+            except Exception:  # noqa: BLE001 - then there is no same-level reference
+                return None
+            for name, value in produced.items():
+                run.setdefault(name, value)
+    return runs
 
 
 def split(
@@ -196,6 +227,7 @@ def _compare_runs(
         comparisons = compare(ref, produced, atol=tolerance.atol, rtol=tolerance.rtol)
         truth = trial.truth if result.provider == REFERENCE_PROVIDER else None
         comparisons = _judge(comparisons, ref, produced, truth, index)
+        comparisons = judge_quantized(comparisons, ref, produced, trial.quantized)
         if result.failing_run is None and any(not c.passed for c in comparisons.values()):
             result.failing_run = index
         for name, comparison in comparisons.items():
