@@ -48,6 +48,7 @@ from .design import (
     parse_batches,
 )
 from .feeds import build_feed_sets, feeds_for
+from .kernels import kernel_notes
 from .machine import machine_info
 from .measure import Measurement
 from .progress import ProgressSink, RichProgress
@@ -180,6 +181,7 @@ def bench_with(
                 for comparison in measurement.comparisons[done:]:
                     comparison.seconds_per_pair = per_pair
 
+    kernels, kernel_lines = kernel_notes(loaded_original, loaded_candidate, list(runtime.levels))
     plan = design.plan
     report_settings: dict[str, Any] = {
         "design": "hierarchical: fresh session pairs, interleaved rounds, t-interval over pairs",
@@ -211,7 +213,8 @@ def bench_with(
         settings=report_settings,
         machine=machine_info(),
         onnxruntime_version=onnxruntime_version(),
-        notes=notes,
+        notes=notes + kernel_lines,
+        quantized_kernels=kernels,
         fail_if_slower_pct=design.fail_if_slower_pct,
         inputs=[{"batch": f.batch, "inputs": describe_inputs(f.feeds)} for f in feed_sets],
     )

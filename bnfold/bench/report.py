@@ -59,6 +59,8 @@ class BenchReport:
     fail_if_slower_pct: float | None = None
     # Per batch setting: {"batch": B, "inputs": {name: {"dtype", "shape"}}}.
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    # Quantized models: {role: {level: {op type: count} | why not read}} (``kernels.py``).
+    quantized_kernels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def confidence(self) -> float:
@@ -171,6 +173,9 @@ class BenchReport:
             "unavailable": [u.to_dict() for u in self.unavailable],
             "inputs": list(self.inputs),
             "notes": list(self.notes),
+            "quantized_kernels": {
+                role: dict(levels) for role, levels in self.quantized_kernels.items()
+            },
         }
 
     def to_json(self) -> str:
