@@ -317,7 +317,7 @@ def splice_out(
     last: onnx.NodeProto | None = None
     last_output: Name = carrier
     if chain.passes:
-        edits.append(SetInput(chain.passes[0], 0, carrier))
+        edits += _relink_passes(chain, carrier)
         last = chain.passes[-1]
         last_output = last.output[0]
     if shift is not None:
@@ -346,10 +346,23 @@ def _splice_into(chain: Chain, into: Slot, carrier: Name) -> list[Edit]:
     node, slot = into
     last: Name = carrier
     if chain.passes:
-        edits.append(SetInput(chain.passes[0], 0, carrier))
+        edits += _relink_passes(chain, carrier)
         last = chain.passes[-1].output[0]
     if last != node.input[slot]:  # constant ops that sat after a no-op are gone
         edits.append(SetInput(node, slot, last))
+    return edits
+
+
+def _relink_passes(chain: Chain, carrier: Name) -> list[Edit]:
+    """The passes read ``carrier`` and then each other, in data order, as one chain again.
+
+    The folded constant ops may sit between passes (``Identity → Add → Identity``): once they
+    are removed, a pass whose data input was such an op's output reads the pass before it.
+    """
+    edits: list[Edit] = [SetInput(chain.passes[0], 0, carrier)]
+    for before, node in zip(chain.passes, chain.passes[1:], strict=False):
+        if node.input[0] != before.output[0]:
+            edits.append(SetInput(node, 0, before.output[0]))
     return edits
 
 

@@ -336,3 +336,41 @@ def test_float16_convtranspose_fold_before_a_chain_of_tiny_variance_bns() -> Non
     result = bnfold.optimize(model)
     assert [fold.bn for fold in result.report.folds] == ["bn0"]
     assert 0 < result.report.folds[0].rounding_error <= PRECISION_BOUND["float16"]
+
+
+def test_merges_across_an_affine_between_no_ops_keep_the_chain_connected() -> None:
+    """``BN → Identity → BN → Add → Identity → BN``: the last BN merges into the first through
+    ``Identity, Add, Identity``; the Add it removes sat between the two Identities, which must
+    read each other again (the second read the removed Add's output: the first run refused it
+    as self-check-failed, and a second run folded it: not idempotent; 5,000-example fuzz)."""
+    rng = np.random.default_rng(3)
+    inits: list[np.ndarray] = [rng.uniform(-1, 1, [2, 1, 1, 1]).astype(np.float32)]
+    names = ["W"]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[1, 1])]
+    steps = [("BN", "b0"), ("Identity", "i0"), ("BN", "b1"), ("Add", "a0"), ("Identity", "i1")]
+    steps.append(("BN", "b2"))
+    current = "c"
+    for op, out in steps:
+        if op == "BN":
+            params = [f"{out}_{role}" for role in "gbmv"]
+            inits += random_bn_params(rng, 2)
+            names += params
+            nodes.append(helper.make_node("BatchNormalization", [current, *params], [out]))
+        elif op == "Add":
+            inits.append(rng.uniform(-1, 1, [2, 1, 1]).astype(np.float32))
+            names.append(f"{out}_k")
+            nodes.append(helper.make_node("Add", [current, f"{out}_k"], [out]))
+        else:
+            nodes.append(helper.make_node(op, [current], [out]))
+        current = out
+    model = make_model(
+        nodes,
+        [tensor("x", [1, 1, 3, 3])],
+        [tensor("b2", [1, 2, 3, 3]), tensor("c", [1, 2, 3, 3])],
+        inits,
+        names=names,
+    )
+    feeds = {"x": rng.standard_normal([1, 1, 3, 3]).astype(np.float32)}
+    result = check_optimize_is_safe(model, feeds, np.dtype(np.float32))
+    assert [s.reason for s in result.report.skipped] == ["producer-output-is-graph-output"]
+    assert {f.bn for f in result.report.folds} >= {"<BatchNormalization:b2>"}
