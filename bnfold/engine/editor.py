@@ -233,6 +233,8 @@ class GraphEditor:
 
     # ---- wiring ------------------------------------------------------------------------
     def _set_input(self, node: onnx.NodeProto, slot: int, name: str) -> None:
+        while len(node.input) <= slot:  # an optional input the node did not have (a bias)
+            node.input.append("")
         old = node.input[slot]
         if old:
             self._drop_use(old, Use(node, slot))

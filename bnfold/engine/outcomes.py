@@ -40,6 +40,10 @@ class Fold:
     # The plan's edits in words, in the order they were applied (``--dry-run`` shows them).
     edits: list[str] = field(default_factory=list)
     via: list[str] = field(default_factory=list)
+    # A fold into a quantized (QDQ) layer whose bias was re-quantized to int32: the largest
+    # rounding error of the bias, in quantization steps of the output (the scale of the
+    # QuantizeLinear after the site; of the bias itself when none follows). None otherwise.
+    quantization_steps: float | None = None
     # bn-affine: the label of the BN merged into before and after the merge (which may rename
     # its output, an unnamed node's label). Not reported: ``resolve_merges`` reads it.
     merge_labels: tuple[str, str] | None = field(default=None, repr=False)

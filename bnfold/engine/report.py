@@ -48,6 +48,8 @@ def _fold_dict(fold: Fold) -> dict[str, Any]:
     del found["merge_labels"]
     if not fold.via:
         del found["via"]
+    if fold.quantization_steps is None:
+        del found["quantization_steps"]
     return found
 
 

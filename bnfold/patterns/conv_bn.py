@@ -16,8 +16,10 @@ import onnx
 from ..engine.foldmath import along_axis, conv_transpose_output_scale
 from ..engine.graph import int_attribute
 from ..engine.outcomes import Skip
-from ..engine.protocol import FoldContext, node_label
-from .layer_checks import constant_weight, optional_bias
+from ..engine.protocol import Answer, FoldContext, NotMine, Target, node_label
+from ..engine.sites import AffineSite
+from .chain import Chain
+from .layer_checks import constant_weight, left_to_qdq, optional_bias
 from .producer import Layer, ProducerFold
 from .registry import PRODUCER, register
 
@@ -26,6 +28,11 @@ from .registry import PRODUCER, register
 class ConvBatchNorm(ProducerFold):
     name = "conv-bn"
     op_type = "Conv"
+
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
+        if left_to_qdq(ctx.view, target.way.linear, 1):
+            return NotMine("quantized")  # qdq-conv-bn answers (patterns/qdq_bn.py)
+        return super().match(ctx, site, target)
 
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
         weight = constant_weight(ctx.view, node, 1, "weight")

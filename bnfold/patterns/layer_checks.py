@@ -10,6 +10,7 @@ from ..engine.foldmath import all_finite
 from ..engine.graph import GraphView
 from ..engine.outcomes import Skip
 from ..engine.protocol import node_label
+from ..engine.quantized import QDQ_FOLDED, dequantize_source
 from ..storage.dtypes import is_float_dtype
 
 
@@ -51,3 +52,10 @@ def optional_bias(view: GraphView, node: onnx.NodeProto, index: int) -> np.ndarr
     if index >= len(node.input) or not node.input[index]:
         return None
     return constant_weight(view, node, index, "bias")
+
+
+def left_to_qdq(view: GraphView, node: onnx.NodeProto, index: int) -> bool:
+    """Whether ``node.input[index]`` is computed directly by a DequantizeLinear and a qdq
+    pattern (``qdq_bn``) folds into ``node``'s op type: its float pattern says ``NotMine``."""
+    name = node.input[index] if index < len(node.input) else ""
+    return bool(name) and node.op_type in QDQ_FOLDED and dequantize_source(view, name) is not None

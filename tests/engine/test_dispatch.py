@@ -97,8 +97,9 @@ def test_the_consumer_side_is_asked_when_the_producer_has_no_pattern() -> None:
     )
     outcome, asked = _fold_spied(model, disabled=("conv-bn",))
     assert [fold.pattern for fold in outcome.folds] == ["bn-conv"]
-    # conv-bn is off: its stand-in is asked (to say what it would do) and never plans.
-    assert asked == [("conv-bn", "Conv"), ("bn-conv", "Conv")]
+    # conv-bn is off: its stand-in is asked (to say what it would do) and never plans; the
+    # qdq pattern for Conv is asked too and says NotMine (the weight is not quantized).
+    assert asked == [("conv-bn", "Conv"), ("qdq-conv-bn", "Conv"), ("bn-conv", "Conv")]
 
 
 def test_disabled_patterns_leave_no_pattern() -> None:
@@ -106,7 +107,8 @@ def test_disabled_patterns_leave_no_pattern() -> None:
         [_conv("x", "y", "W1", "conv1"), _bn("y", "z"), _conv("z", "out", "W2", "conv2")], ["out"]
     )
     outcome, asked = _fold_spied(model, disabled=("conv-bn", "bn-conv"))
-    assert asked == [("conv-bn", "Conv"), ("bn-conv", "Conv")]  # the stand-ins, never planning
+    # the stand-ins, never planning (and the qdq pattern for Conv: NotMine, no quantized weight)
+    assert asked == [("conv-bn", "Conv"), ("qdq-conv-bn", "Conv"), ("bn-conv", "Conv")]
     assert [(s.bn, s.reason, s.detail) for s in outcome.skipped] == [
         (
             "bn",
@@ -137,7 +139,7 @@ def test_the_split_side_reaches_the_layer_behind_an_activation() -> None:
         ["z"],
     )
     outcome, asked = _fold_spied(model)
-    assert asked == [("conv-bn-split", "Conv")]
+    assert asked == [("conv-bn-split", "Conv"), ("qdq-conv-bn-split", "Conv")]
     (skip,) = outcome.skipped
     assert skip.reason == "slower-at-level-all"
 

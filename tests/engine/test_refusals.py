@@ -225,10 +225,12 @@ def _fp16_consumer_model() -> onnx.ModelProto:
 
 
 def _quantized_weight_model() -> onnx.ModelProto:
-    """A QDQ Conv: the weight is DequantizeLinear of an int8 tensor (it must stay quantized)."""
+    """A QDQ Conv whose weight reaches it from DequantizeLinear through an Identity: bnfold
+    folds only a DequantizeLinear that feeds the layer directly (tests/engine/test_qdq_folds)."""
     rng = np.random.default_rng(9)
     nodes = [
-        helper.make_node("DequantizeLinear", ["Wq", "w_scale", "w_zero"], ["W"], name="dq"),
+        helper.make_node("DequantizeLinear", ["Wq", "w_scale", "w_zero"], ["Wd"], name="dq"),
+        helper.make_node("Identity", ["Wd"], ["W"], name="same"),
         helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
         helper.make_node("BatchNormalization", ["y", *BN_NAMES], ["z"], name="bn"),
     ]
@@ -553,6 +555,7 @@ def test_every_reason_code_has_a_test() -> None:
     tested |= {
         "self-check-failed",  # test_self_check.py
         "training-info",  # test_format_edges.py
+        "quantized-negative-scale",  # test_qdq_folds.py
         "attribute-reference",  # test_function_scopes.py
         "param-is-function-input",  # test_function_scopes.py
         "no-pattern",

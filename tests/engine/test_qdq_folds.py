@@ -1,0 +1,130 @@
+"""BatchNormalization folded into QDQ (quantized) Convs, exactly in the dequantized domain.
+
+Every numerical check runs the unfolded model under onnxruntime with optimizations off; the
+Q/DQ structure (the activations' Q/DQ nodes, their scales and zero points) must be unchanged,
+and onnxruntime must form a ``QLinearConv`` for each folded layer at ``ORT_ENABLE_ALL``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import bnfold
+from tests.builders.graphs import op_types, random_feeds, run_unoptimized
+from tests.builders.qdq import QdqSpec, count_fused, qdq_conv_model
+
+
+def _activation_qparams(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The scales and zero points every QuantizeLinear reads (the activations')."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            for name in node.input[1:]:
+                found[name] = values[name]
+    return found
+
+
+def _fold(spec: QdqSpec) -> tuple[onnx.ModelProto, bnfold.OptimizeResult]:
+    model = qdq_conv_model(spec)
+    result = bnfold.optimize(model)
+    onnx.checker.check_model(result.model, full_check=True)
+    return model, result
+
+
+def _max_error(original: onnx.ModelProto, folded: onnx.ModelProto) -> tuple[float, float]:
+    worst, peak = 0.0, 0.0
+    for seed in (0, 1):
+        feeds = random_feeds(original, seed)
+        expected = run_unoptimized(original, feeds)["y"].astype(np.float64)
+        got = run_unoptimized(folded, feeds)["y"].astype(np.float64)
+        worst = max(worst, float(np.max(np.abs(got - expected))))
+        peak = max(peak, float(np.max(np.abs(expected))))
+    return worst, peak
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("bias", ["int32", "float", None])
+@pytest.mark.parametrize("negative_gamma", [False, True])
+def test_a_bn_after_a_qdq_conv_folds_into_its_scale(
+    per_channel: bool, bias: str | None, negative_gamma: bool
+) -> None:
+    spec = QdqSpec(per_channel=per_channel, bias=bias, negative_gamma=negative_gamma)
+    model, result = _fold(spec)
+    folded = result.model
+    assert "BatchNormalization" not in op_types(folded)
+    (fold,) = result.report.folds
+    assert fold.pattern == "qdq-conv-bn" and fold.dtype == "int8"
+    assert op_types(folded).count("QuantizeLinear") == op_types(model).count("QuantizeLinear")
+    added = 1 if bias is None else 0  # the new int32 bias's DequantizeLinear
+    assert (
+        op_types(folded).count("DequantizeLinear")
+        == op_types(model).count("DequantizeLinear") + added
+    )
+    before, after = _activation_qparams(model), _activation_qparams(folded)
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    error, peak = _max_error(model, folded)
+    if bias == "float":
+        assert fold.quantization_steps is None
+        assert error <= 1e-5 * peak, error  # only the float32 scale rounding
+    else:
+        # int32 bias, re-quantized at x_scale·scale': at most half a step of the bias
+        assert fold.quantization_steps is not None and fold.quantization_steps <= 0.5
+        assert error <= 1e-3 * peak, error
+    dq_types = {
+        numpy_helper.to_array(t).dtype.name
+        for t in folded.graph.initializer
+        if t.name.endswith("bias_q_bnfold")
+    }
+    assert dq_types <= {"int32"}
+    if bias is None:  # a new int32 bias at x_scale·scale' (the input is dequantized)
+        assert dq_types == {"int32"}
+
+
+def test_a_negative_scale_on_weights_holding_the_minimum_is_refused() -> None:
+    spec = QdqSpec(negative_gamma=True, weight_min=True)
+    model, result = _fold(spec)
+    assert op_types(result.model) == op_types(model)
+    (kept,) = result.report.skipped
+    assert kept.reason == "quantized-negative-scale"
+    assert "-128" in kept.detail and "l0_w_dq" in kept.detail
+
+
+def test_a_positive_scale_needs_no_symmetric_weights() -> None:
+    _, result = _fold(QdqSpec(weight_min=True))
+    assert [f.pattern for f in result.report.folds] == ["qdq-conv-bn"]
+
+
+def test_a_weight_dequantized_through_an_identity_stays_refused() -> None:
+    model = qdq_conv_model(QdqSpec())
+    conv = next(node for node in model.graph.node if node.op_type == "Conv")
+    conv.input[1] = "w_same"
+    model.graph.node.insert(
+        list(model.graph.node).index(conv), onnx.helper.make_node("Identity", ["l0_wd"], ["w_same"])
+    )
+    result = bnfold.optimize(model)
+    (kept,) = result.report.skipped
+    assert kept.reason == "quantized-weight" and "DequantizeLinear l0_w_dq" in kept.detail
+
+
+def test_four_qdq_layers_form_four_qlinearconv_and_keep_their_outputs() -> None:
+    spec = QdqSpec(layers=4, channels=8, size=8, final_q=True)
+    model, result = _fold(spec)
+    assert [f.pattern for f in result.report.folds] == ["qdq-conv-bn"] * 4
+    assert all(
+        f.quantization_steps is not None and f.quantization_steps < 0.5 for f in result.report.folds
+    )
+    assert count_fused(model) == 0
+    assert count_fused(result.model) == 4
+    error, _ = _max_error(model, result.model)
+    assert error <= 0.04 + 1e-6  # dequantized outputs: at most one step of the output's scale
+
+
+def test_the_report_json_carries_the_bias_rounding_only_for_quantized_folds() -> None:
+    _, result = _fold(QdqSpec())
+    (entry,) = result.report.to_dict()["folds"]
+    assert 0 <= entry["quantization_steps"] <= 0.5
