@@ -34,7 +34,7 @@ from .outcomes import Skip
 DEQUANTIZE = "DequantizeLinear"
 # Layers with a qdq pattern (``patterns/qdq_bn.py``): their float patterns leave a quantized
 # weight to it rather than refuse it.
-QDQ_FOLDED = frozenset({"Conv"})
+QDQ_FOLDED = frozenset({"Conv", "Gemm", "MatMul"})
 QUANTIZE = "QuantizeLinear"
 # Per-axis DequantizeLinear (the ``axis`` attribute) exists from opset 13.
 PER_AXIS_OPSET = 13
@@ -245,6 +245,7 @@ def output_scale(view: GraphView, name: str) -> float | None:
 
 __all__ = [
     "DEQUANTIZE",
+    "PER_AXIS_OPSET",
     "QDQ_FOLDED",
     "Dequantized",
     "RequantizedBias",

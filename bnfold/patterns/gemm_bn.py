@@ -19,9 +19,10 @@ from ..engine.foldmath import Affine, along_axis
 from ..engine.graph import attribute, float_attribute
 from ..engine.outcomes import Skip
 from ..engine.plan import Edit, Name, SetFloatAttribute
-from ..engine.protocol import FoldContext, node_label
+from ..engine.protocol import Answer, FoldContext, NotMine, Target, node_label
 from ..engine.sites import AffineSite
-from .layer_checks import constant_weight, optional_bias
+from .chain import Chain
+from .layer_checks import constant_weight, left_to_qdq, optional_bias
 from .producer import Layer, ProducerFold
 from .registry import PRODUCER, register
 
@@ -30,6 +31,11 @@ from .registry import PRODUCER, register
 class GemmBatchNorm(ProducerFold):
     name = "gemm-bn"
     op_type = "Gemm"
+
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
+        if left_to_qdq(ctx.view, target.way.linear, 1):
+            return NotMine("quantized")  # the qdq pattern answers (patterns/qdq_bn.py)
+        return super().match(ctx, site, target)
 
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
         if ctx.opset < 7:

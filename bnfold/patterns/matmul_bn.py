@@ -24,9 +24,10 @@ import onnx
 from ..engine.foldmath import along_axis
 from ..engine.outcomes import Skip
 from ..engine.plan import AddConstant, Edit, Fresh, InsertNode, Name
-from ..engine.protocol import FoldContext, node_label
+from ..engine.protocol import Answer, FoldContext, NotMine, Target, node_label
 from ..engine.sites import AffineSite
-from .layer_checks import constant_weight
+from .chain import Chain
+from .layer_checks import constant_weight, left_to_qdq
 from .producer import Layer, ProducerFold, tensor_base
 from .registry import PRODUCER, register
 
@@ -36,6 +37,11 @@ class MatMulBatchNorm(ProducerFold):
     name = "matmul-bn"
     op_type = "MatMul"
     bias_index = None
+
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
+        if left_to_qdq(ctx.view, target.way.linear, 1):
+            return NotMine("quantized")  # the qdq pattern answers (patterns/qdq_bn.py)
+        return super().match(ctx, site, target)
 
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
         # W @ x with W constant on the left: W's rows are the output's axis −2.

@@ -17,6 +17,7 @@ import onnx
 
 from ..engine.constants import quantized_source
 from ..engine.foldmath import Affine, all_finite, round_to
+from ..engine.graph import attribute, float_attribute
 from ..engine.outcomes import Fold, Skip
 from ..engine.plan import (
     AddConstant,
@@ -26,10 +27,12 @@ from ..engine.plan import (
     Name,
     RemoveNodes,
     SetConstant,
+    SetFloatAttribute,
     SetInput,
 )
-from ..engine.protocol import Answer, FoldContext, NotMine, Plan, node_label
+from ..engine.protocol import Answer, FoldContext, NotMine, Plan, Target, node_label
 from ..engine.quantized import (
+    PER_AXIS_OPSET,
     Dequantized,
     dequantize_source,
     input_scale,
@@ -40,7 +43,9 @@ from ..engine.quantized import (
 )
 from ..engine.sites import AffineSite
 from .chain import Chain
+from .gemm_bn import GemmBatchNorm
 from .layer_checks import optional_bias
+from .matmul_bn import MatMulBatchNorm
 from .producer import Layer, ProducerFold, Slot, _splice_into, splice_out, tensor_base
 from .registry import PRODUCER, register
 
@@ -59,6 +64,13 @@ class QuantizedProducerFold(ProducerFold):
     def weight_axis(self, layer: Layer) -> int:
         """The weight axis that holds the layer's output channels."""
         raise NotImplementedError
+
+    def after_bias(self, layer: Layer) -> list[Edit]:
+        """Edits once the bias holds ``b'`` (Gemm: ``β = 1``)."""
+        return []
+
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
+        return self.fold(ctx, site, target.way)  # not the float pattern's (it says NotMine)
 
     def fold(
         self, ctx: FoldContext, site: AffineSite, chain: Chain, *, into: Slot | None = None
@@ -96,6 +108,41 @@ class QuantizedProducerFold(ProducerFold):
             )
         return dq.dequantized().reshape(-1), dq
 
+    def quantized_layer(
+        self, ctx: FoldContext, node: onnx.NodeProto, rank: int, channel_axis: int
+    ) -> QuantizedLayer | Skip:
+        """The layer with its weight's DequantizeLinear, whose weight has rank ``rank``."""
+        source = dequantize_source(ctx.view, node.input[self.weight_index])
+        assert source is not None
+        dq = read_dequantize(ctx.view, source, "weight")
+        if isinstance(dq, Skip):
+            return dq
+        if dq.values.ndim != rank if rank == 2 else dq.values.ndim < rank:
+            return Skip(
+                "param-shape-mismatch", f"{node_label(node)} weight has rank {dq.values.ndim}"
+            )
+        bias = self.read_bias(ctx, node)
+        if isinstance(bias, Skip):
+            return bias
+        probe = QuantizedLayer(node, np.empty(0), None, 0, None, channel_axis, quantized=dq)
+        channels = int(dq.values.shape[self.weight_axis(probe)])
+        if bias[1] is not None and bias[0] is not None and bias[0].size != channels:
+            return Skip(
+                "param-shape-mismatch",
+                f"{node_label(node)} bias has {bias[0].size} values for {channels} channels",
+            )
+        weight = dq.dequantized().astype(dq.scale.dtype)
+        return QuantizedLayer(
+            node,
+            weight,
+            bias[0],
+            channels,
+            output_rank=None,
+            channel_axis=channel_axis,
+            quantized=dq,
+            quantized_bias=bias[1],
+        )
+
     def _plan(
         self,
         ctx: FoldContext,
@@ -132,8 +179,18 @@ class QuantizedProducerFold(ProducerFold):
         edits += _replace_dequantize(ctx, node, self.weight_index, dq, tuple(inputs), rescaled.axis)
         steps: float | None = None
         x_scale = input_scale(ctx.view, node)
-        assert self.bias_index is not None
-        if layer.quantized_bias is not None or (layer.bias is None and x_scale is not None):
+        carrier: Name = node.output[0]
+        shift = None
+        if staying_shift is not None:
+            assert site.rank is not None
+            shape = (len(staying_shift),) + (1,) * (site.rank - site.axis - 1)
+            shift = round_to(staying_shift.reshape(shape), float_type).value
+        if self.bias_index is None:  # MatMul: the bias becomes a float Add after the layer
+            bias = round_to(exact_bias, float_type)
+            direct = not chain.passes and shift is None and into is None
+            stored, carrier = self.bias_edits(layer, bias.value, site, direct=direct)
+            edits += stored
+        elif layer.quantized_bias is not None or (layer.bias is None and x_scale is not None):
             channels = exact_bias.size
             weight_scale = np.broadcast_to(rescaled.scale.reshape(-1), (channels,))
             fallback = weight_scale
@@ -158,12 +215,7 @@ class QuantizedProducerFold(ProducerFold):
             if not all_finite(bias.value):
                 return Skip("overflow", f"folded bias overflows {bias.value.dtype}")
             edits.append(SetConstant(node, self.bias_index, bias.value, tensor_base(node, "bias")))
-        shift = None
-        if staying_shift is not None:
-            assert site.rank is not None
-            shape = (len(staying_shift),) + (1,) * (site.rank - site.axis - 1)
-            shift = round_to(staying_shift.reshape(shape), float_type).value
-        carrier = node.output[0]
+        edits += self.after_bias(layer)
         if into is not None:
             edits += _splice_into(chain, into, carrier)
         else:
@@ -227,35 +279,64 @@ class QdqConvBatchNorm(QuantizedProducerFold):
     op_type = "Conv"
 
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
-        source = dequantize_source(ctx.view, node.input[1])
-        assert source is not None
-        dq = read_dequantize(ctx.view, source, "weight")
-        if isinstance(dq, Skip):
-            return dq
-        if dq.values.ndim < 3:
-            return Skip(
-                "param-shape-mismatch", f"{node_label(node)} weight has rank {dq.values.ndim}"
-            )
-        bias = self.read_bias(ctx, node)
-        if isinstance(bias, Skip):
-            return bias
-        channels = int(dq.values.shape[0])
-        if bias[0] is not None and bias[0].size != channels:
-            return Skip(
-                "param-shape-mismatch",
-                f"{node_label(node)} bias has {bias[0].size} values for {channels} channels",
-            )
-        weight = dq.dequantized().astype(dq.scale.dtype)
-        return QuantizedLayer(
-            node,
-            weight,
-            bias[0],
-            channels,
-            output_rank=dq.values.ndim,
-            channel_axis=1,
-            quantized=dq,
-            quantized_bias=bias[1],
-        )
+        layer = self.quantized_layer(ctx, node, 3, channel_axis=1)
+        if isinstance(layer, QuantizedLayer):
+            if layer.bias is not None and layer.bias.size != layer.channels:
+                return Skip(
+                    "param-shape-mismatch",
+                    f"{node_label(node)} bias has {layer.bias.size} values for "
+                    f"{layer.channels} channels",
+                )
+            assert layer.quantized is not None
+            layer.output_rank = layer.quantized.values.ndim
+        return layer
 
     def weight_axis(self, layer: Layer) -> int:
         return 0
+
+
+@register(PRODUCER, split=True)
+class QdqGemmBatchNorm(QuantizedProducerFold, GemmBatchNorm):
+    """Gemm whose B is DequantizeLinear of int8/uint8 (per output column or per tensor)."""
+
+    name = "qdq-gemm-bn"
+    op_type = "Gemm"
+
+    def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
+        if ctx.opset < PER_AXIS_OPSET:
+            return Skip("unsupported-opset", f"Gemm-{ctx.opset} in a QDQ model is not folded")
+        layer = self.quantized_layer(ctx, node, 2, channel_axis=1)
+        if isinstance(layer, QuantizedLayer):
+            layer.output_rank = 2
+            if layer.quantized_bias is not None and float_attribute(node, "beta", 1.0) != 1.0:
+                return Skip("quantized-weight", f"{node_label(node)} scales its int32 bias (beta)")
+        return layer
+
+    def weight_axis(self, layer: Layer) -> int:
+        return 0 if attribute(layer.node, "transB", 0) else 1
+
+    def after_bias(self, layer: Layer) -> list[Edit]:
+        if layer.bias is None or float_attribute(layer.node, "beta", 1.0) == 1.0:
+            return []
+        return [SetFloatAttribute(layer.node, "beta", 1.0)]
+
+
+@register(PRODUCER, split=True)
+class QdqMatMulBatchNorm(QuantizedProducerFold, MatMulBatchNorm):
+    """``x @ DQ(W)`` with W ``[K, N]`` of int8/uint8; the bias ``s·0 + t`` becomes a float Add."""
+
+    name = "qdq-matmul-bn"
+    op_type = "MatMul"
+    bias_index = None
+
+    def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
+        shape = ctx.shapes().get(node.output[0])
+        if shape is None or len(shape) < 2:
+            return Skip("axis-not-proven", f"rank of {node_label(node)}'s output is unknown")
+        layer = self.quantized_layer(ctx, node, 2, channel_axis=len(shape) - 1)
+        if isinstance(layer, QuantizedLayer):
+            layer.output_rank = len(shape)
+        return layer
+
+    def weight_axis(self, layer: Layer) -> int:
+        return 1

@@ -160,6 +160,79 @@ def qdq_conv_model(spec: QdqSpec = QdqSpec()) -> onnx.ModelProto:
     )
 
 
+def qdq_dense_model(
+    op_type: str = "Gemm",
+    *,
+    bias: str | None = "int32",
+    negative_gamma: bool = False,
+    per_channel: bool = True,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """``Q → DQ → Gemm(DQ int8 Wᵀ [N, K], transB=1)`` or ``MatMul(DQ int8 W [K, N])``, then a
+    BN written as per-column ``Mul`` and ``Add``, ``Relu``, ``Q → DQ``."""
+    rng = np.random.default_rng(seed)
+    k, n = 16, 8
+    weight = rng.standard_normal((n, k)).astype(np.float32) * 0.2
+    values, w_scale = _symmetric(weight, per_channel)
+    x_scale = np.asarray(0.05, dtype=np.float32)
+    zero8, zero_u8 = np.asarray(0, dtype=np.int8), np.asarray(0, dtype=np.uint8)
+    if op_type == "MatMul":
+        values = np.ascontiguousarray(values.T)
+    inits = [
+        numpy_helper.from_array(x_scale, "x_scale"),
+        numpy_helper.from_array(zero8, "x_zp"),
+        numpy_helper.from_array(values, "w"),
+        numpy_helper.from_array(w_scale, "w_scale"),
+        numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), "w_zp"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"], name="dq"),
+        helper.make_node(
+            "DequantizeLinear",
+            ["w", "w_scale", "w_zp"],
+            ["wd"],
+            name="w_dq",
+            axis=0 if op_type == "Gemm" else 1,
+        ),
+    ]
+    inputs = ["xd", "wd"]
+    if op_type == "Gemm" and bias == "int32":
+        b_scale = (x_scale * np.broadcast_to(w_scale, (n,))).astype(np.float32)
+        b_q = np.rint(rng.standard_normal(n) * 0.1 / b_scale).astype(np.int32)
+        inits += [numpy_helper.from_array(b_q, "b"), numpy_helper.from_array(b_scale, "b_scale")]
+        nodes.append(
+            helper.make_node("DequantizeLinear", ["b", "b_scale"], ["bd"], name="b_dq", axis=0)
+        )
+        inputs.append("bd")
+    elif op_type == "Gemm" and bias == "float":
+        inits.append(
+            numpy_helper.from_array((rng.standard_normal(n) * 0.1).astype(np.float32), "b")
+        )
+        inputs.append("b")
+    dense = helper.make_node(op_type, inputs, ["h"], name="dense")
+    if op_type == "Gemm":
+        dense.attribute.append(helper.make_attribute("transB", 1))
+    nodes.append(dense)
+    gamma = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    if negative_gamma:
+        gamma[::2] *= -1
+    inits += [
+        numpy_helper.from_array(gamma, "gamma"),
+        numpy_helper.from_array((rng.standard_normal(n) * 0.5).astype(np.float32), "beta"),
+        numpy_helper.from_array(np.asarray(0.04, dtype=np.float32), "y_scale"),
+        numpy_helper.from_array(zero_u8, "y_zp"),
+    ]
+    nodes += [
+        helper.make_node("Mul", ["h", "gamma"], ["hm"], name="bn_mul"),
+        helper.make_node("Add", ["hm", "beta"], ["ha"], name="bn_add"),
+        helper.make_node("Relu", ["ha"], ["r"], name="relu"),
+        helper.make_node("QuantizeLinear", ["r", "y_scale", "y_zp"], ["yq"], name="y_q"),
+        helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["y"], name="y_dq"),
+    ]
+    return make_model(nodes, [tensor("x", [2, k])], [tensor("y", [2, n])], inits, opset=QDQ_OPSET)
+
+
 def count_fused(model: onnx.ModelProto, op_type: str = "QLinearConv", *, threads: int = 1) -> int:
     """How many ``op_type`` nodes onnxruntime's graph has at ``ORT_ENABLE_ALL``."""
     import tempfile

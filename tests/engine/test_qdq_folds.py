@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 import bnfold
 from tests.builders.graphs import op_types, random_feeds, run_unoptimized
-from tests.builders.qdq import QdqSpec, count_fused, qdq_conv_model
+from tests.builders.qdq import QdqSpec, count_fused, qdq_conv_model, qdq_dense_model
 
 
 def _activation_qparams(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -128,3 +128,31 @@ def test_the_report_json_carries_the_bias_rounding_only_for_quantized_folds() ->
     _, result = _fold(QdqSpec())
     (entry,) = result.report.to_dict()["folds"]
     assert 0 <= entry["quantization_steps"] <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("op_type", "bias"),
+    [("Gemm", "int32"), ("Gemm", "float"), ("Gemm", None), ("MatMul", None)],
+)
+@pytest.mark.parametrize("negative_gamma", [False, True])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_a_mul_add_bn_after_a_qdq_gemm_or_matmul_folds(
+    op_type: str, bias: str | None, negative_gamma: bool, per_channel: bool
+) -> None:
+    model = qdq_dense_model(
+        op_type, bias=bias, negative_gamma=negative_gamma, per_channel=per_channel
+    )
+    result = bnfold.optimize(model)
+    folded = result.model
+    onnx.checker.check_model(folded, full_check=True)
+    (fold,) = result.report.folds
+    assert fold.pattern == f"qdq-{op_type.lower()}-bn" and fold.kind == "Mul+Add"
+    assert "Mul" not in op_types(folded)
+    # Gemm keeps its bias input; MatMul gets one float Add in the Mul/Add's place
+    assert op_types(folded).count("Add") == (1 if op_type == "MatMul" else 0)
+    before, after = _activation_qparams(model), _activation_qparams(folded)
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    error, _ = _max_error(model, folded)
+    assert error <= 0.04 + 1e-6  # dequantized outputs: at most one step of the output's scale
+    if op_type == "Gemm":  # onnxruntime forms its quantized Gemm
+        assert count_fused(folded, "QGemm") == 1
