@@ -55,6 +55,7 @@ from .lowering import MUL_ADD, lowering_plan
 from .outcomes import Fold, Skip
 from .plan import Plan
 from .protocol import FoldContext, Pattern
+from .quantized import quantized_lowering_plan
 from .shapes import (
     MAIN_SCOPE,
     ModelShapes,
@@ -462,7 +463,7 @@ class _ModelState:
             if not site.is_batchnorm or site.output not in skipped or elem is None:
                 continue
             form = self.options.lower_standalone
-            plan = lowering_plan(
+            plan = quantized_lowering_plan(view, site) or lowering_plan(
                 site,
                 onnx.helper.tensor_dtype_to_np_dtype(elem),
                 form if isinstance(form, str) else MUL_ADD,

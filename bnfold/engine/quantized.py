@@ -29,7 +29,9 @@ import numpy as np
 import onnx
 
 from .graph import GraphView, int_attribute, node_label
-from .outcomes import Skip
+from .outcomes import Fold, Skip
+from .plan import AddConstant, Edit, Fresh, InsertNode, Plan, RemoveNodes
+from .sites import AffineSite
 
 DEQUANTIZE = "DequantizeLinear"
 # Layers with a qdq pattern (``patterns/qdq_bn.py``): their float patterns leave a quantized
@@ -253,7 +255,104 @@ __all__ = [
     "dequantize_source",
     "input_scale",
     "output_scale",
+    "quantized_lowering_plan",
     "read_dequantize",
     "requantize_bias",
     "rescale_weight",
 ]
+
+
+# The largest magnitude of a symmetric int8 weight: a lowered BN's weight is ±127 at scale
+# |s|/127, so the weight is exact and the bias rounds at x_scale·|s|/127.
+INT8_PEAK = 127
+
+
+def quantized_lowering_plan(view: GraphView, site: AffineSite) -> Plan | None:
+    """``DQ(x) → BN → Q`` as ``DQ(x) → Conv(DQ(±127; |s|/127), DQ(int32 t)) → Q``: a 1×1
+    depthwise QDQ Conv (``group = C``), which onnxruntime runs as a ``QLinearConv``.
+
+    ``DQ(sign(s)·127; |s|/127) = s`` per channel (one float rounding of the scale); the bias
+    ``t`` is re-quantized at ``x_scale·|s|/127`` (half a step at most, reported in steps of
+    the QuantizeLinear's scale). None where the site is no quantized standalone BN: its input
+    not from a per-tensor DequantizeLinear, its output not read by one QuantizeLinear alone,
+    rank < 3, or opset < 13 (per-axis DequantizeLinear).
+    """
+    if view.opset < PER_AXIS_OPSET or site.rank is None or site.rank < 3 or site.axis != 1:
+        return None
+    source = dequantize_source(view, site.input)
+    reader = view.only_consumer(site.output)
+    if source is None or reader is None or reader.op_type != QUANTIZE:
+        return None
+    x_scale = _scale_of(view, source)
+    y_scale = output_scale(view, site.output)
+    if x_scale is None or y_scale is None:
+        return None
+    s, t = site.affine.scale, site.affine.shift
+    dtype = x_scale.dtype
+    channels = s.size
+    magnitude = np.abs(s)
+    w_scale = np.where(magnitude > 0, magnitude, 1.0) / INT8_PEAK
+    weight_scale = w_scale.astype(dtype)
+    values = (
+        (np.sign(s) * INT8_PEAK).astype(np.int8).reshape((channels, 1) + (1,) * (site.rank - 2))
+    )
+    bias = requantize_bias(t, weight_scale, x_scale, weight_scale)
+    if isinstance(bias, Skip):
+        return None
+    bn = site.nodes[0]
+    base = bn.name or site.output
+    names = [Fresh(f"{base}_{what}") for what in ("w_q", "w_scale", "w_zp", "b_q", "b_scale")]
+    weight_out, bias_out = Fresh(f"{base}_w_dq"), Fresh(f"{base}_b_dq")
+    arrays = [values, weight_scale, np.zeros(channels, np.int8), bias.values, bias.scale]
+    edits: list[Edit] = [
+        AddConstant(name, array, anchor=bn) for name, array in zip(names, arrays, strict=True)
+    ]
+    edits += [
+        InsertNode(
+            DEQUANTIZE,
+            tuple(names[:3]),
+            (weight_out,),
+            Fresh(f"{base}_w_dq"),
+            anchor=bn,
+            after=False,
+            attributes={"axis": 0},
+        ),
+        InsertNode(
+            DEQUANTIZE,
+            tuple(names[3:]),
+            (bias_out,),
+            Fresh(f"{base}_b_dq"),
+            anchor=bn,
+            after=False,
+            attributes={"axis": 0},
+        ),
+        InsertNode(
+            "Conv",
+            (site.input, weight_out, bias_out),
+            (site.output,),
+            Fresh(f"{base}_dwconv"),
+            anchor=bn,
+            after=False,
+            attributes={"group": channels, "kernel_shape": [1] * (site.rank - 2)},
+        ),
+        RemoveNodes((bn,), keep_value_info=(site.output,)),
+    ]
+    fold = Fold(
+        bn=site.label,
+        into="QDQ Conv (1×1 depthwise)",
+        pattern="lower-standalone",
+        direction="lowered",
+        dtype="int8",
+        quantization_steps=float(np.max(bias.error, initial=0.0)) / y_scale,
+    )
+    return Plan(fold, [bn], edits, target=None, site_output=site.output)
+
+
+def _scale_of(view: GraphView, node: onnx.NodeProto) -> np.ndarray | None:
+    """The per-tensor scale of DequantizeLinear ``node``, if constant."""
+    if len(node.input) < 2:
+        return None
+    scale = view.constant_value(node.input[1])
+    if scale is None or scale.size != 1 or not np.issubdtype(scale.dtype, np.floating):
+        return None
+    return scale.reshape(())

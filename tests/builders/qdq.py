@@ -233,6 +233,36 @@ def qdq_dense_model(
     return make_model(nodes, [tensor("x", [2, k])], [tensor("y", [2, n])], inits, opset=QDQ_OPSET)
 
 
+def qdq_standalone_bn_model(channels: int = 8, size: int = 6, seed: int = 0) -> onnx.ModelProto:
+    """``Q → DQ → BatchNormalization → Q → DQ``: a quantized BN no layer takes."""
+    rng = np.random.default_rng(seed)
+    gamma = rng.uniform(0.5, 2.0, channels).astype(np.float32)
+    gamma[::3] *= -1
+    params = [
+        gamma,
+        (rng.standard_normal(channels) * 0.5).astype(np.float32),
+        (rng.standard_normal(channels) * 0.2).astype(np.float32),
+        rng.uniform(0.5, 2.0, channels).astype(np.float32),
+    ]
+    zero8 = np.asarray(0, dtype=np.int8)
+    inits = [
+        numpy_helper.from_array(np.asarray(0.05, dtype=np.float32), "x_scale"),
+        numpy_helper.from_array(zero8, "x_zp"),
+        numpy_helper.from_array(np.asarray(0.08, dtype=np.float32), "y_scale"),
+        numpy_helper.from_array(zero8, "y_zp"),
+        *(numpy_helper.from_array(v, n) for v, n in zip(params, ("g", "b", "m", "v"), strict=True)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"], name="dq"),
+        helper.make_node("BatchNormalization", ["xd", "g", "b", "m", "v"], ["bn"], name="bn"),
+        helper.make_node("QuantizeLinear", ["bn", "y_scale", "y_zp"], ["yq"], name="y_q"),
+        helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["y"], name="y_dq"),
+    ]
+    shape = [1, channels, size, size]
+    return make_model(nodes, [tensor("x", shape)], [tensor("y", shape)], inits, opset=QDQ_OPSET)
+
+
 def count_fused(model: onnx.ModelProto, op_type: str = "QLinearConv", *, threads: int = 1) -> int:
     """How many ``op_type`` nodes onnxruntime's graph has at ``ORT_ENABLE_ALL``."""
     import tempfile

@@ -14,7 +14,13 @@ from onnx import numpy_helper
 
 import bnfold
 from tests.builders.graphs import op_types, random_feeds, run_unoptimized
-from tests.builders.qdq import QdqSpec, count_fused, qdq_conv_model, qdq_dense_model
+from tests.builders.qdq import (
+    QdqSpec,
+    count_fused,
+    qdq_conv_model,
+    qdq_dense_model,
+    qdq_standalone_bn_model,
+)
 
 
 def _activation_qparams(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -156,3 +162,22 @@ def test_a_mul_add_bn_after_a_qdq_gemm_or_matmul_folds(
     assert error <= 0.04 + 1e-6  # dequantized outputs: at most one step of the output's scale
     if op_type == "Gemm":  # onnxruntime forms its quantized Gemm
         assert count_fused(folded, "QGemm") == 1
+
+
+def test_a_quantized_standalone_bn_is_lowered_to_a_qdq_depthwise_conv() -> None:
+    model = qdq_standalone_bn_model()
+    assert [s.reason for s in bnfold.optimize(model).report.skipped] == ["no-linear-producer"]
+    result = bnfold.optimize(model, lower_standalone=True)
+    folded = result.model
+    onnx.checker.check_model(folded, full_check=True)
+    (fold,) = result.report.folds
+    assert fold.pattern == "lower-standalone" and fold.into == "QDQ Conv (1×1 depthwise)"
+    # weights at ±127 (scale |s|/127): the bias rounds by under 1 % of an output step
+    assert fold.quantization_steps is not None and fold.quantization_steps < 0.01
+    conv = next(node for node in folded.graph.node if node.op_type == "Conv")
+    assert {a.name: a.i for a in conv.attribute}["group"] == 8
+    before, after = _activation_qparams(model), _activation_qparams(folded)
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    error, _ = _max_error(model, folded)
+    assert error <= 0.08 + 1e-6  # dequantized outputs: at most one step of the output's scale
+    assert count_fused(model) == 0 and count_fused(folded) == 1
