@@ -74,7 +74,8 @@ def qdq_conv_model(spec: QdqSpec = QdqSpec()) -> onnx.ModelProto:
                 "DequantizeLinear", [p + "xq", p + "x_scale", p + "x_zp"], [p + "xd"], name=p + "dq"
             ),
         ]
-        weight = rng.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.2
+        # He-scaled, so each layer keeps its input's range (a trained net's gain, about 1)
+        weight = rng.standard_normal((c, c, 3, 3)).astype(np.float32) * np.sqrt(2 / (9 * c))
         values, w_scale = _symmetric(weight, spec.per_channel)
         if spec.weight_min:
             values[0, 0, 0, 0] = -128
