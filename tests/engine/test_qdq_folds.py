@@ -181,3 +181,63 @@ def test_a_quantized_standalone_bn_is_lowered_to_a_qdq_depthwise_conv() -> None:
     error, _ = _max_error(model, folded)
     assert error <= 0.08 + 1e-6  # dequantized outputs: at most one step of the output's scale
     assert count_fused(model) == 0 and count_fused(folded) == 1
+
+
+def test_a_weight_dequantizelinear_another_conv_reads_stays_for_it() -> None:
+    model = qdq_conv_model(QdqSpec())
+    model.graph.node.append(
+        onnx.helper.make_node("Conv", ["l0_xd", "l0_wd"], ["y2"], name="other", pads=[1, 1, 1, 1])
+    )
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info("y2", onnx.TensorProto.FLOAT, None)
+    )
+    result = bnfold.optimize(model)
+    assert [f.pattern for f in result.report.folds] == ["qdq-conv-bn"]
+    other = next(node for node in result.model.graph.node if node.name == "other")
+    assert other.input[1] == "l0_wd"  # the original DequantizeLinear, scale unchanged
+    feeds = random_feeds(model)
+    assert np.array_equal(
+        run_unoptimized(model, feeds)["y2"], run_unoptimized(result.model, feeds)["y2"]
+    )
+
+
+def test_a_weight_quantized_along_its_input_channels_is_refused() -> None:
+    model = qdq_conv_model(QdqSpec(per_channel=False))
+    dq = next(node for node in model.graph.node if node.name == "l0_w_dq")
+    scale = next(t for t in model.graph.initializer if t.name == "l0_w_scale")
+    zero = next(t for t in model.graph.initializer if t.name == "l0_w_zp")
+    value = float(numpy_helper.to_array(scale))
+    scale.CopyFrom(numpy_helper.from_array(np.full(8, value, np.float32), "l0_w_scale"))
+    zero.CopyFrom(numpy_helper.from_array(np.zeros(8, np.int8), "l0_w_zp"))
+    dq.attribute[0].i = 1  # per input channel
+    result = bnfold.optimize(model)
+    (kept,) = result.report.skipped
+    assert kept.reason == "quantized-weight" and "axis 1" in kept.detail
+
+
+def test_a_bn_before_a_quantized_layer_is_refused() -> None:
+    # x -> BN -> Conv(DQ W): scaling W's input channels would change its integers
+    model = qdq_conv_model(QdqSpec(batchnorm=False, relu=False))
+    nodes = list(model.graph.node)
+    quantize = nodes[0]
+    rng = np.random.default_rng(5)
+    params = [
+        rng.uniform(0.5, 2, 8),
+        rng.standard_normal(8),
+        rng.standard_normal(8),
+        rng.uniform(0.5, 2, 8),
+    ]
+    names = ["g", "b", "m", "v"]
+    model.graph.initializer.extend(
+        numpy_helper.from_array(p.astype(np.float32), n) for p, n in zip(params, names, strict=True)
+    )
+    model.graph.node.insert(
+        0, onnx.helper.make_node("BatchNormalization", ["x", *names], ["x_bn"], name="bn")
+    )
+    quantize.input[0] = "x"  # its DequantizeLinear is left unread
+    # no Q between BN and Conv: the Conv reads the BN's output directly
+    conv = next(node for node in model.graph.node if node.op_type == "Conv")
+    conv.input[0] = "x_bn"
+    result = bnfold.optimize(model)
+    reasons = {s.reason for s in result.report.skipped}
+    assert reasons == {"quantized-weight"}, result.report.skipped
