@@ -36,7 +36,7 @@ from .sites import AffineSite
 DEQUANTIZE = "DequantizeLinear"
 # Layers with a qdq pattern (``patterns/qdq_bn.py``): their float patterns leave a quantized
 # weight to it rather than refuse it.
-QDQ_FOLDED = frozenset({"Conv", "Gemm", "MatMul"})
+QDQ_FOLDED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 QUANTIZE = "QuantizeLinear"
 # Per-axis DequantizeLinear (the ``axis`` attribute) exists from opset 13.
 PER_AXIS_OPSET = 13

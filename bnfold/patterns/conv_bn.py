@@ -60,6 +60,11 @@ class ConvTransposeBatchNorm(ProducerFold):
     name = "convtranspose-bn"
     op_type = "ConvTranspose"
 
+    def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
+        if left_to_qdq(ctx.view, target.way.linear, 1):
+            return NotMine("quantized")  # qdq-convtranspose-bn answers (patterns/qdq_bn.py)
+        return super().match(ctx, site, target)
+
     def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
         weight = constant_weight(ctx.view, node, 1, "weight")
         if isinstance(weight, Skip):

@@ -17,7 +17,7 @@ import onnx
 
 from ..engine.constants import quantized_source
 from ..engine.foldmath import Affine, all_finite, round_to
-from ..engine.graph import attribute, float_attribute
+from ..engine.graph import attribute, float_attribute, int_attribute
 from ..engine.outcomes import Fold, Skip
 from ..engine.plan import (
     AddConstant,
@@ -68,6 +68,15 @@ class QuantizedProducerFold(ProducerFold):
     def after_bias(self, layer: Layer) -> list[Edit]:
         """Edits once the bias holds ``b'`` (Gemm: ``β = 1``)."""
         return []
+
+    def output_channels(self, node: onnx.NodeProto, dq: Dequantized, axis: int) -> int:
+        """The layer's output channels, from its weight's integers."""
+        return int(dq.values.shape[axis])
+
+    def axis_factors(self, layer: Layer, scale: np.ndarray) -> np.ndarray | Skip:
+        """The factor of each slice of the weight's output-channel axis, from the per-output-
+        channel ``scale`` (the same unless slices are shared: a grouped ConvTranspose)."""
+        return scale
 
     def match(self, ctx: FoldContext, site: AffineSite, target: Target[Chain]) -> Answer:
         return self.fold(ctx, site, target.way)  # not the float pattern's (it says NotMine)
@@ -125,7 +134,7 @@ class QuantizedProducerFold(ProducerFold):
         if isinstance(bias, Skip):
             return bias
         probe = QuantizedLayer(node, np.empty(0), None, 0, None, channel_axis, quantized=dq)
-        channels = int(dq.values.shape[self.weight_axis(probe)])
+        channels = self.output_channels(node, dq, self.weight_axis(probe))
         if bias[1] is not None and bias[0] is not None and bias[0].size != channels:
             return Skip(
                 "param-shape-mismatch",
@@ -155,7 +164,10 @@ class QuantizedProducerFold(ProducerFold):
     ) -> Plan | Skip:
         assert isinstance(layer, QuantizedLayer) and layer.quantized is not None
         node, dq = layer.node, layer.quantized
-        rescaled = rescale_weight(dq, total.scale, self.weight_axis(layer), ctx.opset)
+        factors = self.axis_factors(layer, total.scale)
+        if isinstance(factors, Skip):
+            return factors
+        rescaled = rescale_weight(dq, factors, self.weight_axis(layer), ctx.opset)
         if isinstance(rescaled, Skip):
             return rescaled
         float_type = dq.scale.dtype
@@ -192,7 +204,10 @@ class QuantizedProducerFold(ProducerFold):
             edits += stored
         elif layer.quantized_bias is not None or (layer.bias is None and x_scale is not None):
             channels = exact_bias.size
-            weight_scale = np.broadcast_to(rescaled.scale.reshape(-1), (channels,))
+            per_slice = rescaled.scale.reshape(-1)
+            if 1 < per_slice.size < channels:  # a grouped ConvTranspose: groups share slices
+                per_slice = np.tile(per_slice, channels // per_slice.size)
+            weight_scale = np.broadcast_to(per_slice, (channels,))
             fallback = weight_scale
             if layer.quantized_bias is not None:
                 magnitude = np.where(total.scale == 0, 1.0, np.abs(total.scale))
@@ -293,6 +308,59 @@ class QdqConvBatchNorm(QuantizedProducerFold):
 
     def weight_axis(self, layer: Layer) -> int:
         return 0
+
+
+@register(PRODUCER, split=True)
+class QdqConvTransposeBatchNorm(QuantizedProducerFold):
+    """ConvTranspose whose weight ``[C_in, C_out/group, k…]`` is DequantizeLinear of int8/uint8.
+
+    Output channel ``g·(C_out/group) + j`` reads slice ``j`` of axis 1 in every group, so a
+    per-channel scale (``axis=1``, which onnxruntime accepts) has ``C_out/group`` values, each
+    shared by ``group`` output channels: the BN's factors fold when they agree across groups
+    (always for ``group = 1``), else the fold is refused (``quantized-weight``).
+    """
+
+    name = "qdq-convtranspose-bn"
+    op_type = "ConvTranspose"
+
+    def inspect(self, ctx: FoldContext, node: onnx.NodeProto) -> Layer | Skip:
+        layer = self.quantized_layer(ctx, node, 3, channel_axis=1)
+        if isinstance(layer, QuantizedLayer):
+            assert layer.quantized is not None
+            group = int_attribute(node, "group", 1)
+            if group < 1 or layer.quantized.values.shape[0] % group:
+                return Skip(
+                    "param-shape-mismatch",
+                    f"{node_label(node)} weight {list(layer.quantized.values.shape)} with "
+                    f"group={group}",
+                )
+            if layer.bias is not None and layer.bias.size != layer.channels:
+                return Skip(
+                    "param-shape-mismatch",
+                    f"{node_label(node)} bias has {layer.bias.size} values for "
+                    f"{layer.channels} channels",
+                )
+            layer.output_rank = layer.quantized.values.ndim
+        return layer
+
+    def weight_axis(self, layer: Layer) -> int:
+        return 1
+
+    def output_channels(self, node: onnx.NodeProto, dq: Dequantized, axis: int) -> int:
+        return int(dq.values.shape[axis]) * int_attribute(node, "group", 1)
+
+    def axis_factors(self, layer: Layer, scale: np.ndarray) -> np.ndarray | Skip:
+        group = int_attribute(layer.node, "group", 1)
+        per_group = np.asarray(scale, dtype=np.float64).reshape(group, -1)
+        if np.all(per_group == per_group[0]):
+            return per_group[0]
+        return Skip(
+            "quantized-weight",
+            f"{node_label(layer.node)} has group={group}: its weight's axis 1 holds "
+            f"{per_group.shape[1]} channels, each scale shared by {group} output channels, and "
+            "the BN's factors differ between groups (a per-channel factor cannot move into "
+            "that scale)",
+        )
 
 
 @register(PRODUCER, split=True)

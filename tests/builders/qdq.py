@@ -281,3 +281,86 @@ def count_fused(model: onnx.ModelProto, op_type: str = "QLinearConv", *, threads
         ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         optimized = onnx.load(path)
     return sum(node.op_type == op_type for node in optimized.graph.node)
+
+
+def qdq_conv_transpose_model(
+    *,
+    group: int = 1,
+    per_channel: bool = True,
+    bias: bool = True,
+    shared_gamma: bool = False,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """``Q → DQ → ConvTranspose(DQ int8 W [8, 6/group, 3, 3], DQ int32 b) → BN → Relu → Q → DQ``.
+
+    W is quantized per output channel (``axis=1``: ``6/group`` scales, each shared by the
+    groups) or per tensor. ``shared_gamma``: the BN's factors repeat across groups.
+    """
+    rng = np.random.default_rng(seed)
+    c_in, c_out = 8, 6
+    weight = rng.standard_normal((c_in, c_out // group, 3, 3)).astype(np.float32) * 0.2
+    if per_channel:
+        w_scale = (np.abs(weight).max(axis=(0, 2, 3)) / 127).astype(np.float32)
+        shaped = w_scale.reshape(1, -1, 1, 1)
+    else:
+        w_scale = np.asarray(np.abs(weight).max() / 127, dtype=np.float32)
+        shaped = w_scale
+    values = np.clip(np.rint(weight / shaped), -127, 127).astype(np.int8)
+    x_scale = np.asarray(0.05, dtype=np.float32)
+    inits = [
+        numpy_helper.from_array(x_scale, "x_scale"),
+        numpy_helper.from_array(np.asarray(0, dtype=np.int8), "x_zp"),
+        numpy_helper.from_array(values, "w"),
+        numpy_helper.from_array(w_scale, "w_scale"),
+        numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), "w_zp"),
+        numpy_helper.from_array(np.asarray(0.04, dtype=np.float32), "y_scale"),
+        numpy_helper.from_array(np.asarray(0, dtype=np.uint8), "y_zp"),
+    ]
+    weight_dq = helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zp"], ["wd"], name="w_dq")
+    if per_channel:
+        weight_dq.attribute.append(helper.make_attribute("axis", 1))
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"], name="dq"),
+        weight_dq,
+    ]
+    inputs = ["xd", "wd"]
+    if bias:
+        per_out = np.tile(np.broadcast_to(w_scale, (c_out // group,)), group)
+        b_scale = (x_scale * per_out).astype(np.float32)
+        b_q = np.rint(rng.standard_normal(c_out) * 0.1 / b_scale).astype(np.int32)
+        inits += [numpy_helper.from_array(b_q, "b"), numpy_helper.from_array(b_scale, "b_scale")]
+        nodes.append(
+            helper.make_node("DequantizeLinear", ["b", "b_scale"], ["bd"], name="b_dq", axis=0)
+        )
+        inputs.append("bd")
+    gamma = rng.uniform(0.5, 2.0, c_out).astype(np.float32)
+    if shared_gamma:
+        gamma = np.tile(gamma[: c_out // group], group)
+    params = [
+        gamma,
+        (rng.standard_normal(c_out) * 0.5).astype(np.float32),
+        np.zeros(c_out, np.float32) if shared_gamma else rng.standard_normal(c_out) * 0.2,
+        np.ones(c_out, np.float32) if shared_gamma else rng.uniform(0.5, 2.0, c_out),
+    ]
+    names = ["gamma", "beta", "mean", "var"]
+    inits += [
+        numpy_helper.from_array(np.asarray(v, np.float32), n)
+        for v, n in zip(params, names, strict=True)
+    ]
+    nodes += [
+        helper.make_node(
+            "ConvTranspose", inputs, ["h"], name="deconv", group=group, pads=[1, 1, 1, 1]
+        ),
+        helper.make_node("BatchNormalization", ["h", *names], ["bn"], name="bn"),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+        helper.make_node("QuantizeLinear", ["r", "y_scale", "y_zp"], ["yq"], name="y_q"),
+        helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["y"], name="y_dq"),
+    ]
+    return make_model(
+        nodes,
+        [tensor("x", [1, c_in, 5, 5])],
+        [tensor("y", [1, c_out, 5, 5])],
+        inits,
+        opset=QDQ_OPSET,
+    )

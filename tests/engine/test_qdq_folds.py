@@ -18,6 +18,7 @@ from tests.builders.qdq import (
     QdqSpec,
     count_fused,
     qdq_conv_model,
+    qdq_conv_transpose_model,
     qdq_dense_model,
     qdq_standalone_bn_model,
 )
@@ -241,3 +242,86 @@ def test_a_bn_before_a_quantized_layer_is_refused() -> None:
     result = bnfold.optimize(model)
     reasons = {s.reason for s in result.report.skipped}
     assert reasons == {"quantized-weight"}, result.report.skipped
+
+
+def _run_all(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Output ``y`` from onnxruntime's CPU provider at ``ORT_ENABLE_ALL``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(["y"], feeds)[0]
+
+
+@pytest.mark.parametrize(
+    ("group", "per_channel", "bias", "shared_gamma"),
+    [
+        (1, True, True, False),
+        (1, True, False, False),
+        (1, False, True, False),
+        (2, True, True, True),
+    ],
+)
+def test_a_bn_after_a_qdq_conv_transpose_folds_into_its_axis_1_scale(
+    group: int, per_channel: bool, bias: bool, shared_gamma: bool
+) -> None:
+    model = qdq_conv_transpose_model(
+        group=group, per_channel=per_channel, bias=bias, shared_gamma=shared_gamma
+    )
+    result = bnfold.optimize(model)
+    folded = result.model
+    onnx.checker.check_model(folded, full_check=True)
+    (fold,) = result.report.folds
+    assert fold.pattern == "qdq-convtranspose-bn" and fold.dtype == "int8"
+    assert fold.quantization_steps is not None and fold.quantization_steps < 0.5
+    assert "BatchNormalization" not in op_types(folded)
+    weight_dq = next(n for n in folded.graph.node if n.output[0].startswith("wd"))
+    assert {a.name: a.i for a in weight_dq.attribute}.get("axis") == 1  # per output channel
+    before, after = _activation_qparams(model), _activation_qparams(folded)
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    for seed in (0, 1):  # loads and runs at both levels; at most one output step moves
+        feeds = random_feeds(model, seed)
+        expected = run_unoptimized(model, feeds)["y"]
+        assert np.max(np.abs(run_unoptimized(folded, feeds)["y"] - expected)) <= 0.04 + 1e-6
+        assert np.max(np.abs(_run_all(folded, feeds) - _run_all(model, feeds))) <= 0.04 + 1e-6
+
+
+def test_a_grouped_conv_transpose_whose_bn_differs_between_groups_is_refused() -> None:
+    model = qdq_conv_transpose_model(group=2)
+    result = bnfold.optimize(model)
+    assert op_types(result.model) == op_types(model)
+    (kept,) = result.report.skipped
+    assert kept.reason == "quantized-weight" and "group=2" in kept.detail
+
+
+def test_a_conv_transpose_weight_quantized_along_its_input_channels_is_refused() -> None:
+    model = qdq_conv_transpose_model(per_channel=False, bias=False)
+    dq = next(node for node in model.graph.node if node.name == "w_dq")
+    scale = next(t for t in model.graph.initializer if t.name == "w_scale")
+    zero = next(t for t in model.graph.initializer if t.name == "w_zp")
+    value = float(numpy_helper.to_array(scale))
+    scale.CopyFrom(numpy_helper.from_array(np.full(8, value, np.float32), "w_scale"))
+    zero.CopyFrom(numpy_helper.from_array(np.zeros(8, np.int8), "w_zp"))
+    dq.attribute.append(onnx.helper.make_attribute("axis", 0))  # per input channel
+    result = bnfold.optimize(model)
+    (kept,) = result.report.skipped
+    assert kept.reason == "quantized-weight" and "axis 0" in kept.detail
+
+
+def test_a_negative_bn_scale_into_a_qdq_conv_transpose_negates_its_axis_1_slices() -> None:
+    model = qdq_conv_transpose_model()
+    gamma = next(t for t in model.graph.initializer if t.name == "gamma")
+    values = numpy_helper.to_array(gamma).copy()
+    values[::2] *= -1
+    gamma.CopyFrom(numpy_helper.from_array(values, "gamma"))
+    result = bnfold.optimize(model)
+    assert [f.pattern for f in result.report.folds] == ["qdq-convtranspose-bn"]
+    feeds = random_feeds(model)
+    error = np.max(
+        np.abs(run_unoptimized(model, feeds)["y"] - run_unoptimized(result.model, feeds)["y"])
+    )
+    assert error <= 0.04 + 1e-6
