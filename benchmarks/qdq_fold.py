@@ -1,6 +1,6 @@
 """BN folded into QDQ Convs: onnxruntime's quantized kernels and latency, before and after.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/qdq_fold.py [--layers 4 --channels 64 --size 56]
+    .venv/bin/python benchmarks/qdq_fold.py [--layers 4 --channels 64 --size 56]
 
 Builds the issue-24 model (``tests/builders/qdq.py``: ``Q → DQ → Conv(DQ int8 W per channel,
 DQ int32 b) → BN → Relu`` per layer, ``Q → DQ`` at the end), folds it with bnfold, counts
@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.builders
 import bnfold
 from tests.builders.qdq import QdqSpec, count_fused, qdq_conv_model
 

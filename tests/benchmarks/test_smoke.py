@@ -4,7 +4,8 @@ Each script runs as a subprocess, as ``run.sh`` would run it, at its smallest se
 every output in a temporary folder: ``run.py`` on ``tiny-8x2`` (two Conv+BN+Relu blocks, 8
 channels; it is run only when named) drives ``make_models.py``, ``child.py`` (each tool,
 ``bnfold verify``, ``bnfold bench``), ``profile_bnfold.py`` and ``report.py``;
-``fold_shapes.py --quick --smoke`` benches for a moment only. The numbers mean nothing: only
+``fold_shapes.py --quick --smoke`` benches for a moment only; ``qdq_fold.py`` on two 8-channel
+QDQ layers. The numbers mean nothing: only
 that every step finishes and writes its results.
 
 The other tools (the ``bench`` extra: onnxscript, onnxoptimizer, onnxslim) are each skipped
@@ -104,6 +105,15 @@ def test_fold_shapes_writes_its_table(tmp_path: Path) -> None:
     assert {row["shape"] for row in rows} == {"relu-bn-padded-conv", "dense-relu-bn-5-heads"}
     table = [line for line in out.read_text().splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(rows)  # the header and one line per variant
+
+
+def test_qdq_fold_counts_the_quantized_kernels_and_times_both_models() -> None:
+    done = _script("qdq_fold.py", "--layers", "2", "--channels", "8", "--size", "8", "--runs", "3")
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")]
+    table = {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows[2:]}
+    assert table["original"][:2] == ["2", "0"]  # BatchNormalization, QLinearConv
+    assert table["folded"][:2] == ["0", "2"]
+    assert "speedup:" in done.stdout
 
 
 def test_run_sh_parses() -> None:
