@@ -52,6 +52,7 @@ from ..storage.load import LoadedModel, load_model
 from ..storage.outputs import Outputs
 from .drift import provider_references
 from .evidence import weak_outputs
+from .local import LocalJudge, plan_local
 from .quantized import level_effect, quant_grids
 from .report import ProviderResult, VerifyReport
 from .runner import Trial, original_at, prepare, reference_runs, run_candidate, split
@@ -202,8 +203,24 @@ def _verify(
         else None
     )
     grids = quant_grids(original_model.model, output_names + plan.names, original_model.base_dir)
+    local = (
+        LocalJudge.build(
+            plan_local(
+                original_model.model,
+                candidate_model.model,
+                output_names + plan.names,
+                original_model.base_dir,
+            ),
+            (original_model.model, candidate_model.model),
+            (original_model.base_dir, candidate_model.base_dir),
+            input_sets,
+            settings.runtime.session_arguments(None),
+        )
+        if grids and "cpu" in (settings.runtime.providers or ["cpu"])
+        else None
+    )
     trial = Trial(
-        input_sets, plan, output_names, settings.tolerance, settings.runtime, truth, grids
+        input_sets, plan, output_names, settings.tolerance, settings.runtime, truth, grids, local
     )
     reference = reference_runs(original_run, trial)
     if truth is not None:
@@ -280,6 +297,11 @@ def _verify(
         for provider in use
         for level in settings.runtime.levels
     ]
+    for result in results:
+        if local is not None and result.provider == "cpu" and result.status != "unavailable":
+            judged = local.at(result.level)
+            result.local = {name: j.to_dict() for name, j in judged.items()}
+            result.moves_start = local.first_moves(result.level)
     for result in results:
         # Only a provider the caller named can make the run fail for being unavailable.
         result.requested = requested is not None

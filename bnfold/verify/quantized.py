@@ -29,6 +29,15 @@ one channel's weight scale x 1.05 moves 27-33 % of it, by up to 4 steps. ``SHARE
 sits ~6x above the exact fold and ~27x below that corruption; the step limit alone already
 catches it.
 
+**Across layers** (``local.py``). Each layer re-quantizes what the previous one moved, so an
+exact fold's one-step moves spread and grow downstream (the 4-layer 64-channel model: 0.03 % of
+layer 0 by 1 step, 7 % of the output by up to 3 steps) and the verdict above, applied end to
+end, rejects it. On CPU every quantized tensor is therefore also judged *locally*: the region
+that computes it from the nearest ``QuantizeLinear`` outputs (or graph inputs), cut out of each
+model and fed the original's integers, judged by the same verdict. A tensor all of whose
+upstream regions were judged so (*covered*) is decided by those local verdicts alone (its end
+to end moves are reported); anything else keeps the end-to-end verdict.
+
 **Same level.** For quantized tensors the reference is the original at the candidate's own
 optimization level (CPU): onnxruntime's kernel choice (``QLinearConv`` at ``basic`` and above)
 then acts on both, and what remains is the fold's. How far the kernel choice alone moves the

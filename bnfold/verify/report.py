@@ -10,7 +10,10 @@ JSON schema (``to_dict``), stable keys::
                  requested, actual_providers, failing_run, outputs: {name: {max_abs_error,
                  max_rel_error, p99_abs_error, cosine_similarity, mismatched, total, passed,
                  reason, dtype, shape, atol, rtol, tolerance_used, ...}},
-                 sites: {name: <same as outputs>}, site_error, first_divergence}]
+                 sites: {name: <same as outputs>}, site_error, first_divergence,
+                 local: {name: {passed, failing_run, max_steps, moved, total, share, ...}},
+                 moves_start: str | null}]   local: quantized tensors judged layer by layer
+                                      on the original's quantized inputs (``local.py``, cpu)
     sites: {mode, compared: [{name, bn, into}], left_out: [name], notes: [str]}
     weak_outputs: [{output, kind: saturated|constant|nonfinite|integer|bool|same-argmax,
                     message, share}]
@@ -70,6 +73,10 @@ class ProviderResult:
     sites: dict[str, OutputComparison] = field(default_factory=dict)
     site_error: str | None = None
     first_divergence: str | None = None
+    # Quantized tensors judged locally ({name: LocalResult.to_dict()}; ``local.py``) and the
+    # first one (original order) whose local judgement moved any element.
+    local: dict[str, dict[str, Any]] = field(default_factory=dict)
+    moves_start: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +93,8 @@ class ProviderResult:
             "sites": {name: comparison.to_dict() for name, comparison in self.sites.items()},
             "site_error": self.site_error,
             "first_divergence": self.first_divergence,
+            "local": self.local,
+            "moves_start": self.moves_start,
         }
 
     def failure_summary(self) -> str:
@@ -251,6 +260,18 @@ class VerifyReport:
                     f"{result.provider}/{result.level} `{name}`: {j.moved} of {j.total} elements"
                     f" moved ({j.share:.2%}), at most {j.max_steps} step(s):"
                     f" {'passes' if c.passed else 'fails'}"
+                )
+            if result.local:
+                parts = [
+                    f"`{n}` {j['moved']} of {j['total']} moved ({j['share']:.2%}), at most"
+                    f" {j['max_steps']} step(s){'' if j['passed'] else ' FAILS'}"
+                    for n, j in result.local.items()
+                ]
+                lines.append(
+                    f"{result.provider}/{result.level} judged locally (each layer on the"
+                    f" original's quantized inputs; decides every covered quantized tensor):"
+                    f" {'; '.join(parts)}; moves start at "
+                    + (f"`{result.moves_start}`" if result.moves_start else "no tensor")
                 )
         lines += [effect_line(level, effect) for level, effect in self.kernel_choice.items()]
         return lines

@@ -34,6 +34,7 @@ from ..runtime.session import (
 from ..runtime.settings import RuntimeChoice
 from ..storage.load import LoadedModel
 from .compare import OutputComparison, compare_outputs, compare_sites, judge_by_float64
+from .local import LocalJudge
 from .quantized import QuantGrid, judge_quantized
 from .report import FAILED, PASSED, UNAVAILABLE, ProviderResult
 from .settings import Tolerance
@@ -69,6 +70,8 @@ class Trial:
     truth: Float64Truth | None = None
     # Quantized outputs and sites, judged in quantization steps (``quantized.py``).
     quantized: dict[str, QuantGrid] = field(default_factory=dict)
+    # Quantized tensors judged layer by layer on CPU (``local.py``; None: end to end only).
+    local: LocalJudge | None = None
 
 
 def prepare(loaded: LoadedModel, plan: SitePlan, *, probes: bool = False) -> Prepared:
@@ -228,6 +231,8 @@ def _compare_runs(
         truth = trial.truth if result.provider == REFERENCE_PROVIDER else None
         comparisons = _judge(comparisons, ref, produced, truth, index)
         comparisons = judge_quantized(comparisons, ref, produced, trial.quantized)
+        if trial.local is not None and result.provider == REFERENCE_PROVIDER:
+            comparisons = trial.local.decide(comparisons, result.level, index)
         if result.failing_run is None and any(not c.passed for c in comparisons.values()):
             result.failing_run = index
         for name, comparison in comparisons.items():

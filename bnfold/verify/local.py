@@ -1,0 +1,348 @@
+"""Local judging of quantized tensors: each layer on the original's own quantized inputs.
+
+A QDQ model re-quantizes every activation. An exact fold rounds the int32 bias once more
+(at most half a bias step), which moves a few elements of its own layer's quantized output
+by one step; the next layer reads those moved integers and rounds again, so end to end the
+moves spread and grow (the 4-layer 64-channel model: 0.03 % of layer 0 by 1 step, 7 % of the
+output by up to 3). Judged end to end, that exact fold fails; a wrong fold is told apart from
+it only where it starts.
+
+So every quantized *unit* (a ``QuantizeLinear`` output both models produce, a fold site or a
+graph output with a quantization grid, ``quantized.py``) is judged **locally**: its *region* is
+what computes it from the nearest other units or graph inputs (its *boundaries*), in each model
+alone (walked back, constants included; at most ``MAX_REGION_NODES`` nodes, none with a
+subgraph). Both regions become small models, both are fed the *original's* values of the
+boundaries (one extra run of the original at ``disable`` exposes them) and run on CPU at the
+level judged; the unit passes when no element moved more than ``MAX_STEPS`` and at most
+``SHARE_BOUND`` moved (``quantized.py``). A unit is *covered* when it is judged locally and
+every boundary is a graph input or a covered unit: then by induction every difference that
+reaches it is some unit's own local move carried forward by identical arithmetic.
+
+A covered tensor passes when every local judgement in its closure passes, whatever its end to
+end moves (reported); it fails, naming the first unit whose local judgement failed, when one
+does. A tensor not covered (a region too large, a boundary the original does not produce, a
+non-CPU provider) keeps the end-to-end rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..runtime.session import REFERENCE_LEVEL, ModelWithData, create_session, run_session
+from .compare import OutputComparison, StepJudgement
+from .quantized import MAX_STEPS, SHARE_BOUND, QuantGrid, quant_grids, step_judgement
+from .sites import with_outputs
+
+MAX_REGION_NODES = 64
+
+
+@dataclass
+class Region:
+    """What computes ``unit`` in one model from its ``boundaries`` (nodes in graph order)."""
+
+    unit: str
+    nodes: list[onnx.NodeProto]
+    boundaries: list[str]
+    constants: list[str]
+
+
+@dataclass
+class LocalResult:
+    """One unit judged locally at one level (merged over input sets); ``failing_run``: the
+    first input set where it failed."""
+
+    unit: str
+    steps: StepJudgement
+    failing_run: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.steps.max_steps <= MAX_STEPS and self.steps.share <= SHARE_BOUND
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "failing_run": self.failing_run, **self.steps.to_dict()}
+
+
+@dataclass
+class LocalPlan:
+    """The units of a model pair, their regions in each model and the original's order."""
+
+    grids: dict[str, QuantGrid]
+    original: dict[str, Region]
+    candidate: dict[str, Region]
+    order: list[str]
+    graph_inputs: set[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def units(self) -> list[str]:
+        return [u for u in self.order if u in self.original and u in self.candidate]
+
+    def boundaries(self, unit: str) -> set[str]:
+        return set(self.original[unit].boundaries) | set(self.candidate[unit].boundaries)
+
+    def closure(self, unit: str) -> list[str] | None:
+        """The units ``unit`` depends on through regions (itself included, original order);
+        None when it is not covered."""
+        seen: set[str] = set()
+        stack = [unit]
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            if current not in self.original or current not in self.candidate:
+                return None
+            seen.add(current)
+            for name in self.boundaries(current):
+                if name not in self.graph_inputs:
+                    stack.append(name)
+        return [u for u in self.order if u in seen]
+
+
+def _constant_names(graph: onnx.GraphProto) -> set[str]:
+    names = {t.name for t in graph.initializer}
+    names |= {t.values.name for t in graph.sparse_initializer}
+    return names
+
+
+def _region(graph: onnx.GraphProto, unit: str, stops: set[str]) -> Region | None:
+    producer = {out: (i, node) for i, node in enumerate(graph.node) for out in node.output if out}
+    constants = _constant_names(graph)
+    taken: dict[int, onnx.NodeProto] = {}
+    boundaries: list[str] = []
+    used_constants: list[str] = []
+    stack = [unit]
+    first = True
+    while stack:
+        name = stack.pop()
+        if not first and name in stops:
+            if name not in boundaries:
+                boundaries.append(name)
+            continue
+        if name in constants:
+            if name not in used_constants:
+                used_constants.append(name)
+            continue
+        if name not in producer:
+            return None  # a graph input that is no unit boundary: not judged locally
+        first = False
+        index, node = producer[name]
+        if index in taken:
+            continue
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in node.attribute
+        ):
+            return None
+        taken[index] = node
+        if len(taken) > MAX_REGION_NODES:
+            return None
+        stack.extend(n for n in node.input if n)
+    if not boundaries:
+        return None
+    nodes = [taken[i] for i in sorted(taken)]
+    return Region(unit, nodes, boundaries, used_constants)
+
+
+def plan_local(
+    original: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    names: list[str],
+    base_dir: Path | None = None,
+) -> LocalPlan:
+    """The units (``names`` with a grid plus every ``QuantizeLinear`` output both models
+    produce) and their regions."""
+    produced_c = {out for node in candidate.graph.node for out in node.output if out}
+    q_outputs = [
+        node.output[0]
+        for node in original.graph.node
+        if node.op_type == "QuantizeLinear" and node.output and node.output[0] in produced_c
+    ]
+    grids = quant_grids(original, list(dict.fromkeys([*names, *q_outputs])), base_dir)
+    graph_inputs = {vi.name for vi in original.graph.input} - _constant_names(original.graph)
+    position = {out: i for i, node in enumerate(original.graph.node) for out in node.output}
+    order = sorted(grids, key=lambda n: position.get(n, -1))
+    # Only integer tensors bound a region: a Q -> DQ -> Conv -> Relu -> Q region is what
+    # onnxruntime fuses into one QLinearConv, so the fused kernels are judged too.
+    stops = {n for n, g in grids.items() if g.kind == "quantized"} | graph_inputs
+    plan = LocalPlan(grids, {}, {}, order, graph_inputs)
+    for unit in order:
+        mine = _region(original.graph, unit, stops)
+        theirs = _region(candidate.graph, unit, stops)
+        if mine is not None and theirs is not None:
+            plan.original[unit] = mine
+            plan.candidate[unit] = theirs
+    return plan
+
+
+def _value_info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
+    elem = helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)
+    return helper.make_tensor_value_info(name, elem, list(np.asarray(value).shape))
+
+
+def region_model(
+    model: onnx.ModelProto, region: Region, example: Mapping[str, Any]
+) -> onnx.ModelProto:
+    """``region`` of ``model`` as a model of its own: boundaries in, the unit out (types
+    from ``example``, the original's values)."""
+    wanted = set(region.constants)
+    graph = helper.make_graph(
+        list(region.nodes),
+        f"local_{region.unit}",
+        [_value_info(n, example[n]) for n in region.boundaries],
+        [_value_info(region.unit, example[region.unit])],
+        [t for t in model.graph.initializer if t.name in wanted],
+        sparse_initializer=[t for t in model.graph.sparse_initializer if t.values.name in wanted],
+    )
+    sub = helper.make_model(
+        graph, opset_imports=list(model.opset_import), ir_version=model.ir_version
+    )
+    sub.functions.extend(model.functions)
+    return sub
+
+
+class LocalJudge:
+    """Local judgements of one model pair on the input sets, per CPU level (cached)."""
+
+    def __init__(
+        self,
+        plan: LocalPlan,
+        models: tuple[onnx.ModelProto, onnx.ModelProto],
+        data_dirs: tuple[Path | None, Path | None],
+        values: list[dict[str, Any]],
+        session_arguments: dict[str, Any],
+    ) -> None:
+        self.plan = plan
+        self.models = models
+        self.data_dirs = data_dirs
+        self.values = values
+        self.session_arguments = session_arguments
+        self.levels: dict[str, dict[str, LocalResult]] = {}
+
+    @classmethod
+    def build(
+        cls,
+        plan: LocalPlan,
+        models: tuple[onnx.ModelProto, onnx.ModelProto],
+        data_dirs: tuple[Path | None, Path | None],
+        input_sets: list[dict[str, np.ndarray]],
+        session_arguments: dict[str, Any],
+    ) -> LocalJudge | None:
+        """Runs the original once more at ``disable`` with every unit exposed."""
+        if not plan.units:
+            return None
+        exposed = with_outputs(models[0], plan.units)
+        attempt = create_session(
+            ModelWithData(exposed, data_dirs[0]),
+            "cpu",
+            REFERENCE_LEVEL,
+            role="original with its quantized tensors exposed",
+            **session_arguments,
+        )
+        if attempt.status != "ok" or attempt.session is None:
+            return None
+        try:
+            values = [{**feeds, **run_session(attempt.session, feeds)} for feeds in input_sets]
+        except Exception:  # noqa: BLE001 - then nothing is judged locally
+            return None
+        return cls(plan, models, data_dirs, values, session_arguments)
+
+    def at(self, level: str) -> dict[str, LocalResult]:
+        """Every unit judged locally at ``level`` (a unit whose regions do not run: absent)."""
+        if level not in self.levels:
+            self.levels[level] = {
+                unit: judged
+                for unit in self.plan.units
+                if (judged := self._judge(unit, level)) is not None
+            }
+        return self.levels[level]
+
+    def _run(self, side: int, unit: str, level: str) -> list[Any] | None:
+        regions = (self.plan.original, self.plan.candidate)[side]
+        region = regions[unit]
+        if any(n not in self.values[0] for n in [*region.boundaries, unit]):
+            return None
+        try:
+            sub = region_model(self.models[side], region, self.values[0])
+            attempt = create_session(
+                ModelWithData(sub, self.data_dirs[side]),
+                "cpu",
+                level,
+                role=f"region of `{unit}`",
+                **self.session_arguments,
+            )
+            if attempt.status != "ok" or attempt.session is None:
+                return None
+            return [
+                run_session(attempt.session, {n: v[n] for n in region.boundaries})[unit]
+                for v in self.values
+            ]
+        except Exception:  # noqa: BLE001 - a region that does not run is not judged locally
+            return None
+
+    def _judge(self, unit: str, level: str) -> LocalResult | None:
+        ref = self._run(0, unit, level)
+        cand = self._run(1, unit, level) if ref is not None else None
+        if ref is None or cand is None:
+            return None
+        grid = self.plan.grids[unit]
+        result: LocalResult | None = None
+        for index, (r, c) in enumerate(zip(ref, cand, strict=True)):
+            judged = step_judgement(grid, r, c)
+            if judged is None:
+                return None
+            if result is None:
+                result = LocalResult(unit, judged)
+            else:
+                result.steps = result.steps.merge(judged)
+            if result.failing_run is None and not result.passed:
+                result.failing_run = index
+        return result
+
+    def decide(
+        self, comparisons: dict[str, OutputComparison], level: str, index: int
+    ) -> dict[str, OutputComparison]:
+        """The quantized ``comparisons`` of input set ``index`` decided by the local
+        judgements of their closures where covered (the module docstring)."""
+        decided = dict(comparisons)
+        for name, comparison in comparisons.items():
+            if comparison.steps is not None:
+                decided[name] = self._decide(name, comparison, level, index)
+        return decided
+
+    def _decide(
+        self, name: str, comparison: OutputComparison, level: str, index: int
+    ) -> OutputComparison:
+        closure = self.plan.closure(name)
+        local = self.at(level)
+        if closure is None or any(u not in local for u in closure):
+            return comparison
+        used = max(
+            max(local[u].steps.max_steps / MAX_STEPS, local[u].steps.share / SHARE_BOUND)
+            for u in closure
+        )
+        failed = next((u for u in closure if not local[u].passed), None)
+        if failed is None or local[failed].failing_run != index:
+            return replace(comparison, passed=True, reason=None, mismatched=0, tolerance_used=used)
+        bad = local[failed].steps
+        reason = (
+            f"judged locally (the candidate's layer on the original's quantized inputs, in"
+            f" quantization steps) at `{failed}`: {bad.moved} of {bad.total} elements"
+            f" ({bad.share:.2%}) moved, at most {bad.max_steps} step(s) (pass: at most"
+            f" {MAX_STEPS} step and {SHARE_BOUND:.0%} of the elements)"
+        )
+        if comparison.reason:
+            reason += f"; end to end {comparison.reason}"
+        return replace(comparison, passed=False, reason=reason, tolerance_used=used)
+
+    def first_moves(self, level: str) -> str | None:
+        """The first unit (original order) whose local judgement moved any element."""
+        local = self.at(level)
+        return next((u for u in self.plan.units if u in local and local[u].steps.moved), None)
