@@ -154,6 +154,11 @@ def _widen_tensor(tensor: TensorProto, base_dir: Path | None) -> None:
     if tensor.data_type in _FLOATS:
         array = np.asarray(tensor_array(tensor, base_dir), dtype=np.float64)
         tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    elif tensor.data_location == TensorProto.EXTERNAL:
+        # A model read from a file keeps its large tensors there (``storage.lazyio``); the
+        # reference evaluator reads none, so the integer ones (int8 weights, int32 biases,
+        # shapes) come into memory as they are.
+        tensor.CopyFrom(numpy_helper.from_array(tensor_array(tensor, base_dir), tensor.name))
 
 
 def _widen_graph(graph: onnx.GraphProto, base_dir: Path | None) -> None:

@@ -101,3 +101,33 @@ def test_the_truth_of_an_opset9_batchnorm_is_inference_mode() -> None:
     expected = (c - m.reshape(1, -1, 1, 1)) / np.sqrt(v.reshape(1, -1, 1, 1) + 1e-9)
     expected = expected * g.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
     np.testing.assert_allclose(values["bn0"], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_truth_reads_integer_tensors_left_in_the_file(tmp_path) -> None:
+    """A model read from a file keeps its tensors of 4 KiB and more in the file, integer ones
+    included (here a Gather's 2048 int64 indices); the float64 truth must read them, or the
+    reference evaluator refuses the model and no exact fold gets the float64 judgement."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from bnfold.runtime.inputs import generate_inputs, input_specs
+    from bnfold.storage.load import load_model
+
+    indices = np.arange(2048, dtype=np.int64) % 16
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["x", "idx"], ["y"], axis=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2048])],
+        [numpy_helper.from_array(indices, "idx")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, tmp_path / "m.onnx")
+    loaded = load_model(tmp_path / "m.onnx")
+    assert loaded.model.graph.initializer[0].data_location == TensorProto.EXTERNAL
+    specs, _ = input_specs(loaded.model)
+    feeds = generate_inputs(specs, 0, 0)
+    judge = truth.Float64Truth(loaded.model, loaded.base_dir, [feeds])
+    values = judge.values(0)
+    assert values is not None, judge.unavailable
+    np.testing.assert_array_equal(values["y"], feeds["x"].astype(np.float64)[:, indices])
