@@ -1,4 +1,5 @@
-"""Local judging of quantized tensors: each layer on the original's own quantized inputs.
+"""Local judging of quantized tensors (and float tensors they bound): each layer on the
+original's own quantized inputs.
 
 A QDQ model re-quantizes every activation. An exact fold rounds the int32 bias once more
 (at most half a bias step), which moves a few elements of its own layer's quantized output
@@ -18,10 +19,23 @@ level judged; the unit passes when no element moved more than ``MAX_STEPS`` and 
 every boundary is a graph input or a covered unit: then by induction every difference that
 reaches it is some unit's own local move carried forward by identical arithmetic.
 
-A covered tensor passes when every local judgement in its closure passes, whatever its end to
-end moves (reported); it fails, naming the first unit whose local judgement failed, when one
-does. A tensor not covered (a region too large, a boundary the original does not produce, a
-non-CPU provider) keeps the end-to-end rule.
+A *float* tensor downstream of quantized activations (a site or graph output without a grid,
+e.g. the last layer's BN and its float output after ``Relu``) inherits those moves too: one
+step of an activation is far beyond the float tolerance end to end (the 4-layer model ending in
+float: 74 % of the output out of tolerance for the exact fold). So a float site or output whose
+regions (walked back the same way, to the nearest quantized units or graph inputs) start at
+least at one quantized unit is a *float unit*: judged locally by the **float** rule of its
+dtype on the original's boundary values (``compare.py``: ``compare_outputs`` for a graph
+output, ``compare_sites`` for a site; ``atol``/``rtol`` overrides from ``LocalJudge.tolerance``).
+The exact fold's re-quantized int32 bias still moves it a little (that model: max error
+6.4e-5, 0.58 of the tolerance); one channel's weight scale x 1.05 in the last layer uses ~470
+times the tolerance. A float unit is covered like a quantized one; float units bound no region.
+
+A covered tensor passes when every local judgement in its closure passes (steps for quantized
+units, the float rule for float units), whatever its end to end moves (reported); it fails,
+naming the first unit whose local judgement failed, when one does. A tensor not covered (a
+region too large, a boundary the original does not produce, a non-CPU provider) keeps the
+end-to-end rule.
 """
 
 from __future__ import annotations
@@ -36,7 +50,8 @@ import onnx
 from onnx import helper
 
 from ..runtime.session import REFERENCE_LEVEL, ModelWithData, create_session, run_session
-from .compare import OutputComparison, StepJudgement
+from ..storage.dtypes import is_float_dtype
+from .compare import OutputComparison, StepJudgement, compare_outputs, compare_sites
 from .quantized import MAX_STEPS, SHARE_BOUND, QuantGrid, quant_grids, step_judgement
 from .sites import with_outputs
 
@@ -55,19 +70,47 @@ class Region:
 
 @dataclass
 class LocalResult:
-    """One unit judged locally at one level (merged over input sets); ``failing_run``: the
-    first input set where it failed."""
+    """One unit judged locally at one level (merged over input sets): a quantized unit in
+    ``steps``, a float unit by the float rule (``comparison``); ``failing_run``: the first
+    input set where it failed."""
 
     unit: str
-    steps: StepJudgement
+    steps: StepJudgement | None = None
     failing_run: int | None = None
+    comparison: OutputComparison | None = None
 
     @property
     def passed(self) -> bool:
+        if self.comparison is not None:
+            return self.comparison.passed
+        assert self.steps is not None
         return self.steps.max_steps <= MAX_STEPS and self.steps.share <= SHARE_BOUND
 
+    @property
+    def used(self) -> float:
+        """How much of its allowance the unit used (1: all of it)."""
+        if self.comparison is not None:
+            used = self.comparison.tolerance_used
+            return 0.0 if used is None else used
+        assert self.steps is not None
+        return max(self.steps.max_steps / MAX_STEPS, self.steps.share / SHARE_BOUND)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "failing_run": self.failing_run, **self.steps.to_dict()}
+        head = {"passed": self.passed, "failing_run": self.failing_run}
+        if self.comparison is None:
+            assert self.steps is not None
+            return {**head, "kind": "quantized", **self.steps.to_dict()}
+        c = self.comparison
+        return {
+            **head,
+            "kind": "float",
+            "max_abs_error": c.max_abs_error,
+            "tolerance_used": c.tolerance_used,
+            "atol": c.atol,
+            "rtol": c.rtol,
+            "mismatched": c.mismatched,
+            "total": c.total,
+        }
 
 
 @dataclass
@@ -80,6 +123,10 @@ class LocalPlan:
     order: list[str]
     graph_inputs: set[str]
     notes: list[str] = field(default_factory=list)
+    # Float units (a site or graph output without a grid whose regions are bounded by
+    # quantized units) and which of them are graph outputs (judged as outputs, not sites).
+    floats: set[str] = field(default_factory=set)
+    outputs: set[str] = field(default_factory=set)
 
     @property
     def units(self) -> list[str]:
@@ -158,7 +205,8 @@ def plan_local(
     base_dir: Path | None = None,
 ) -> LocalPlan:
     """The units (``names`` with a grid plus every ``QuantizeLinear`` output both models
-    produce) and their regions."""
+    produce; float units: the other ``names`` whose regions in both models start at a
+    quantized unit) and their regions."""
     produced_c = {out for node in candidate.graph.node for out in node.output if out}
     q_outputs = [
         node.output[0]
@@ -168,17 +216,28 @@ def plan_local(
     grids = quant_grids(original, list(dict.fromkeys([*names, *q_outputs])), base_dir)
     graph_inputs = {vi.name for vi in original.graph.input} - _constant_names(original.graph)
     position = {out: i for i, node in enumerate(original.graph.node) for out in node.output}
-    order = sorted(grids, key=lambda n: position.get(n, -1))
+    others = [n for n in dict.fromkeys(names) if n not in grids and n in position]
+    order = sorted([*grids, *others], key=lambda n: position.get(n, -1))
     # Only integer tensors bound a region: a Q -> DQ -> Conv -> Relu -> Q region is what
     # onnxruntime fuses into one QLinearConv, so the fused kernels are judged too.
     stops = {n for n, g in grids.items() if g.kind == "quantized"} | graph_inputs
     plan = LocalPlan(grids, {}, {}, order, graph_inputs)
+    plan.outputs = {vi.name for vi in original.graph.output}
     for unit in order:
         mine = _region(original.graph, unit, stops)
         theirs = _region(candidate.graph, unit, stops)
-        if mine is not None and theirs is not None:
-            plan.original[unit] = mine
-            plan.candidate[unit] = theirs
+        if mine is None or theirs is None:
+            continue
+        if unit not in grids:
+            # A float unit only where a quantized unit bounds it: downstream of the
+            # re-quantized activations (a float region fed by graph inputs alone is the
+            # end-to-end comparison again).
+            if not any(b not in graph_inputs for b in [*mine.boundaries, *theirs.boundaries]):
+                continue
+            plan.floats.add(unit)
+        plan.original[unit] = mine
+        plan.candidate[unit] = theirs
+    plan.order = [u for u in order if u in grids or u in plan.floats]
     return plan
 
 
@@ -218,12 +277,15 @@ class LocalJudge:
         data_dirs: tuple[Path | None, Path | None],
         values: list[dict[str, Any]],
         session_arguments: dict[str, Any],
+        tolerance: tuple[float | None, float | None] = (None, None),
     ) -> None:
         self.plan = plan
         self.models = models
         self.data_dirs = data_dirs
         self.values = values
         self.session_arguments = session_arguments
+        # ``(atol, rtol)`` overrides of the float rule for float units (None: the defaults).
+        self.tolerance = tolerance
         self.levels: dict[str, dict[str, LocalResult]] = {}
 
     @classmethod
@@ -234,6 +296,7 @@ class LocalJudge:
         data_dirs: tuple[Path | None, Path | None],
         input_sets: list[dict[str, np.ndarray]],
         session_arguments: dict[str, Any],
+        tolerance: tuple[float | None, float | None] = (None, None),
     ) -> LocalJudge | None:
         """Runs the original once more at ``disable`` with every unit exposed."""
         if not plan.units:
@@ -252,7 +315,7 @@ class LocalJudge:
             values = [{**feeds, **run_session(attempt.session, feeds)} for feeds in input_sets]
         except Exception:  # noqa: BLE001 - then nothing is judged locally
             return None
-        return cls(plan, models, data_dirs, values, session_arguments)
+        return cls(plan, models, data_dirs, values, session_arguments, tolerance)
 
     def at(self, level: str) -> dict[str, LocalResult]:
         """Every unit judged locally at ``level`` (a unit whose regions do not run: absent)."""
@@ -288,10 +351,16 @@ class LocalJudge:
             return None
 
     def _judge(self, unit: str, level: str) -> LocalResult | None:
+        if unit in self.plan.floats:
+            value = self.values[0].get(unit)
+            if not isinstance(value, np.ndarray) or not is_float_dtype(value.dtype):
+                return None
         ref = self._run(0, unit, level)
         cand = self._run(1, unit, level) if ref is not None else None
         if ref is None or cand is None:
             return None
+        if unit in self.plan.floats:
+            return self._judge_float(unit, ref, cand)
         grid = self.plan.grids[unit]
         result: LocalResult | None = None
         for index, (r, c) in enumerate(zip(ref, cand, strict=True)):
@@ -301,19 +370,40 @@ class LocalJudge:
             if result is None:
                 result = LocalResult(unit, judged)
             else:
+                assert result.steps is not None
                 result.steps = result.steps.merge(judged)
             if result.failing_run is None and not result.passed:
+                result.failing_run = index
+        return result
+
+    def _judge_float(self, unit: str, ref: list[Any], cand: list[Any]) -> LocalResult | None:
+        """A float unit by the float rule of its dtype: a graph output's tolerance, or a
+        site's (``compare_sites``: atol scaled by the reference's size)."""
+        compare = compare_outputs if unit in self.plan.outputs else compare_sites
+        atol, rtol = self.tolerance
+        result: LocalResult | None = None
+        for index, (r, c) in enumerate(zip(ref, cand, strict=True)):
+            judged = compare({unit: r}, {unit: c}, atol=atol, rtol=rtol).get(unit)
+            if judged is None or judged.max_abs_error is None:
+                return None  # a dtype or shape that differs: the end-to-end rule decides
+            if result is None:
+                result = LocalResult(unit, comparison=judged)
+            else:
+                assert result.comparison is not None
+                result.comparison = result.comparison.merge(judged)
+            if result.failing_run is None and not judged.passed:
                 result.failing_run = index
         return result
 
     def decide(
         self, comparisons: dict[str, OutputComparison], level: str, index: int
     ) -> dict[str, OutputComparison]:
-        """The quantized ``comparisons`` of input set ``index`` decided by the local
-        judgements of their closures where covered (the module docstring)."""
+        """The quantized ``comparisons`` of input set ``index``, and those of float units,
+        decided by the local judgements of their closures where covered (the module
+        docstring)."""
         decided = dict(comparisons)
         for name, comparison in comparisons.items():
-            if comparison.steps is not None:
+            if comparison.steps is not None or name in self.plan.floats:
                 decided[name] = self._decide(name, comparison, level, index)
         return decided
 
@@ -324,20 +414,33 @@ class LocalJudge:
         local = self.at(level)
         if closure is None or any(u not in local for u in closure):
             return comparison
-        used = max(
-            max(local[u].steps.max_steps / MAX_STEPS, local[u].steps.share / SHARE_BOUND)
-            for u in closure
-        )
+        used = max(local[u].used for u in closure)
         failed = next((u for u in closure if not local[u].passed), None)
         if failed is None or local[failed].failing_run != index:
-            return replace(comparison, passed=True, reason=None, mismatched=0, tolerance_used=used)
-        bad = local[failed].steps
-        reason = (
-            f"judged locally (the candidate's layer on the original's quantized inputs, in"
-            f" quantization steps) at `{failed}`: {bad.moved} of {bad.total} elements"
-            f" ({bad.share:.2%}) moved, at most {bad.max_steps} step(s) (pass: at most"
-            f" {MAX_STEPS} step and {SHARE_BOUND:.0%} of the elements)"
-        )
+            return replace(
+                comparison,
+                passed=True,
+                reason=None,
+                mismatched=0,
+                nonfinite_mismatched=0,
+                tolerance_used=used,
+            )
+        bad, wrong = local[failed].steps, local[failed].comparison
+        if wrong is not None:
+            reason = (
+                f"judged locally (the candidate's layer on the original's quantized inputs,"
+                f" float tolerance) at `{failed}`: {wrong.mismatched} of {wrong.total} elements"
+                f" out of tolerance (atol={wrong.atol:g}, rtol={wrong.rtol:g}), max error"
+                f" {wrong.max_abs_error:.3g}"
+            )
+        else:
+            assert bad is not None
+            reason = (
+                f"judged locally (the candidate's layer on the original's quantized inputs, in"
+                f" quantization steps) at `{failed}`: {bad.moved} of {bad.total} elements"
+                f" ({bad.share:.2%}) moved, at most {bad.max_steps} step(s) (pass: at most"
+                f" {MAX_STEPS} step and {SHARE_BOUND:.0%} of the elements)"
+            )
         if comparison.reason:
             reason += f"; end to end {comparison.reason}"
         return replace(comparison, passed=False, reason=reason, tolerance_used=used)
@@ -345,4 +448,7 @@ class LocalJudge:
     def first_moves(self, level: str) -> str | None:
         """The first unit (original order) whose local judgement moved any element."""
         local = self.at(level)
-        return next((u for u in self.plan.units if u in local and local[u].steps.moved), None)
+        return next(
+            (u for u in self.plan.units if u in local and (s := local[u].steps) and s.moved),
+            None,
+        )

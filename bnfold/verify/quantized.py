@@ -34,7 +34,8 @@ exact fold's one-step moves spread and grow downstream (the 4-layer 64-channel m
 layer 0 by 1 step, 7 % of the output by up to 3 steps) and the verdict above, applied end to
 end, rejects it. On CPU every quantized tensor is therefore also judged *locally*: the region
 that computes it from the nearest ``QuantizeLinear`` outputs (or graph inputs), cut out of each
-model and fed the original's integers, judged by the same verdict. A tensor all of whose
+model and fed the original's integers, judged by the same verdict. A float site or output
+downstream of them is judged locally the same way, by the float rule. A tensor all of whose
 upstream regions were judged so (*covered*) is decided by those local verdicts alone (its end
 to end moves are reported); anything else keeps the end-to-end verdict.
 

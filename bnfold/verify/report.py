@@ -11,9 +11,10 @@ JSON schema (``to_dict``), stable keys::
                  max_rel_error, p99_abs_error, cosine_similarity, mismatched, total, passed,
                  reason, dtype, shape, atol, rtol, tolerance_used, ...}},
                  sites: {name: <same as outputs>}, site_error, first_divergence,
-                 local: {name: {passed, failing_run, max_steps, moved, total, share, ...}},
+                 local: {name: {passed, failing_run, kind, max_steps, moved, ...}},
                  moves_start: str | null}]   local: quantized tensors judged layer by layer
-                                      on the original's quantized inputs (``local.py``, cpu)
+                                      on the original's quantized inputs (``local.py``, cpu);
+                                      kind float: {max_abs_error, tolerance_used, atol, ...}
     sites: {mode, compared: [{name, bn, into}], left_out: [name], notes: [str]}
     weak_outputs: [{output, kind: saturated|constant|nonfinite|integer|bool|same-argmax,
                     message, share}]
@@ -263,13 +264,20 @@ class VerifyReport:
                 )
             if result.local:
                 parts = [
-                    f"`{n}` {j['moved']} of {j['total']} moved ({j['share']:.2%}), at most"
-                    f" {j['max_steps']} step(s){'' if j['passed'] else ' FAILS'}"
+                    (
+                        f"`{n}` float, max error {j['max_abs_error']:.3g}, tolerance used"
+                        f" {j['tolerance_used']:.3g}"
+                        if j.get("kind") == "float"
+                        else f"`{n}` {j['moved']} of {j['total']} moved ({j['share']:.2%}),"
+                        f" at most {j['max_steps']} step(s)"
+                    )
+                    + ("" if j["passed"] else " FAILS")
                     for n, j in result.local.items()
                 ]
                 lines.append(
                     f"{result.provider}/{result.level} judged locally (each layer on the"
-                    f" original's quantized inputs; decides every covered quantized tensor):"
+                    f" original's quantized inputs; decides every covered quantized tensor"
+                    f" and float tensor it bounds):"
                     f" {'; '.join(parts)}; moves start at "
                     + (f"`{result.moves_start}`" if result.moves_start else "no tensor")
                 )

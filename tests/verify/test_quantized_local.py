@@ -121,3 +121,64 @@ def test_optimize_with_verify_passes_on_the_command_line(
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out.onnx").exists()
+
+
+# The same depth ending in a float output (``final_q=False``): the last layer's site and the
+# output are float tensors downstream of the re-quantized activations. Each is a float unit,
+# judged locally with the float rule on the original's integers at its layer's input.
+FLOAT_SPEC = QdqSpec(layers=4, channels=64, size=16, final_q=False)
+
+
+@pytest.fixture(scope="module")
+def float_models() -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    original = qdq_conv_model(FLOAT_SPEC)
+    return original, bnfold.optimize(original).model
+
+
+def test_float_tail_of_an_exact_fold_passes_locally(
+    float_models: tuple[onnx.ModelProto, onnx.ModelProto],
+) -> None:
+    original, folded = float_models
+    plan = plan_local(original, folded, ["y", "l0_bn", "l3_bn"])
+    assert {"l3_bn", "y"} <= plan.floats
+    assert plan.original["l3_bn"].boundaries == ["l3_xq"]
+    assert plan.closure("y") is not None
+    report = _verify(*float_models)
+    assert report.passed, report.summary_line()
+    for result in report.ran:
+        for name in ("l3_bn", "y"):
+            local = result.local[name]
+            assert local["kind"] == "float" and local["passed"]
+            assert local["tolerance_used"] < 1
+        assert result.outputs["y"].passed and result.sites["l3_bn"].passed
+    assert "float, max error" in report.to_markdown()
+
+
+@pytest.mark.parametrize("layer", [0, 3])
+def test_corrupted_channel_scale_before_a_float_output_fails_at_its_layer(
+    float_models: tuple[onnx.ModelProto, onnx.ModelProto], layer: int
+) -> None:
+    original, folded = float_models
+    report = _verify(original, _corrupted(folded, layer))
+    assert not report.passed
+    assert [r.status for r in report.providers] == ["failed", "failed"]
+    for result in report.providers:
+        assert result.first_divergence == f"l{layer}_bn"
+        assert "judged locally" in (result.reason or "")
+        assert not result.local[f"l{layer}_bn"]["passed"]
+        assert all(result.local[f"l{i}_bn"]["passed"] for i in range(layer))
+        assert not result.outputs["y"].passed
+        if layer == 3:
+            assert result.local["l3_bn"]["tolerance_used"] > 1
+            assert "float tolerance" in (result.reason or "")
+
+
+def test_optimize_with_verify_passes_with_a_float_output(
+    float_models: tuple[onnx.ModelProto, onnx.ModelProto], tmp_path: Path
+) -> None:
+    source = tmp_path / "model.onnx"
+    onnx.save(float_models[0], source)
+    result = CliRunner().invoke(
+        main, ["optimize", str(source), "-o", str(tmp_path / "out.onnx"), "--verify"]
+    )
+    assert result.exit_code == 0, result.output
