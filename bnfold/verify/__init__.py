@@ -215,6 +215,7 @@ def _verify(
             (original_model.base_dir, candidate_model.base_dir),
             input_sets,
             settings.runtime.session_arguments(None),
+            (tolerance.atol, tolerance.rtol),
         )
         if grids and "cpu" in (settings.runtime.providers or ["cpu"])
         else None

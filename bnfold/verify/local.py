@@ -26,7 +26,9 @@ float: 74 % of the output out of tolerance for the exact fold). So a float site 
 regions (walked back the same way, to the nearest quantized units or graph inputs) start at
 least at one quantized unit is a *float unit*: judged locally by the **float** rule of its
 dtype on the original's boundary values (``compare.py``: ``compare_outputs`` for a graph
-output, ``compare_sites`` for a site; ``atol``/``rtol`` overrides from ``LocalJudge.tolerance``).
+output, ``compare_sites`` for a site; ``atol``/``rtol`` overrides from ``LocalJudge.tolerance``),
+its atol widened by half a step of the integer biases its region dequantizes
+(``bias_half_step``: what re-quantizing a folded bias may move, which the float rule ignores).
 The exact fold's re-quantized int32 bias still moves it a little (that model: max error
 6.4e-5, 0.58 of the tolerance); one channel's weight scale x 1.05 in the last layer uses ~470
 times the tolerance. A float unit is covered like a quantized one; float units bound no region.
@@ -51,6 +53,7 @@ from onnx import helper
 
 from ..runtime.session import REFERENCE_LEVEL, ModelWithData, create_session, run_session
 from ..storage.dtypes import is_float_dtype
+from ..storage.lazyio import tensor_array
 from .compare import OutputComparison, StepJudgement, compare_outputs, compare_sites
 from .quantized import MAX_STEPS, SHARE_BOUND, QuantGrid, quant_grids, step_judgement
 from .sites import with_outputs
@@ -267,6 +270,29 @@ def region_model(
     return sub
 
 
+def bias_half_step(region: Region, graph: onnx.GraphProto, base_dir: Path | None) -> float:
+    """Half the largest step of an integer bias the region dequantizes (0.0 if none).
+
+    A quantized layer's bias is an int32 tensor at scale ``x_scale·w_scale``; a fold into it
+    re-quantizes the bias at the new weight scale, which moves each channel's bias by at most
+    half a step, and that reaches the layer's float output unchanged (through Relu and the
+    like, which shrink no difference's bound). The original rounded its own bias the same
+    way: what a float unit after such a layer may differ by, beyond the float rule.
+    """
+    constants = {t.name: t for t in graph.initializer}
+    half = 0.0
+    for node in region.nodes:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 2:
+            continue
+        data, scale = constants.get(node.input[0]), constants.get(node.input[1])
+        if data is None or scale is None or data.data_type != onnx.TensorProto.INT32:
+            continue
+        step = np.asarray(tensor_array(scale, base_dir), dtype=np.float64)
+        if step.size:
+            half = max(half, 0.5 * float(np.max(np.abs(step))))
+    return half
+
+
 class LocalJudge:
     """Local judgements of one model pair on the input sets, per CPU level (cached)."""
 
@@ -378,12 +404,21 @@ class LocalJudge:
 
     def _judge_float(self, unit: str, ref: list[Any], cand: list[Any]) -> LocalResult | None:
         """A float unit by the float rule of its dtype: a graph output's tolerance, or a
-        site's (``compare_sites``: atol scaled by the reference's size)."""
+        site's (``compare_sites``: atol scaled by the reference's size), widened by half a
+        step of every integer bias in the candidate's region (``bias_half_step``)."""
         compare = compare_outputs if unit in self.plan.outputs else compare_sites
         atol, rtol = self.tolerance
+        # An explicit --atol is the caller's rule, as for the float64 judge.
+        widen = (
+            0.0
+            if atol is not None
+            else bias_half_step(self.plan.candidate[unit], self.models[1].graph, self.data_dirs[1])
+        )
         result: LocalResult | None = None
         for index, (r, c) in enumerate(zip(ref, cand, strict=True)):
-            judged = compare({unit: r}, {unit: c}, atol=atol, rtol=rtol).get(unit)
+            base = compare({unit: r}, {unit: r}, atol=atol, rtol=rtol).get(unit)
+            unit_atol = None if base is None or base.atol is None else base.atol + widen
+            judged = compare_outputs({unit: r}, {unit: c}, atol=unit_atol, rtol=rtol).get(unit)
             if judged is None or judged.max_abs_error is None:
                 return None  # a dtype or shape that differs: the end-to-end rule decides
             if result is None:

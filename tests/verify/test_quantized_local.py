@@ -182,3 +182,31 @@ def test_optimize_with_verify_passes_with_a_float_output(
         main, ["optimize", str(source), "-o", str(tmp_path / "out.onnx"), "--verify"]
     )
     assert result.exit_code == 0, result.output
+
+
+def test_a_float_unit_may_move_by_half_a_step_of_its_layers_integer_bias(
+    float_models: tuple[onnx.ModelProto, onnx.ModelProto],
+) -> None:
+    """Re-quantizing a folded int32 bias moves each channel's bias by at most half a step of
+    its scale (x_scale·w_scale'): the float unit after the layer is allowed that much more."""
+    from bnfold.verify.local import bias_half_step
+
+    original, folded = float_models
+    plan = plan_local(original, folded, ["y", "l3_bn"])
+    region = plan.candidate["l3_bn"]
+    constants = {t.name: t for t in folded.graph.initializer}
+    scales = [
+        numpy_helper.to_array(constants[node.input[1]])
+        for node in region.nodes
+        if node.op_type == "DequantizeLinear"
+        and constants.get(node.input[0]) is not None
+        and constants[node.input[0]].data_type == onnx.TensorProto.INT32
+    ]
+    assert scales, "the last layer dequantizes an int32 bias"
+    expected = 0.5 * max(float(np.max(np.abs(s))) for s in scales)
+    assert bias_half_step(region, folded.graph, None) == pytest.approx(expected)
+    # A region with no integer bias gets no allowance beyond the float rule.
+    assert (
+        bias_half_step(plan.candidate["l3_bn"].__class__("u", [], [], []), folded.graph, None)
+        == 0.0
+    )
