@@ -12,7 +12,7 @@ Public API (mirrors the CLI)::
 ``import bnfold`` imports neither ``bnfold.verify`` nor ``bnfold.bench`` (nor onnxruntime):
 they load on first use. Each of them is a package that can be called like its function, so
 ``bnfold.verify(...)`` works whether or not the subpackage was imported before (importing a
-subpackage rebinds the parent's attribute to the module). torch is never imported.
+subpackage rebinds the parent's attribute to the module). Neither torch nor keras is imported.
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ from .version import __version__
 if TYPE_CHECKING:
     from .bench import bench
     from .integrations.graphsurgeon import fold_graph
+    from .integrations.keras_export import export_keras
     from .integrations.torch_export import export_torch
     from .verify import verify
 
 _CALLABLE_PACKAGES = ("verify", "bench")
-# Loaded on first use: torch_export imports torch only when called, graphsurgeon its package.
+# Loaded on first use: torch_export (keras_export) imports torch (keras) only when called,
+# graphsurgeon its package.
 _LAZY_FUNCTIONS = {
     "export_torch": ".integrations.torch_export",
+    "export_keras": ".integrations.keras_export",
     "fold_graph": ".integrations.graphsurgeon",
 }
 
@@ -71,6 +74,7 @@ __all__ = [
     "__version__",
     "bench",
     "check",
+    "export_keras",
     "export_torch",
     "fold_graph",
     "optimize",

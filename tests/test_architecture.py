@@ -230,6 +230,7 @@ PUBLIC_API = {
     "bnfold.verify.verify",
     "bnfold.bench.bench",
     "bnfold.integrations.torch_export.export_torch",
+    "bnfold.integrations.keras_export.export_keras",
     "bnfold.integrations.graphsurgeon.fold_graph",
 }
 

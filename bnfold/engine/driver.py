@@ -29,6 +29,7 @@ import onnx
 
 from . import selfcheck
 from .batchnorm import is_batchnorm
+from .casts import remove_noop_casts
 from .constants import ConstantCache
 from .dispatch import Dispatcher
 from .editor import GraphEditor, NameAllocator
@@ -207,7 +208,7 @@ class _Run:
             if outcome is not None:
                 found = selfcheck.problem(model, self.baseline)
                 if found is None or self.deny_all is not None:
-                    if reordered and not outcome.folds:
+                    if reordered and not outcome.folds and not outcome.counts["noop_casts_removed"]:
                         # Sorted only to fold: with nothing folded the input's order stays.
                         self._start_again()
                     return outcome
@@ -253,6 +254,8 @@ def _fold_once(
     for function in model.functions:
         state.fold_function(function, patterns, outcome, progress)
     outcome.label_targets()
+    removed = remove_noop_casts(model, lambda: state.model_shapes().types(MAIN_SCOPE))
+    outcome.counts.update(noop_casts_removed=removed)
     outcome.counts.update(batchnorm_after=count_batchnorms(model), nodes_after=count_nodes(model))
     return outcome
 

@@ -188,3 +188,7 @@ class FoldReport:
             f"nodes: {c.get('nodes_before', 0)} → {c.get('nodes_after', 0)}   "
             f"({self.seconds:.2f} s)"
         )
+        if c.get("noop_casts_removed"):
+            console.print(
+                f"Removed {c['noop_casts_removed']} no-op Cast (input already of its type)"
+            )

@@ -64,6 +64,7 @@ def test_optimize_writes_default_output_beside_input_and_json_report(
         "nodes_before": 2,
         "batchnorm_after": 0,
         "nodes_after": 1,
+        "noop_casts_removed": 0,
     }
     assert "conv-bn" in result.output and "wrote" in result.output
     folded = onnx.load(output)

@@ -72,7 +72,8 @@ def test_conv_cast_mul_add_chain_folds_into_the_conv() -> None:
     model = _model(nodes, {"W": _weights([4, 3, 3, 3]), "s": scale, "t": shift}, [1, 3, 6, 6])
     result = fold(model)
     assert [(f.kind, f.into) for f in result.report.folds] == [("Mul+Add", "conv")]
-    assert op_types(result.model) == ["Conv", "Cast"]
+    assert op_types(result.model) == ["Conv"]  # the no-op Cast removed too (issue 28)
+    assert result.report.counts["noop_casts_removed"] == 1
     assert_equivalent(model, result.model)
 
 
@@ -86,7 +87,7 @@ def test_bias_add_after_a_noop_cast_folds() -> None:
     ]
     inits = {"W": _weights([4, 3, 1, 1]), "b": _weights([4, 1, 1], 5), **_bn_inits(4)}
     folded = _folded(_model(nodes, inits, [1, 3, 5, 5]))
-    assert op_types(folded) == ["Conv", "Cast", "Identity"]
+    assert op_types(folded) == ["Conv", "Identity"]  # the no-op Cast removed too
 
 
 def test_bn_then_noop_cast_folds_into_the_next_conv() -> None:
@@ -97,7 +98,7 @@ def test_bn_then_noop_cast_folds_into_the_next_conv() -> None:
     ]
     inits = {**_bn_inits(3), "W": _weights([2, 3, 3, 3])}
     folded = _folded(_model(nodes, inits, [1, 3, 6, 6]))
-    assert op_types(folded) == ["Cast", "Conv"]
+    assert op_types(folded) == ["Conv"]  # the no-op Cast removed too
 
 
 def test_a_cast_that_changes_the_type_is_no_noop() -> None:
