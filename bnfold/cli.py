@@ -4,13 +4,18 @@ Each command lives in ``bnfold/commands/<name>.py``: its option groups build the
 objects, it calls the library and renders what comes back; what a command does lives in the
 library (``bnfold.api``, ``bnfold.verify``, ``bnfold.bench``). Every failure reaches the user as one ``error:`` line and a documented exit code
 (see ``bnfold.errors.EXIT_CODES``); ``--debug`` shows the traceback instead.
+
+A closed stdout (``bnfold … | head``) is not an error: the rest of the printed report goes to
+``/dev/null`` (the Python documentation's recipe for ``BrokenPipeError``), the command still
+writes every file it was asked for, and it exits with its own result code.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -25,6 +30,15 @@ class BnfoldGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = "--debug" in sys.argv[1:] or bool(ctx.params.get("debug"))
+        stdout = sys.stdout
+        sys.stdout = ClosedPipeSafe(stdout)
+        try:
+            return self._invoke(ctx, debug)
+        finally:
+            sys.stdout.flush()
+            sys.stdout = stdout
+
+    def _invoke(self, ctx: click.Context, debug: bool) -> Any:
         try:
             return super().invoke(ctx)
         except BnfoldError as err:
@@ -49,6 +63,43 @@ class BnfoldGroup(click.Group):
                 " (a bug in bnfold: rerun with --debug and report it)"
             )
             ctx.exit(INTERNAL_ERROR_EXIT)
+
+
+class ClosedPipeSafe:
+    """stdout that survives its reader going away (``| head``): on ``BrokenPipeError`` it points
+    the file descriptor at ``/dev/null`` and drops what is printed after, so the command goes on
+    to write its files and exit with its own code."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.pipe_closed = False
+
+    def write(self, text: str) -> int:
+        if not self.pipe_closed:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._closed()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.pipe_closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._closed()
+
+    def _closed(self) -> None:
+        self.pipe_closed = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # not a real file (a test's buffer): nothing to redirect
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _print_error(message: str) -> None:

@@ -286,15 +286,14 @@ def command(
         with RichProgress() as progress:
             report = bench_with(original, candidate, settings, progress)
 
+    files.write(report.to_json(), report.to_markdown())  # files before printing: `| head`
+    if plot_path:
+        from ..bench.plot import write_plot
+
+        write_plot(report, plot_path, outputs)
     console = stdout_console()
     if quiet:
         console.print(report.summary_line(), markup=False, highlight=False)
     else:
         report.render(console)
-
-    files.write(report.to_json(), report.to_markdown())
-    if plot_path:
-        from ..bench.plot import write_plot
-
-        write_plot(report, plot_path, outputs)
     report.raise_for_status()

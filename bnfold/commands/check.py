@@ -41,8 +41,8 @@ def command(model: Path, reports: ReportPaths, disable: tuple[str, ...], quiet: 
     outputs.read_model(model)
     files = reports.files(outputs)
     report = check(model, disable=disable)
+    files.write(report.to_json(), report.to_markdown())  # files before printing: `| head`
     report.render(stdout_console(quiet))
-    files.write(report.to_json(), report.to_markdown())
     must = report.must_fold
     optional = len(report.optional_folds)
     note = f"; {optional} optional bias Add fold(s) listed" if optional else ""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
-from ..api import optimize
+from ..api import OptimizeResult, optimize
 from ..engine.lowering import LOWERING_FORMS
 from ..patterns import PATTERN_NAMES
 from ..storage.load import default_output_path
@@ -173,6 +175,43 @@ def command(
     target = writing.target(model)
     console = stdout_console(quiet)
     show_progress = not quiet and sys.stderr.isatty()
+    # Into a pipe, every report is printed after the files are written (a reader that stops
+    # early, `| head`, must not cost a file); a terminal sees each step as it ends.
+    pending: list[Callable[[], None]] = []
+    live = sys.stdout.isatty()
+
+    def render(step: str, value: Any) -> None:
+        if step == "written":
+            show = functools.partial(console.print, f"wrote {value[-1]}")
+        else:
+            show = functools.partial(value.render, console)  # the fold, verify or bench report
+        if live:
+            show()
+        else:
+            pending.append(show)
+
+    try:
+        result = _fold(model, writing, folding, steps, outputs, target, show_progress, render)
+        if writing.dry_run:
+            pending.append(functools.partial(_print_plans, result.report.folds, console))
+        files.write(result.report.to_json(), result.report.to_markdown())
+    finally:
+        for show in pending:
+            show()
+    result.raise_for_status()
+
+
+def _fold(
+    model: Path,
+    writing: Writing,
+    folding: Folding,
+    steps: Steps,
+    outputs: Outputs,
+    target: Path | None,
+    show_progress: bool,
+    on_step: Callable[[str, Any], None],
+) -> OptimizeResult:
+    """``bnfold.optimize`` with the spinner on stderr counting folds."""
     with progress_status(show_progress) as status:
         status(f"folding {model.name}")
         folded = 0
@@ -182,13 +221,7 @@ def command(
             folded += count
             status(f"folding {model.name}: {folded} folded")
 
-        def render(step: str, value: Any) -> None:
-            if step == "written":
-                console.print(f"wrote {value[-1]}")
-            else:
-                value.render(console)  # the fold, verify or bench report
-
-        result = optimize(
+        return optimize(
             model,
             disable=folding.disable,
             lower_standalone=folding.lower_standalone,
@@ -200,13 +233,14 @@ def command(
             force=steps.force,
             outputs=outputs,
             progress=count_fold,
-            on_step=render,
+            on_step=on_step,
         )
-    if writing.dry_run:
-        for fold in result.report.folds:  # each fold's plan, as it would be written
-            console.print(f"{fold.bn} -> {fold.into}:")
-            for edit in fold.edits:
-                console.print(f"  {edit}", markup=False)
-        console.print("dry run: nothing written")
-    files.write(result.report.to_json(), result.report.to_markdown())
-    result.raise_for_status()
+
+
+def _print_plans(folds: Sequence[Any], console: Console) -> None:
+    """``--dry-run``: each fold's plan, as it would be written."""
+    for fold in folds:
+        console.print(f"{fold.bn} -> {fold.into}:")
+        for edit in fold.edits:
+            console.print(f"  {edit}", markup=False)
+    console.print("dry run: nothing written")

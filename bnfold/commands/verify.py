@@ -146,12 +146,11 @@ def command(
     from ..verify import verify_with
 
     report = verify_with(original, candidate, settings)
+    files.write(report.to_json() + "\n", report.to_markdown())  # before printing: `| head`
     # Logs (CI) are not terminals: rich would wrap at 80 columns, too narrow for the table.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     if quiet:
         console.print(report.summary_line(), markup=False)
     else:
         report.render(console, verdict=report.passed)
-
-    files.write(report.to_json() + "\n", report.to_markdown())
     report.raise_for_status()
