@@ -35,12 +35,14 @@ class BnfoldGroup(click.Group):
         try:
             return self._invoke(ctx, debug)
         finally:
-            sys.stdout.flush()
             sys.stdout = stdout
 
     def _invoke(self, ctx: click.Context, debug: bool) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # a closed pipe is dropped here too, never at exit
         except BnfoldError as err:
             if debug:
                 traceback.print_exc()

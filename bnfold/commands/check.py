@@ -1,5 +1,5 @@
-"""``bnfold check MODEL``: the CI lint; exit 1 while BatchNormalization (or a BN written as a
-Mul/Add chain) that ``bnfold optimize`` would fold remains."""
+"""``bnfold check MODEL...``: the CI lint; exit 1 while any model still has BatchNormalization
+(or a BN written as a Mul/Add chain) that ``bnfold optimize`` would fold."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..api import check
-from ..engine.report import BIAS_ADD, count_line
+from ..engine.report import CheckReport, check_json
 from ..errors import BnfoldError
 from ..patterns import PATTERN_NAMES
 from ..storage.outputs import Outputs
@@ -21,7 +21,7 @@ class FoldableBatchNormRemains(BnfoldError):
 
 
 @click.command(name="check")
-@click.argument("model", type=model_path_argument)
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=model_path_argument)
 @report_options
 @click.option(
     "--disable",
@@ -29,29 +29,41 @@ class FoldableBatchNormRemains(BnfoldError):
     type=click.Choice(PATTERN_NAMES),
     help="Ignore this pattern (repeatable).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but the verdict line.")
-def command(model: Path, reports: ReportPaths, disable: tuple[str, ...], quiet: bool) -> None:
-    """Exit 1 while MODEL has BatchNormalization that `bnfold optimize` would fold.
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but one verdict line per model.")
+def command(
+    models: tuple[Path, ...], reports: ReportPaths, disable: tuple[str, ...], quiet: bool
+) -> None:
+    """Exit 1 while any MODEL has BatchNormalization that `bnfold optimize` would fold.
 
     Fails on BatchNormalization nodes and on BN-equivalent Mul/Add chains with a per-channel
     scale; other foldable affines (a bias Add) are listed as optional and do not fail, nor
-    does BatchNormalization that cannot be folded (listed with its reason).
+    does BatchNormalization that cannot be folded (listed with its reason). Each model gets
+    one line naming it: `ok: MODEL: …` or `FAIL: MODEL: …`.
     """
     outputs = Outputs()
-    outputs.read_model(model)
+    for model in models:
+        outputs.read_model(model)
     files = reports.files(outputs)
-    report = check(model, disable=disable)
-    files.write(report.to_json(), report.to_markdown())  # files before printing: `| head`
-    report.render(stdout_console(quiet))
-    must = report.must_fold
-    optional = len(report.optional_folds)
-    note = f"; {optional} optional bias Add fold(s) listed" if optional else ""
-    if must:
-        counts = report.folds_by_kind()
-        counts.pop(BIAS_ADD)
+    checks = [CheckReport(check(model, disable=disable)) for model in models]
+    # Files before printing: a reader that stops early (`| head`) must not cost a file.
+    files.write(check_json(checks), "\n".join(c.to_markdown() for c in checks))
+    console = stdout_console()
+    for one in checks:
+        if not quiet:
+            one.render(console)
+        console.print(one.line(), markup=False, highlight=False, soft_wrap=True)
+    failed = [one for one in checks if not one.passed]
+    if not failed:
+        return
+    if len(failed) == 1:
+        one = failed[0]
+        named = f"{one.report.model}: " if len(checks) > 1 else ""
+        counts = ", ".join(f"{n} {kind}" for kind, n in one.remaining.items() if n)
         raise FoldableBatchNormRemains(
-            f"{count_line(counts)} can be folded{note}", hint=f"run `bnfold optimize {model}`"
+            f"{named}{counts} can be folded", hint=f"run `bnfold optimize {one.report.model}`"
         )
-    click.echo(
-        f"ok: no foldable BatchNormalization ({len(report.skipped)} kept with a reason{note})"
+    raise FoldableBatchNormRemains(
+        f"{len(failed)} of {len(checks)} models have foldable BatchNormalization: "
+        + ", ".join(one.report.model for one in failed),
+        hint="run `bnfold optimize MODEL` on each",
     )

@@ -105,16 +105,21 @@ class FoldReport:
 
     def to_markdown(self) -> str:
         c = self.counts
-        lines = [
+        head = [
             f"### bnfold optimize: `{self.model}`",
             "",
             f"BatchNormalization {c.get('batchnorm_before', 0)} → {c.get('batchnorm_after', 0)}, "
             f"nodes {c.get('nodes_before', 0)} → {c.get('nodes_after', 0)}",
             "",
         ]
+        return "\n".join(head + self._markdown_tables("Folded"))
+
+    def _markdown_tables(self, verb: str) -> list[str]:
+        """The folds (headed ``verb: counts``), the kept nodes and the function actions."""
+        lines: list[str] = []
         if self.folds:
             lines += [
-                f"Folded: {count_line(self.folds_by_kind())}",
+                f"{verb}: {count_line(self.folds_by_kind())}",
                 "",
                 "| node | kind | folded into | pattern | through | dtype |",
                 "|---|---|---|---|---|---|",
@@ -136,14 +141,28 @@ class FoldReport:
             f"Function `{a.function}` {a.action} at {a.calls} call site(s): {a.reason}"
             for a in self.functions
         ]
-        return "\n".join(lines)
+        return lines
 
     def render(self, console: Any) -> None:
         """Print the report with a rich ``Console``."""
+        self.render_tables(console, "Folded")
+        c = self.counts
+        console.print(
+            f"BatchNormalization: {c.get('batchnorm_before', 0)} → {c.get('batchnorm_after', 0)}   "
+            f"nodes: {c.get('nodes_before', 0)} → {c.get('nodes_after', 0)}   "
+            f"({self.seconds:.2f} s)"
+        )
+        if c.get("noop_casts_removed"):
+            console.print(
+                f"Removed {c['noop_casts_removed']} no-op Cast (input already of its type)"
+            )
+
+    def render_tables(self, console: Any, verb: str) -> None:
+        """The folds (titled ``verb: counts``), the kept nodes and the function actions."""
         from rich.table import Table
 
         if self.folds:
-            title = f"Folded: {count_line(self.folds_by_kind())}"
+            title = f"{verb}: {count_line(self.folds_by_kind())}"
             table = Table(title=title, title_justify="left")
             for column in ("node", "kind", "folded into", "pattern", "through"):
                 table.add_column(column)
@@ -182,13 +201,101 @@ class FoldReport:
                 f"Function {action.function} {action.action} at {action.calls} call site(s): "
                 f"{action.reason}"
             )
-        c = self.counts
+
+
+def remaining_line(counts: dict[str, int]) -> str:
+    """``6 foldable BatchNormalization remain``, ``no foldable BatchNormalization left``."""
+    parts = [f"{n} foldable {category}" for category, n in counts.items() if n]
+    if not parts:
+        return "no foldable BatchNormalization left"
+    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return joined + (" remains" if sum(counts.values()) == 1 else " remain")
+
+
+@dataclass
+class CheckReport:
+    """``bnfold check``'s verdict on one model: its ``FoldReport`` read as a check.
+
+    It fails (``exit_code`` 1) while a BatchNormalization or a BN-equivalent Mul/Add chain can
+    be folded (``remaining``); a foldable bias Add is optional and never fails.
+    """
+
+    report: FoldReport
+
+    @property
+    def remaining(self) -> dict[str, int]:
+        """Foldable BatchNormalization and Mul/Add chains per category (what fails)."""
+        counts = self.report.folds_by_kind()
+        del counts[BIAS_ADD]
+        return counts
+
+    @property
+    def passed(self) -> bool:
+        return not self.report.must_fold
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def line(self) -> str:
+        """One line naming the model: ``ok: a.onnx: no foldable …`` or ``FAIL: b.onnx: 6 …``."""
+        notes = []
+        if self.report.skipped:
+            notes.append(f"{len(self.report.skipped)} kept with a reason")
+        optional = len(self.report.optional_folds)
+        if optional:
+            notes.append(f"{optional} optional bias Add fold(s) listed")
+        note = f" ({'; '.join(notes)})" if notes else ""
+        verdict = "ok" if self.passed else "FAIL"
+        return f"{verdict}: {self.report.model}: {remaining_line(self.remaining)}{note}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.report.to_dict(),
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "remaining": self.remaining,
+            "remaining_total": sum(self.remaining.values()),
+        }
+
+    def to_markdown(self) -> str:
+        c = self.report.counts
+        verdict = "passed" if self.passed else "failed"
+        lines = [
+            f"### bnfold check: `{self.report.model}` {verdict}",
+            "",
+            f"**{remaining_line(self.remaining)}** "
+            f"(BatchNormalization nodes: {c.get('batchnorm_before', 0)}, "
+            f"kept with a reason: {len(self.report.skipped)})",
+            "",
+        ]
+        return "\n".join(lines + self.report._markdown_tables("Foldable"))
+
+    def render(self, console: Any) -> None:
+        """The foldable and kept tables, then the model's counts (the verdict line is apart)."""
+        self.report.render_tables(console, "Foldable")
+        c = self.report.counts
         console.print(
-            f"BatchNormalization: {c.get('batchnorm_before', 0)} → {c.get('batchnorm_after', 0)}   "
-            f"nodes: {c.get('nodes_before', 0)} → {c.get('nodes_after', 0)}   "
-            f"({self.seconds:.2f} s)"
+            f"{self.report.model}: BatchNormalization nodes: {c.get('batchnorm_before', 0)}   "
+            f"foldable: {sum(self.remaining.values())}   kept: {len(self.report.skipped)}   "
+            f"({self.report.seconds:.2f} s)",
+            markup=False,
         )
-        if c.get("noop_casts_removed"):
-            console.print(
-                f"Removed {c['noop_casts_removed']} no-op Cast (input already of its type)"
-            )
+
+
+def check_json(checks: list[CheckReport]) -> str:
+    """One model: its check as before plus the verdict; several: ``{passed, exit_code, models}``."""
+    if len(checks) == 1:
+        return to_json(checks[0].to_dict()) + "\n"
+    passed = all(check.passed for check in checks)
+    return (
+        to_json(
+            {
+                "bnfold_version": __version__,
+                "passed": passed,
+                "exit_code": 0 if passed else 1,
+                "models": [check.to_dict() for check in checks],
+            }
+        )
+        + "\n"
+    )

@@ -98,9 +98,10 @@ def test_pre_commit_hook_through_try_repo(tmp_path, models):
 
     both = try_repo("unfolded.onnx", "folded.onnx", "notes.txt")
     assert both.returncode == 1, both.stdout + both.stderr
-    assert re.search(r"error: 6 BatchNormalization.* can be folded", both.stdout)
+    assert re.search(r"error: (unfolded.onnx: )?6 BatchNormalization.* can be folded", both.stdout)
+    assert "FAIL: unfolded.onnx: 6 foldable BatchNormalization remain" in both.stdout
     assert "run `bnfold optimize unfolded.onnx`" in both.stdout
-    assert "ok: no foldable BatchNormalization" in both.stdout  # folded.onnx was checked too
+    assert "ok: folded.onnx: no foldable BatchNormalization left" in both.stdout  # checked too
     assert "notes.txt" not in both.stdout  # only *.onnx reach the hook
 
     folded_only = try_repo("folded.onnx")
@@ -135,7 +136,7 @@ def test_action_script_passes_a_folded_equivalent_model(tmp_path, models):
     text = summary.read_text()
     assert "| `bnfold check` | passed |" in text
     assert "| `bnfold verify` (cpu; levels disable,all) | passed |" in text
-    assert "### bnfold optimize" in text  # check's own Markdown was appended
+    assert "### bnfold check: " in text  # check's own Markdown was appended
     verify = json.loads((reports / "verify.json").read_text())
     assert verify["passed"] and {p["level"] for p in verify["providers"]} == {"disable", "all"}
     assert json.loads((reports / "check.json").read_text())["folds"] == []
