@@ -36,7 +36,8 @@ ModelSource = str | os.PathLike[str] | onnx.ModelProto
 # ``{"providers": "cpu", "dims": {"batch": 8}}``, see ``bnfold.verify``/``bnfold.bench``).
 StepOptions = bool | Mapping[str, Any] | None
 # ``on_step(name, value)``: "folded" (FoldReport), "verified" (VerifyReport), "written"
-# (list of paths), "benched" (BenchReport), in that order, as each happens.
+# (list of paths) or "unchanged" (the path ``in_place`` left as it was: nothing to fold),
+# "benched" (BenchReport), in that order, as each happens.
 StepCallback = Callable[[str, Any], None]
 
 
@@ -133,7 +134,8 @@ def optimize(
     ``lower_standalone`` rewrites BatchNormalization that stays as Mul + Add (True or
     ``"mul-add"``) or as a 1×1 depthwise Conv (``"dwconv"``).
 
-    With ``output`` (or ``in_place``) the result is written there (``OptimizeResult.save``).
+    With ``output`` (or ``in_place``) the result is written there (``OptimizeResult.save``);
+    ``in_place`` with nothing to fold (``report.changed`` false) rewrites nothing.
     ``verify``: verify the staged output file before it lands (without an output, the
     in-memory result); on a mismatch nothing is written unless ``force``, and
     ``result.raise_for_status()`` raises. ``bench``: benchmark the original against what was
@@ -165,6 +167,10 @@ def optimize(
     if target is None:
         if verify_options is not None:
             result.verification = _verify(source, result.model, verify_options, on_step)
+    elif in_place and not result.report.changed:
+        # Nothing to fold: the file (and its data file) stay as they are, bytes and times.
+        result.report.output = str(target)
+        _notify(on_step, "unchanged", target)
     else:
         _save_verified(result, target, in_place, external_data, verify_options, force, on_step)
     bench_options = _step_options(bench)
@@ -245,7 +251,8 @@ def _save_verified(
 
     def verify_staged(staged: Path) -> None:
         assert verify_options is not None
-        result.verification = _verify(original, staged, verify_options, on_step)
+        # Named by the file it becomes: the staging folder is gone once it lands.
+        result.verification = _verify(original, staged, verify_options, on_step, str(target))
         if not result.verification.passed and not force:
             raise _NotCommitted
 
@@ -272,11 +279,17 @@ def _step_options(options: StepOptions) -> dict[str, Any] | None:
 
 
 def _verify(
-    original: ModelSource, candidate: ModelSource, options: dict[str, Any], on_step: Any
+    original: ModelSource,
+    candidate: ModelSource,
+    options: dict[str, Any],
+    on_step: Any,
+    label: str | None = None,
 ) -> VerifyReport:
     from .verify import verify
 
     report = verify(original, candidate, **options)
+    if label is not None:
+        report.candidate = label
     _notify(on_step, "verified", report)
     return report
 

@@ -62,7 +62,7 @@ class BnfoldGroup(click.Group):
                 traceback.print_exc()
             _print_error(
                 f"internal error: {type(exc).__name__}: {first_line(exc)}"
-                " (a bug in bnfold: rerun with --debug and report it)"
+                f" (a bug in bnfold: rerun as `{debug_command(ctx)}` and report it)"
             )
             ctx.exit(INTERNAL_ERROR_EXIT)
 
@@ -102,6 +102,13 @@ class ClosedPipeSafe:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def debug_command(ctx: click.Context) -> str:
+    """``bnfold --debug optimize …``: the failing command again, ``--debug`` where it works
+    (before the command name)."""
+    command = ctx.invoked_subcommand or "COMMAND"
+    return f"bnfold --debug {command} …"
 
 
 def _print_error(message: str) -> None:

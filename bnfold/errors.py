@@ -84,6 +84,6 @@ EXIT_CODES: dict[int, str] = {
     5: "bench --fail-if-slower: candidate significantly slower",
     6: "output cannot be written (folder missing, permissions, disk full)",
     7: "unsafe model: external data outside the model's folder",
-    70: "internal error (a bug: rerun with --debug and report it)",
+    70: "internal error (a bug: rerun as `bnfold --debug COMMAND …` and report it)",
     130: "interrupted",
 }

@@ -16,7 +16,7 @@ from ..api import OptimizeResult, optimize
 from ..engine.lowering import LOWERING_FORMS
 from ..patterns import PATTERN_NAMES
 from ..storage.load import default_output_path
-from ..storage.outputs import Outputs
+from ..storage.outputs import Outputs, model_files
 from .common import ReportPaths, progress_status, stdout_console
 from .options import (
     builds,
@@ -179,10 +179,16 @@ def command(
     # early, `| head`, must not cost a file); a terminal sees each step as it ends.
     pending: list[Callable[[], None]] = []
     live = sys.stdout.isatty()
+    size_before = _files_size(model_files(model))  # before --in-place replaces them
 
     def render(step: str, value: Any) -> None:
         if step == "written":
-            show = functools.partial(console.print, f"wrote {value[-1]}")
+            after = _megabytes(_files_size(value))
+            line = f"wrote {value[-1]} (size {_megabytes(size_before)} -> {after})"
+            show = functools.partial(console.print, line, markup=False, highlight=False)
+        elif step == "unchanged":
+            line = f"nothing to fold: {value} left as it was (not rewritten)"
+            show = functools.partial(console.print, line, markup=False, highlight=False)
         else:
             show = functools.partial(value.render, console)  # the fold, verify or bench report
         if live:
@@ -244,3 +250,11 @@ def _print_plans(folds: Sequence[Any], console: Console) -> None:
         for edit in fold.edits:
             console.print(f"  {edit}", markup=False)
     console.print("dry run: nothing written")
+
+
+def _files_size(paths: Sequence[Path]) -> int:
+    return sum(path.stat().st_size for path in map(Path, paths) if path.is_file())
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"

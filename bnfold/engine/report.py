@@ -77,6 +77,18 @@ class FoldReport:
         return counts
 
     @property
+    def changed(self) -> bool:
+        """Whether folding changed the model at all: a fold or lowering, a no-op Cast removed,
+        a function inlined, a node count that moved. False: nothing to fold."""
+        c = self.counts
+        return bool(
+            self.folds
+            or self.functions
+            or c.get("noop_casts_removed")
+            or c.get("nodes_before") != c.get("nodes_after")
+        )
+
+    @property
     def must_fold(self) -> list[Fold]:
         """Folds of BatchNormalization nodes and BN-equivalent Mul/Add chains."""
         return [f for f in self.folds if fold_category(f.kind) != BIAS_ADD]
@@ -146,6 +158,8 @@ class FoldReport:
     def render(self, console: Any) -> None:
         """Print the report with a rich ``Console``."""
         self.render_tables(console, "Folded")
+        if not self.changed:
+            console.print(f"nothing to fold in {self.model}", markup=False, highlight=False)
         c = self.counts
         console.print(
             f"BatchNormalization: {c.get('batchnorm_before', 0)} → {c.get('batchnorm_after', 0)}   "

@@ -106,6 +106,14 @@ FLOAT64_FACTOR = 4.0
 FLOAT64_TRUST = 1e-2
 
 
+def plain_number(value: Any, dtype: Any = None) -> str:
+    """A number as a person writes it, in its dtype's shortest form: ``0.001``, never
+    ``np.float32(0.001)`` nor float32's ``0.0010000000474974513``."""
+    if dtype is not None:
+        value = np.asarray(value).astype(dtype)[()]
+    return str(value)
+
+
 def tolerance_for(
     dtype: np.dtype, atol: float | None = None, rtol: float | None = None
 ) -> tuple[float, float]:
@@ -350,7 +358,8 @@ def _compare_floating(
         where = f"[{', '.join(str(i) for i in worst_index or [])}]"
         reason = (
             f"{mismatched} of {ref.size} elements out of tolerance"
-            f" (atol={atol:g}, rtol={rtol:g}); e.g. at {where}: reference {worst_ref!r}, candidate {worst_cand!r}"
+            f" (atol={atol:g}, rtol={rtol:g}); e.g. at {where}: reference {plain_number(worst_ref, ref_in.dtype)},"
+            f" candidate {plain_number(worst_cand, cand_in.dtype)}"
         )
     return OutputComparison(
         name=name,
@@ -417,7 +426,8 @@ def _compare_exact(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputCompar
             worst_ref, worst_cand = float(ref.flat[flat]), float(cand.flat[flat])
         reason = (
             f"{mismatched} of {ref.size} elements differ ({ref.dtype.name} outputs must be equal);"
-            f" first at [{', '.join(str(i) for i in worst_index)}]: reference {ref.flat[flat]!r}, candidate {cand.flat[flat]!r}"
+            f" first at [{', '.join(str(i) for i in worst_index)}]: reference {plain_number(ref.flat[flat])},"
+            f" candidate {plain_number(cand.flat[flat])}"
         )
     return OutputComparison(
         name=name,
@@ -594,8 +604,8 @@ def judge_by_float64(
             f"{mismatched} of {ref.size} elements out of tolerance even against float64"
             f" (|cand-f64| <= {FLOAT64_FACTOR:g} x the original's |ref-f64| in the channel"
             f" + atol={comparison.atol:g} + rtol={comparison.rtol:g}*|ref|); e.g. at [{where}]:"
-            f" reference {float(ref.flat[flat])!r}, candidate {float(cand.flat[flat])!r},"
-            f" float64 {float(exact.flat[flat])!r}"
+            f" reference {plain_number(ref.flat[flat])}, candidate {plain_number(cand.flat[flat])},"
+            f" float64 {plain_number(exact.flat[flat])}"
         )
     judged = dataclasses.replace(
         comparison,

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from ..runtime.specs import is_floating
-from .compare import tolerance_for
+from .compare import plain_number, tolerance_for
 
 SATURATED_SHARE = 0.99
 _PROBABILITY_OPS = frozenset({"Softmax", "Sigmoid", "HardSigmoid"})
@@ -120,7 +120,7 @@ def _judge(
         return Weakness(
             name,
             "constant",
-            f"output `{name}` is {first!r} in every element of every input set: it cannot show a difference",
+            f"output `{name}` is {plain_number(first)} in every element of every input set: it cannot show a difference",
             1.0,
         )
     if len(arrays) > 1 and all(np.array_equal(arrays[0], a, equal_nan=_nan_ok(a)) for a in arrays):

@@ -57,7 +57,7 @@ import numpy as np
 import onnx
 
 from ..storage.lazyio import tensor_array
-from .compare import OutputComparison, StepJudgement
+from .compare import OutputComparison, StepJudgement, plain_number
 
 MAX_STEPS = 1
 SHARE_BOUND = 0.01
@@ -252,8 +252,8 @@ def judge_in_steps(
             )
         reason = (
             f"in quantization steps ({grid.describe()}): {'; '.join(what)};"
-            f" e.g. at [{', '.join(str(i) for i in worst)}]: reference {worst_ref!r},"
-            f" candidate {worst_cand!r}"
+            f" e.g. at [{', '.join(str(i) for i in worst)}]: reference {plain_number(worst_ref, ref.dtype)},"
+            f" candidate {plain_number(worst_cand, cand.dtype)}"
         )
     return replace(
         comparison,
