@@ -10,7 +10,9 @@
 # BNFOLD_REPORT_DIR; both commands append their Markdown to $GITHUB_STEP_SUMMARY when it is
 # set, under a verdict table written here; `report-dir` goes to $GITHUB_OUTPUT when set.
 # Exit status: the first failing step's (check, then verify), else 0; bnfold's exit codes:
-# 1 foldable BN left / outputs differ, 3 unreadable model, 4 provider unavailable.
+# 1 foldable BN left / outputs differ, 3 unreadable model, 4 provider unavailable; 127 when
+# no bnfold is found (BNFOLD, then `bnfold` on PATH, then this checkout's .venv from
+# `make demo`): one line says how to get one, and no report folder is created.
 set -uo pipefail
 
 candidate="${BNFOLD_CANDIDATE:-}"
@@ -18,12 +20,31 @@ original="${BNFOLD_ORIGINAL:-}"
 providers="${BNFOLD_PROVIDERS:-cpu}"
 levels="${BNFOLD_LEVELS:-disable,all}"
 reports="${BNFOLD_REPORT_DIR:-bnfold-reports}"
-bnfold="${BNFOLD:-bnfold}"
+checkout="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+find_bnfold() {  # BNFOLD, else `bnfold` on PATH, else this checkout's .venv (`make demo`)
+    if [[ -n "${BNFOLD:-}" ]]; then
+        command -v "$BNFOLD" || { [[ -x "$BNFOLD" ]] && echo "$BNFOLD"; }
+    elif command -v bnfold; then
+        :
+    elif [[ -x "$checkout/.venv/bin/bnfold" ]]; then
+        echo "$checkout/.venv/bin/bnfold"
+    else
+        return 1
+    fi
+}
 
 if [[ -z "$candidate" ]]; then
     echo "error: the candidate model is required (input 'candidate', BNFOLD_CANDIDATE)" >&2
     exit 2
 fi
+if ! bnfold="$(find_bnfold)" || [[ -z "$bnfold" ]]; then
+    echo "error: bnfold not found${BNFOLD:+ at BNFOLD=$BNFOLD} (run \`make demo\` in $checkout," \
+        "or \`pip install $checkout\` into the active environment, or set BNFOLD=/path/to/bnfold)" >&2
+    exit 127
+fi
+created_reports=0
+[[ -d "$reports" ]] || created_reports=1
 mkdir -p "$reports" || exit 6
 
 summary() {
@@ -58,6 +79,11 @@ if [[ -n "${GITHUB_OUTPUT:-}" ]]; then
     echo "report-dir=$reports" >>"$GITHUB_OUTPUT"
 fi
 echo "bnfold check: $(verdict "$check_status"); bnfold verify: $(verdict "$verify_status")"
+
+# A folder this script created and nothing was written into is not left behind.
+if [[ "$created_reports" == 1 ]]; then
+    rmdir "$reports" 2>/dev/null || true
+fi
 
 if [[ "$check_status" != 0 ]]; then
     exit "$check_status"

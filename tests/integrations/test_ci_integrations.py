@@ -181,6 +181,60 @@ def test_action_script_errors(tmp_path, models):
     assert unavailable.returncode not in (0, 1)
 
 
+def _path_without_bnfold() -> str:
+    """PATH with every folder holding a ``bnfold`` (an active venv, a user install) left out."""
+    folders = os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin", "/bin"]
+    kept = [f for f in dict.fromkeys(folders) if f and not (Path(f) / "bnfold").exists()]
+    return os.pathsep.join(kept)
+
+
+def _readme_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BNFOLD", "GITHUB_"))}
+    env.pop("VIRTUAL_ENV", None)
+    return {**env, "PATH": _path_without_bnfold(), **extra}
+
+
+@pytest.mark.skipif(
+    not (ROOT / ".venv" / "bin" / "bnfold").exists(), reason="needs the checkout's .venv"
+)
+def test_action_script_as_the_readme_runs_it_finds_the_checkouts_bnfold(tmp_path, models):
+    # README: `BNFOLD_ORIGINAL=... BNFOLD_CANDIDATE=... scripts/bnfold-action.sh` after
+    # `make demo`, no venv active: the script finds .venv/bin/bnfold itself.
+    env = _readme_env(BNFOLD_CANDIDATE=str(models["folded"]))
+    result = subprocess.run(
+        [str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "bnfold-reports" / "check.json").is_file()
+
+
+def test_action_script_without_any_bnfold_says_how_and_leaves_no_folder(tmp_path, models):
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    script = checkout / "scripts" / SCRIPT.name
+    shutil.copy(SCRIPT, script)  # a checkout without .venv
+    env = _readme_env(BNFOLD_CANDIDATE=str(models["folded"]))
+    result = subprocess.run(
+        [str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 127
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: bnfold not found")
+    assert "make demo" in lines[0] and "pip install" in lines[0] and "BNFOLD=" in lines[0]
+    assert not (tmp_path / "bnfold-reports").exists()
+
+    wrong = subprocess.run(
+        [str(script)],
+        cwd=tmp_path,
+        env={**env, "BNFOLD": str(tmp_path / "no-such-bnfold")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 127 and "at BNFOLD=" in wrong.stderr
+    assert not (tmp_path / "bnfold-reports").exists()
+
+
 def test_action_yml_runs_the_script_with_its_inputs():
     yaml = pytest.importorskip("yaml")
     action = yaml.safe_load((ROOT / "action.yml").read_text())
