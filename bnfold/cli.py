@@ -13,7 +13,9 @@ writes every file it was asked for, and it exits with its own result code.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import IO, Any
 
@@ -27,6 +29,18 @@ INTERNAL_ERROR_EXIT = 70
 
 class BnfoldGroup(click.Group):
     """A click group that turns every exception into one line and an exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        # Run as the program (arguments from sys.argv), not called by a test or another tool.
+        as_program = not args and kwargs.get("args") is None
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            # The command is over and its exit code decided: a Ctrl-C while Python shuts down
+            # (joining the recipe writer's threads) has nothing left to stop, and would only
+            # print "Exception ignored … KeyboardInterrupt" with a traceback.
+            if as_program and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = "--debug" in sys.argv[1:] or bool(ctx.params.get("debug"))
