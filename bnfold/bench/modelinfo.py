@@ -14,9 +14,8 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """``file_size_bytes``: the ``.onnx`` file's size on disk; for an in-memory model, or a
-    file with external data, the serialized size with every tensor inline
-    (``ModelProto.ByteSize()``), so both sides of a comparison are measured alike.
+    """``file_size_bytes``: the bytes on disk, the ``.onnx`` file and its external data files
+    together; for an in-memory model, the serialized size (``ModelProto.ByteSize()``).
     Counts include nodes inside subgraphs (If/Loop/Scan bodies)."""
 
     file_size_bytes: int
@@ -26,8 +25,8 @@ class ModelFacts:
 
 def model_facts(loaded: LoadedModel) -> ModelFacts:
     nodes = list(iter_nodes(loaded.model.graph))
-    if loaded.path is not None and not loaded.has_external_data:
-        size = loaded.path.stat().st_size
+    if loaded.path is not None:
+        size = sum(path.stat().st_size for path in loaded.files)
     else:
         size = loaded.model.ByteSize()
     batchnorms = sum(

@@ -293,7 +293,7 @@ def command(
         write_plot(report, plot_path, outputs)
     console = stdout_console()
     if quiet:
-        console.print(report.summary_line(), markup=False, highlight=False)
+        console.print(report.summary_line(), markup=False, highlight=False, soft_wrap=True)
     else:
         report.render(console)
     report.raise_for_status()

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -16,9 +17,29 @@ from ..storage.outputs import Outputs
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
-def stdout_console(quiet: bool = False) -> Console:
-    """A console for the human-readable report (plain text, 160 columns, when not a terminal)."""
-    return Console(quiet=quiet, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+def output_width() -> int:
+    """The one width rule of every command: ``$COLUMNS`` if set, else the terminal's, else 80.
+
+    Piped output is laid out like an 80-column terminal, so a log reads as the screen did.
+    """
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        try:
+            return os.get_terminal_size(sys.stdout.fileno()).columns or 80
+        except (OSError, ValueError):
+            return 80
+    return 80
+
+
+def stdout_console(quiet: bool = False, **options: Any) -> Console:
+    """A console for the human-readable report, ``output_width()`` columns wide.
+
+    Tables fit the width; a one-line message (``wrote PATH``) stays one line, whole, so a
+    path can be copied; the reports wrap their prose themselves (``soft_wrap=False``).
+    """
+    return Console(quiet=quiet, soft_wrap=True, width=output_width(), **options)
 
 
 class ReportFiles:

@@ -8,7 +8,6 @@ cannot be loaded or the candidate fails the structure checks; 4 a provider named
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -141,16 +140,14 @@ def command(
     outputs.read_model(original, "original model")
     outputs.read_model(candidate, "candidate model")
     files = reports.files(outputs)
-    from rich.console import Console
-
     from ..verify import verify_with
+    from .common import stdout_console
 
     report = verify_with(original, candidate, settings)
     files.write(report.to_json() + "\n", report.to_markdown())  # before printing: `| head`
-    # Logs (CI) are not terminals: rich would wrap at 80 columns, too narrow for the table.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    console = stdout_console(highlight=False)
     if quiet:
-        console.print(report.summary_line(), markup=False)
+        console.print(report.summary_line(), markup=False, soft_wrap=True)  # one line
     else:
         report.render(console, verdict=report.passed)
     report.raise_for_status()

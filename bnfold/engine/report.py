@@ -159,7 +159,9 @@ class FoldReport:
         """Print the report with a rich ``Console``."""
         self.render_tables(console, "Folded")
         if not self.changed:
-            console.print(f"nothing to fold in {self.model}", markup=False, highlight=False)
+            console.print(
+                f"nothing to fold in {self.model}", markup=False, highlight=False, soft_wrap=True
+            )
         c = self.counts
         console.print(
             f"BatchNormalization: {c.get('batchnorm_before', 0)} → {c.get('batchnorm_after', 0)}   "
@@ -172,49 +174,105 @@ class FoldReport:
             )
 
     def render_tables(self, console: Any, verb: str) -> None:
-        """The folds (titled ``verb: counts``), the kept nodes and the function actions."""
-        from rich.table import Table
+        """The folds (titled ``verb: counts``), the kept nodes and the function actions.
 
+        Designed for 80 columns: ``kind`` only when the rows differ in it (the title counts
+        them), ``through`` only when some fold goes through a node, names wrapped whole at
+        ``/`` (see ``storage.textfit``).
+        """
+        from ..storage.textfit import print_table
+
+        width = getattr(console, "width", 80)
         if self.folds:
             title = f"{verb}: {count_line(self.folds_by_kind())}"
-            table = Table(title=title, title_justify="left")
-            for column in ("node", "kind", "folded into", "pattern", "through"):
-                table.add_column(column)
             low = any(f.dtype in LOW_PRECISION for f in self.folds)
+            columns: dict[str, list[str]] = {
+                "node": [fold.bn for fold in self.folds],
+                "kind": [fold_category(fold.kind) for fold in self.folds],
+                "folded into": [into_text(fold) for fold in self.folds],
+                "pattern": [fold.pattern for fold in self.folds],
+                "through": [" → ".join(fold.through) or "-" for fold in self.folds],
+            }
             if low:
-                table.add_column("rounding (rel.)", justify="right")
-            for fold in self.folds:
-                row = [
-                    fold.bn,
-                    fold_category(fold.kind),
-                    into_text(fold),
-                    fold.pattern,
-                    " → ".join(fold.through) or "-",
+                columns["rounding (rel.)"] = [
+                    f"{fold.rounding_error:.2e} ({fold.dtype})"
+                    if fold.dtype in LOW_PRECISION
+                    else "-"
+                    for fold in self.folds
                 ]
-                if low:
-                    row.append(
-                        f"{fold.rounding_error:.2e} ({fold.dtype})"
-                        if fold.dtype in LOW_PRECISION
-                        else "-"
-                    )
-                table.add_row(*row)
-            console.print(table)
+            print_table(console, _fitted_table(title, columns, ("node", "folded into"), width))
         if self.skipped:
             # BatchNormalization nodes and BN-equivalent Mul/Add chains (never a bias Add).
             kept = dict.fromkeys(CATEGORIES, 0)
             for skip in self.skipped:
                 kept[fold_category(skip.kind)] += 1
-            table = Table(title=f"Kept: {count_line(kept)}", title_justify="left")
-            for column in ("node", "kind", "reason", "detail"):
-                table.add_column(column)
-            for skip in self.skipped:
-                table.add_row(skip.bn, fold_category(skip.kind), skip.reason, skip.detail)
-            console.print(table)
+            columns = {
+                "node": [skip.bn for skip in self.skipped],
+                "kind": [fold_category(skip.kind) for skip in self.skipped],
+                "reason": [skip.reason for skip in self.skipped],
+                "detail": [skip.detail for skip in self.skipped],
+            }
+            table = _fitted_table(f"Kept: {count_line(kept)}", columns, ("node",), width)
+            print_table(console, table)
         for action in self.functions:
             console.print(
                 f"Function {action.function} {action.action} at {action.calls} call site(s): "
                 f"{action.reason}"
             )
+
+
+def _fitted_table(
+    title: str, columns: dict[str, list[str]], names: tuple[str, ...], width: int
+) -> Any:
+    """A table for ``width`` columns: codes and numbers whole, ``names`` wrapped at ``/``.
+
+    ``kind`` is left out when every row has the same one (the title counts the kinds),
+    ``through`` when no row goes through anything; ``detail`` (prose) wraps at spaces.
+    """
+    from rich import box
+    from rich.table import Table
+
+    from ..storage.textfit import cell_width, name_widths, wrap_name
+
+    columns = dict(columns)
+    if "kind" in columns and len(set(columns["kind"])) == 1:
+        del columns["kind"]
+    if "through" in columns and set(columns["through"]) == {"-"}:
+        del columns["through"]
+    prose = [c for c in columns if c == "detail"]
+    fixed = [cell_width(c, cells) for c, cells in columns.items() if c not in names + tuple(prose)]
+    # Prose gets what is left after the names, but at least 20 columns.
+    reserve = [20] if prose else []
+    fits = name_widths(width, fixed + reserve, [columns[c] + [c] for c in names])
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in columns:
+        if column in names:
+            fit = fits[names.index(column)]
+            table.add_column(column, no_wrap=True, width=fit)
+        elif column in prose:
+            table.add_column(column, overflow="fold", min_width=min(20, width // 4))
+        else:
+            numeric = column.startswith("rounding")
+            table.add_column(
+                column,
+                no_wrap=True,
+                justify="right" if numeric else "left",
+                width=cell_width(column, columns[column]),
+            )
+    for row in zip(*columns.values(), strict=True):
+        cells = [
+            wrap_name(cell, fits[names.index(column)]) if column in names else cell
+            for column, cell in zip(columns, row, strict=True)
+        ]
+        table.add_row(*cells)
+    return table
 
 
 def remaining_line(counts: dict[str, int]) -> str:

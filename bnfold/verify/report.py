@@ -58,6 +58,10 @@ PASSED, FAILED, UNAVAILABLE = "passed", "failed", "unavailable"
 _SITE_ROWS = 5
 
 
+# Narrower than this, verify leaves p99 and cosine to the reports.
+_WIDE = 100
+
+
 @dataclass
 class ProviderResult:
     """The candidate on one provider at one optimization level, worst case over all runs."""
@@ -516,30 +520,51 @@ class VerifyReport:
         from rich.console import Console
         from rich.table import Table
 
+        from ..storage.textfit import cell_width, name_widths, print_table, wrap_name
+
         console = console or Console()
         style = {PASSED: "green", FAILED: "bold red", UNAVAILABLE: "yellow"}
+        headers = ["provider/level", "status", "output"]
+        headers += ["max abs", "max rel", "p99 abs", "cosine", "bad", "tol used"]
+        rows, statuses = self._rows()
+        # Narrower than 100 columns, p99 and cosine stay in the JSON and Markdown reports:
+        # every number shown is shown whole, and the output names keep room.
+        narrow = console.width < _WIDE
+        keep = [i for i, h in enumerate(headers) if not (narrow and h in ("p99 abs", "cosine"))]
+        headers = [headers[i] for i in keep]
+        rows = [[row[i] for i in keep] for row in rows]
+        widths = [cell_width(h, [r[i] for r in rows]) for i, h in enumerate(headers)]
+        fixed = [w for i, w in enumerate(widths) if i != 2]
+        (fit,) = name_widths(console.width, fixed, [[r[2] for r in rows] + ["output"]], 8)
         table = Table(
             title=f"bnfold verify: {self.original} vs {self.candidate}",
             title_justify="left",
             box=box.SIMPLE_HEAD,  # no vertical rules: fits 80 columns
+            show_edge=False,
             pad_edge=False,
             collapse_padding=True,
         )
-        table.add_column("provider/level", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        table.add_column("output", overflow="fold", min_width=6)
-        for column in ("max abs", "max rel", "p99 abs", "cosine", "bad", "tol used"):
-            table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
-        rows, statuses = self._rows()
+        for i, header in enumerate(headers):
+            if i == 2:
+                table.add_column(header, no_wrap=True, width=fit)
+            else:
+                table.add_column(
+                    header, justify="left" if i < 2 else "right", no_wrap=True, width=widths[i]
+                )
+        if narrow:
+            table.caption = "p99 abs, cosine: wider terminal, --report or --markdown"
+            table.caption_justify = "left"
         for row, status in zip(rows, statuses, strict=True):
             row[1] = f"[{style.get(status, '')}]{row[1]}[/]"
+            row[2] = _escape(wrap_name(row[2], fit))
             table.add_row(*row)
-        console.print(table)
+        print_table(console, table)
         console.print(
             f"reference: CPU, ORT_DISABLE_ALL; onnxruntime {self.onnxruntime_version};"
             f" {_tolerance_text(self.atol, self.rtol, self._output_dtypes())}",
             markup=False,
             highlight=False,
+            soft_wrap=False,
         )
         for result in self.providers:
             if result.reason:
@@ -547,25 +572,25 @@ class VerifyReport:
                     f"[{style.get(result.status, '')}]{result.provider}/{result.level} {result.status}:[/]",
                     _escape(result.reason),
                     highlight=False,
-                    soft_wrap=True,
+                    soft_wrap=False,
                 )
             if result.site_error:
                 console.print(
                     f"[yellow]{result.provider}/{result.level} sites not compared:[/]",
                     _escape(result.site_error),
                     highlight=False,
-                    soft_wrap=True,
+                    soft_wrap=False,
                 )
         for weak in self.weak_outputs:
             console.print(
                 f"[yellow]weak evidence:[/] {_escape(weak.message)}",
                 highlight=False,
-                soft_wrap=True,
+                soft_wrap=False,
             )
         for line in self.float64_lines() + self.quantized_lines():
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
+            console.print(line, highlight=False, markup=False, soft_wrap=False)
         for note in self.notes:
-            console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+            console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=False)
         if self.failing_inputs:
             console.print(
                 f"failing inputs saved to {self.failing_inputs}",
@@ -573,6 +598,7 @@ class VerifyReport:
                 markup=False,
                 soft_wrap=True,
             )
+            # One line, whole: a command to copy.
             console.print(
                 f"rerun: {self.rerun_command}", highlight=False, markup=False, soft_wrap=True
             )
@@ -580,7 +606,9 @@ class VerifyReport:
             mark = "[green]PASSED[/]" if self.passed else "[bold red]FAILED[/]"
             if self.inconclusive and not self.failed and not self.missing:
                 mark = "[bold yellow]INCONCLUSIVE[/]"
-            console.print(f"{mark}:", _escape(self.summary_line()), highlight=False, soft_wrap=True)
+            console.print(
+                f"{mark}:", _escape(self.summary_line()), highlight=False, soft_wrap=False
+            )
 
 
 # -- provider drift (measured by drift.py) ---------------------------------------------
