@@ -22,11 +22,11 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from .api import OptimizeResult, check, optimize
 from .errors import BnfoldError
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .api import OptimizeResult, check, optimize
     from .bench import bench
     from .integrations.graphsurgeon import fold_graph
     from .integrations.keras_export import export_keras
@@ -37,6 +37,11 @@ _CALLABLE_PACKAGES = ("verify", "bench")
 # Loaded on first use: torch_export (keras_export) imports torch (keras) only when called,
 # graphsurgeon its package.
 _LAZY_FUNCTIONS = {
+    # The front door too, so that ``bnfold.cli`` starts (and handles Ctrl-C and a missing
+    # dependency) before onnx is imported.
+    "OptimizeResult": ".api",
+    "check": ".api",
+    "optimize": ".api",
     "export_torch": ".integrations.torch_export",
     "export_keras": ".integrations.keras_export",
     "fold_graph": ".integrations.graphsurgeon",

@@ -17,11 +17,12 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import IO, Any
 
 import click
 
-from .errors import EXIT_CODES, BnfoldError, Interrupted, first_line
+from .errors import EXIT_CODES, BnfoldError, EnvironmentProblem, Interrupted, first_line
 from .version import __version__
 
 INTERNAL_ERROR_EXIT = 70
@@ -152,4 +153,27 @@ def _commands() -> None:
         main.add_command(module.command)
 
 
-_commands()
+def start_up(load: Callable[[], None]) -> None:
+    """Run the import phase (onnx, numpy, rich: a second or so) like a command: Ctrl-C is one
+    line and exit 130, a missing or broken dependency one line with the repair and exit 8."""
+    try:
+        load()
+    except KeyboardInterrupt:
+        _print_error("interrupted while starting; nothing was done")
+        sys.exit(Interrupted.exit_code)
+    except ImportError as exc:
+        _print_error(missing_dependency(exc))
+        sys.exit(EnvironmentProblem.exit_code)
+
+
+def missing_dependency(exc: ImportError) -> str:
+    """One line naming the dependency ``sys.executable`` cannot import, and the fix."""
+    name = exc.name or first_line(exc)
+    return (
+        f"bnfold's dependency `{name}` cannot be imported by {sys.executable}"
+        " (install bnfold into this Python: `pip install -e .` in the checkout, or `make demo`"
+        " and run .venv/bin/bnfold)"
+    )
+
+
+start_up(_commands)

@@ -60,6 +60,13 @@ class UnsafeModelError(ModelLoadError):
     exit_code = 7
 
 
+class EnvironmentProblem(BnfoldError):
+    """The Python environment is broken: a dependency is missing or fails to import; the
+    message says how to repair it (exit 8). Not a bug in bnfold, not a bad input."""
+
+    exit_code = 8
+
+
 class Interrupted(BnfoldError):
     """Interrupted by the user (SIGINT); nothing was written (exit 130)."""
 
@@ -84,6 +91,7 @@ EXIT_CODES: dict[int, str] = {
     5: "bench --fail-if-slower: candidate significantly slower",
     6: "output cannot be written (folder missing, permissions, disk full)",
     7: "unsafe model: external data outside the model's folder",
+    8: "environment problem: a dependency is missing or broken (the message says how to repair it)",
     70: "internal error (a bug: rerun as `bnfold --debug COMMAND …` and report it)",
     130: "interrupted",
 }

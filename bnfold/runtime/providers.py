@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import platform
 from functools import cache
 from typing import Any
+
+from ..errors import EnvironmentProblem
 
 # short name -> (Python package of the plugin, pip extra / package that installs it)
 PLUGINS: dict[str, tuple[str, str]] = {
@@ -39,11 +42,40 @@ def plugin_installed(short: str) -> bool:
     return is_plugin(short) and importlib.util.find_spec(PLUGINS[short][0]) is not None
 
 
+def onnxruntime_repair() -> str:
+    """The command that repairs a broken onnxruntime install on this platform."""
+    package = (
+        "onnxruntime-gpu"
+        if platform.system() == "Linux" and platform.machine() == "x86_64"
+        else "onnxruntime"
+    )
+    return f"pip install --force-reinstall {package}"
+
+
+def import_onnxruntime() -> Any:
+    """``onnxruntime``, or ``EnvironmentProblem`` (exit 8) when its install is broken.
+
+    With both ``onnxruntime`` and ``onnxruntime-gpu`` installed and one removed, the other's
+    files are half gone: ``import onnxruntime`` fails or has no ``InferenceSession``.
+    """
+    try:
+        import onnxruntime as ort
+
+        ort.InferenceSession  # noqa: B018 - a half-removed install lacks it
+    except (ImportError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise EnvironmentProblem(
+            f"onnxruntime is not installed or its install is broken ({first})",
+            hint=f"repair it: `{onnxruntime_repair()}`",
+        ) from None
+    return ort
+
+
 @cache
 def register_plugin(short: str) -> tuple[bool, str | None]:
     """Register ``short``'s plugin library with onnxruntime once; ``(ok, reason if not)``."""
     package, install = PLUGINS[short]
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     if not hasattr(ort, "register_execution_provider_library"):
         return False, f"onnxruntime {ort.__version__} cannot load plugin providers (needs >= 1.22)"
@@ -62,7 +94,7 @@ def register_plugin(short: str) -> tuple[bool, str | None]:
 
 def plugin_devices(full_name: str) -> list[Any]:
     """The ``OrtEpDevice`` objects onnxruntime offers for ``full_name`` (after registration)."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     return [device for device in ort.get_ep_devices() if device.ep_name == full_name]
 
@@ -70,7 +102,7 @@ def plugin_devices(full_name: str) -> list[Any]:
 def describe_devices(short: str | None = None) -> str:
     """What onnxruntime found on this machine (and the plugin's known limit), for an
     'offers no device' reason."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     found = []
     for device in ort.get_ep_devices():

@@ -37,7 +37,13 @@ import numpy as np
 import onnx
 
 from ..errors import ModelLoadError, UsageError
-from .providers import describe_devices, is_plugin, plugin_devices, register_plugin
+from .providers import (
+    describe_devices,
+    import_onnxruntime,
+    is_plugin,
+    plugin_devices,
+    register_plugin,
+)
 
 # Short names -> onnxruntime provider names. Full names are accepted too (any spelling of case).
 PROVIDER_NAMES: dict[str, str] = {
@@ -177,9 +183,8 @@ class SessionResult:
 
 
 def _ort() -> Any:
-    import onnxruntime
-
-    return onnxruntime
+    """onnxruntime; a broken install is ``EnvironmentProblem`` (exit 8) with the repair."""
+    return import_onnxruntime()
 
 
 def onnxruntime_version() -> str:
@@ -460,6 +465,22 @@ def cuda_available() -> tuple[bool, str | None]:
             "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)",
         )
     return probe_provider("cuda")
+
+
+_MISSING_LIBRARY = re.compile(r"(lib[\w.+-]+?\.so[\w.]*): cannot open shared object file")
+
+
+def brief_reason(reason: str | None, limit: int = 60) -> str:
+    """One clause for why CUDA is unavailable (``libcublasLt.so.13 missing``), not
+    onnxruntime's whole log: the short form of ``cuda_available()``'s reason."""
+    text = (reason or "unknown reason").strip()
+    missing = _MISSING_LIBRARY.findall(text)
+    if missing:
+        return f"{missing[-1]} missing"
+    if "no CUDAExecutionProvider" in text:
+        return "this onnxruntime build has none"
+    clause = text.splitlines()[0].split("; ")[0]
+    return clause if len(clause) <= limit else clause[: limit - 1] + "…"
 
 
 # onnxruntime's Python API cannot take or return bfloat16 numpy arrays (ml_dtypes): those go

@@ -45,7 +45,7 @@ from ..runtime.inputs import (
     load_inputs,
     save_inputs,
 )
-from ..runtime.session import cuda_available, onnxruntime_version, set_verbose
+from ..runtime.session import brief_reason, cuda_available, onnxruntime_version, set_verbose
 from ..runtime.settings import DEFAULT_RUNS, DEFAULT_SEED, InputPlan, RuntimeChoice
 from ..storage.dtypes import is_float_dtype
 from ..storage.load import LoadedModel, load_model
@@ -256,7 +256,7 @@ def _verify(
         if cuda_ok:
             use.append("cuda")
         else:
-            skipped_notes.append(f"cuda not used (default set; not requested): {cuda_reason}")
+            skipped_notes.append(f"CUDA unavailable: {brief_reason(cuda_reason)}")
     else:
         use = list(requested)
 

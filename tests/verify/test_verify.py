@@ -285,7 +285,22 @@ def test_default_cuda_that_does_not_work_is_only_noted(conv_bn: ConvBN) -> None:
     report = verify(conv_bn.original(), conv_bn.folded())  # cpu_only_default: CUDA "broken"
     assert report.passed and [r.provider for r in report.providers] == ["cpu"]
     assert report.requested_providers is None
-    assert any("cuda not used" in note and "no GPU in this test" in note for note in report.notes)
+    assert "CUDA unavailable: no GPU in this test" in report.notes
+
+
+def test_the_cuda_note_is_one_short_clause() -> None:
+    from bnfold.runtime.session import brief_reason
+
+    logged = (
+        "onnxruntime built the session on CPUExecutionProvider instead of CUDAExecutionProvider:"
+        " cannot load libonnxruntime_providers_cuda.so: libcublasLt.so.13: cannot open shared"
+        " object file: No such file or directory; Require cuDNN 9.* and CUDA 13.*"
+    )
+    assert brief_reason(logged) == "libcublasLt.so.13 missing"
+    assert brief_reason("this onnxruntime build has no CUDAExecutionProvider (install x)") == (
+        "this onnxruntime build has none"
+    )
+    assert len(brief_reason("x" * 500)) == 60 and brief_reason(None) == "unknown reason"
 
 
 def test_default_cuda_that_falls_back_late_does_not_fail_the_run(
