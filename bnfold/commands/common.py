@@ -39,7 +39,27 @@ def stdout_console(quiet: bool = False, **options: Any) -> Console:
     Tables fit the width; a one-line message (``wrote PATH``) stays one line, whole, so a
     path can be copied; the reports wrap their prose themselves (``soft_wrap=False``).
     """
-    return Console(quiet=quiet, soft_wrap=True, width=output_width(), **options)
+    return _ReportConsole(quiet=quiet, soft_wrap=True, width=output_width(), **options)
+
+
+# The spinners running now (``progress_status``): a report line must not land after one's text.
+_SPINNERS: list[Any] = []
+
+
+class _ReportConsole(Console):
+    """A ``Console`` that clears a running spinner (on stderr, the same terminal) before it
+    prints and draws it again after, so no line starts after the spinner's text."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        if not _SPINNERS:
+            super().print(*objects, **options)
+            return
+        spinner = _SPINNERS[-1]
+        spinner.stop()
+        try:
+            super().print(*objects, **options)
+        finally:
+            spinner.start()
 
 
 class ReportFiles:
@@ -107,4 +127,8 @@ def progress_status(enabled: bool) -> Iterator[Callable[[str], None]]:
         yield lambda text: None
         return
     with Console(stderr=True).status("") as status:
-        yield status.update
+        _SPINNERS.append(status)
+        try:
+            yield status.update
+        finally:
+            _SPINNERS.remove(status)

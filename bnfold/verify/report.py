@@ -294,12 +294,23 @@ class VerifyReport:
             names.extend(n for n, c in result.outputs.items() if not c.passed and n not in names)
         return names
 
+    def _site_text(self) -> str:
+        """``, 6 fold site(s)``; with ``--sites all`` the other tensors are counted apart
+        (``, 0 fold site(s) and 105 other tensor(s)``): a model with no fold has no fold site."""
+        names = {name for r in self.ran for name in r.sites}
+        if not names:
+            return ""
+        folds = sum(1 for name in names if (self.site_labels.get(name) or {}).get("bn"))
+        others = len(names) - folds
+        if not others:
+            return f", {folds} fold site(s)"
+        return f", {folds} fold site(s) and {others} other tensor(s)"
+
     def summary_line(self) -> str:
         """One line for logs and error messages."""
         if self.passed:
             configs = ", ".join(f"{r.provider}/{r.level}" for r in self.ran)
-            sites = max((len(r.sites) for r in self.ran), default=0)
-            site_text = f", {sites} fold site(s)" if sites else ""
+            site_text = self._site_text()
             used = max((r.tolerance_used() or 0.0 for r in self.ran), default=0.0)
             return (
                 f"candidate matches the original on {configs} ({self.runs} input set(s){site_text};"

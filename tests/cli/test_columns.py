@@ -123,3 +123,36 @@ def test_bench_verdict_on_its_line(workdir: Path, width: int) -> None:
         assert row.split()[-1] == comparison["verdict"], row
     # The Models table: path, size, nodes, BatchNormalization on one line per model.
     assert any(line.split()[:2] == ["original", "mlp_bn.onnx"] for line in lines), text
+
+
+def test_sites_all_counts_fold_sites_apart(workdir: Path) -> None:
+    """``--sites all`` on a model with no fold says 0 fold sites, not one per tensor."""
+    assert _run(workdir, 80, "optimize", "mlp_bn.onnx", "-o", "o.onnx")[0] == 0
+    code, text = _run(workdir, 80, "verify", "o.onnx", "o.onnx", "--sites", "all", "-q")
+    assert code == 0, text
+    assert "0 fold site(s) and " in text and "other tensor(s)" in text, text
+    code, text = _run(workdir, 80, "verify", "mlp_bn.onnx", "o.onnx", "-q")
+    assert ", 2 fold site(s);" in text, text
+
+
+def test_a_report_line_clears_the_spinner_first() -> None:
+    """'6 foldedwrote out.onnx': a line printed while the spinner runs starts on its own line."""
+    from bnfold.commands import common
+
+    events: list[str] = []
+
+    class Spinner:
+        def stop(self) -> None:
+            events.append("stop")
+
+        def start(self) -> None:
+            events.append("start")
+
+    console = common.stdout_console()
+    common._SPINNERS.append(Spinner())
+    try:
+        with console.capture():
+            console.print("wrote out.onnx")
+    finally:
+        common._SPINNERS.pop()
+    assert events == ["stop", "start"]
