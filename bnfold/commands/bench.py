@@ -146,7 +146,11 @@ def bench_settings(
     return BenchSettings(design=design, runtime=runtime, inputs=input_plan)
 
 
-@click.command(name="bench")
+EXAMPLES = "\b\nExamples:\n  bnfold bench model.onnx model.folded.onnx\n  bnfold bench model.onnx model.folded.onnx --providers cpu --fail-if-slower"
+"""Shown at the end of ``bnfold bench --help`` (``\\b``: click keeps the lines as written)."""
+
+
+@click.command(name="bench", epilog=EXAMPLES)
 @click.argument("original")
 @click.argument("candidate")
 @input_options

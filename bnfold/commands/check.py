@@ -20,7 +20,11 @@ class FoldableBatchNormRemains(BnfoldError):
     exit_code = 1
 
 
-@click.command(name="check")
+EXAMPLES = "\b\nExamples:\n  bnfold check model.folded.onnx\n  bnfold check models/*.onnx --report check.json"
+"""Shown at the end of ``bnfold check --help`` (``\\b``: click keeps the lines as written)."""
+
+
+@click.command(name="check", epilog=EXAMPLES)
 @click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=model_path_argument)
 @report_options
 @click.option(

@@ -99,7 +99,11 @@ def steps(
     return Steps(verify_options, bench_options, force)
 
 
-@click.command(name="optimize")
+EXAMPLES = "\b\nExamples:\n  bnfold optimize model.onnx                  # writes model.folded.onnx\n  bnfold optimize model.onnx -o out/model.onnx --verify\n  bnfold optimize model.onnx --dry-run --report folds.json"
+"""Shown at the end of ``bnfold optimize --help`` (``\\b``: click keeps the lines as written)."""
+
+
+@click.command(name="optimize", epilog=EXAMPLES)
 @click.argument("model", type=model_path_argument)
 @click.option(
     "-o",

@@ -8,11 +8,14 @@ cannot be loaded or the candidate fails the structure checks; 4 a provider named
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from ..errors import UsageError
 from ..runtime.settings import InputPlan, RuntimeChoice
+from ..storage.load import default_output_path
 from ..storage.outputs import Outputs
 from .common import ReportPaths
 from .options import (
@@ -74,9 +77,25 @@ def verify_settings(
     )
 
 
-@click.command(name="verify")
+def default_candidate(original: str) -> str:
+    """``model.onnx`` -> ``model.folded.onnx``, what ``bnfold optimize model.onnx`` writes."""
+    path = default_output_path(Path(original))
+    if not path.exists() and Path(original).exists():
+        raise UsageError(
+            f"no CANDIDATE given and {path} (what `bnfold optimize {original}` writes) does"
+            " not exist",
+            hint=f"run `bnfold optimize {original}` first, or name the candidate",
+        )
+    return str(path)
+
+
+EXAMPLES = "\b\nExamples:\n  bnfold verify model.onnx                    # against model.folded.onnx\n  bnfold verify model.onnx model.folded.onnx --providers cpu,cuda\n  bnfold verify model.onnx other.onnx --level disable,all --report verify.json"
+"""Shown at the end of ``bnfold verify --help`` (``\\b``: click keeps the lines as written)."""
+
+
+@click.command(name="verify", epilog=EXAMPLES)
 @click.argument("original")
-@click.argument("candidate")
+@click.argument("candidate", required=False)
 @input_options
 @provider_options(judge="verify")
 @seed_option("Seed of input set 0 (set i uses SEED+i).")
@@ -126,9 +145,15 @@ def verify_settings(
 @builds("runtime", runtime_choice)
 @builds("settings", verify_settings)
 def command(
-    original: str, candidate: str, settings: VerifySettings, reports: ReportPaths, quiet: bool
+    original: str,
+    candidate: str | None,
+    settings: VerifySettings,
+    reports: ReportPaths,
+    quiet: bool,
 ) -> None:
     """Prove CANDIDATE computes what ORIGINAL computes, under onnxruntime.
+
+    CANDIDATE defaults to what `bnfold optimize ORIGINAL` writes: ORIGINAL.folded.onnx.
 
     The original runs on CPU with all graph optimizations disabled (the reference); the
     candidate runs on each provider and level. Outputs are matched by name and compared as
@@ -136,6 +161,7 @@ def command(
     On failure the failing inputs are saved as .npz and the command to rerun them is printed.
     When GITHUB_STEP_SUMMARY is set, the Markdown report is appended to it.
     """
+    candidate = candidate or default_candidate(original)
     outputs = Outputs()
     outputs.read_model(original, "original model")
     outputs.read_model(candidate, "candidate model")
