@@ -242,3 +242,16 @@ def test_rich_progress_draws_on_a_terminal() -> None:
             **QUICK,
         )
     assert "cpu/disable (pairs)" in buffer.getvalue()
+
+
+def test_plot_body_ends_below_hiccups_that_reach_p99() -> None:
+    """A sub-millisecond model with 1.5 % scheduler hiccups at 10 ms: p99 is a hiccup, so a
+    plot up to p99 would be a flat line under them; the body ends at Tukey's far fence."""
+    from bnfold.bench.plot import _body_top
+
+    rng = np.random.default_rng(0)
+    sample = np.concatenate([rng.normal(0.1, 0.005, 985), np.full(15, 10.0)])
+    assert np.percentile(sample, 99) > 5.0
+    assert _body_top(sample) < 0.2
+    steady = rng.normal(0.1, 0.005, 1000)
+    assert _body_top(steady) == pytest.approx(np.percentile(steady, 99))
