@@ -327,7 +327,7 @@ def _runtime_flatten(b: _Builder, v: Value, shape: tuple[int, ...]) -> Value:
     batch = b.name("batch")
     index = b.const("zero", np.array(0, np.int64))
     b.nodes.append(helper.make_node("Gather", [dims, index], [batch], axis=0))
-    batch1 = b.name("batch1")
+    batch1 = b.name("batch_row")
     b.nodes.append(
         helper.make_node("Unsqueeze", [batch, b.const("axes", np.array([0], np.int64))], [batch1])
     )
