@@ -21,6 +21,7 @@ import onnx
 from .engine.driver import FoldOptions, fold_model
 from .engine.lowering import LOWERING_FORMS
 from .engine.report import FoldReport
+from .engine.targets import DEFAULT_TARGET, TARGET_NAMES
 from .errors import BnfoldError, UsageError, VerificationFailed
 from .patterns import PATTERN_NAMES, default_patterns
 from .storage import lazyio
@@ -117,6 +118,7 @@ def optimize(
     *,
     disable: Iterable[str] = (),
     lower_standalone: bool | str = False,
+    target: str = DEFAULT_TARGET,
     output: str | os.PathLike[str] | None = None,
     in_place: bool = False,
     external_data: bool | None = None,
@@ -132,7 +134,9 @@ def optimize(
     ``source`` is a path or a ModelProto (which is not modified: a copy is folded).
     ``disable`` names patterns to leave out (``bnfold.patterns.PATTERN_NAMES``);
     ``lower_standalone`` rewrites BatchNormalization that stays as Mul + Add (True or
-    ``"mul-add"``) or as a 1×1 depthwise Conv (``"dwconv"``).
+    ``"mul-add"``) or as a 1×1 depthwise Conv (``"dwconv"``). ``destination`` names the
+    deployment profile (``bnfold.engine.targets.TARGET_NAMES``; ``"default"``: onnxruntime
+    float).
 
     With ``output`` (or ``in_place``) the result is written there (``OptimizeResult.save``);
     ``in_place`` with nothing to fold (``report.changed`` false) rewrites nothing.
@@ -154,35 +158,39 @@ def optimize(
             f"unknown --lower-standalone form {lower_standalone!r}",
             hint=f"choose from {', '.join(LOWERING_FORMS)}",
         )
+    if target not in TARGET_NAMES:
+        raise UsageError(
+            f"unknown target {target!r}", hint=f"choose from {', '.join(TARGET_NAMES)}"
+        )
     outputs = outputs if outputs is not None else Outputs()
-    target = _target(source, output, in_place)
+    destination = _destination(source, output, in_place)
     if not isinstance(source, onnx.ModelProto):
         outputs.read_model(source)
-    if target is not None:
+    if destination is not None:
         # Checked before the (possibly long) fold: a refusal leaves nothing written.
-        outputs.plan(target, "output", replaces_input=in_place)
-    result = _fold(source, disabled, lower_standalone, progress, outputs)
+        outputs.plan(destination, "output", replaces_input=in_place)
+    result = _fold(source, disabled, FoldOptions(lower_standalone, target), progress, outputs)
     _notify(on_step, "folded", result.report)
     verify_options = _step_options(verify)
-    if target is None:
+    if destination is None:
         if verify_options is not None:
             result.verification = _verify(source, result.model, verify_options, on_step)
     elif in_place and not result.report.changed:
         # Nothing to fold: the file (and its data file) stay as they are, bytes and times.
-        result.report.output = str(target)
-        _notify(on_step, "unchanged", target)
+        result.report.output = str(destination)
+        _notify(on_step, "unchanged", destination)
     else:
-        _save_verified(result, target, in_place, external_data, verify_options, force, on_step)
+        _save_verified(result, destination, in_place, external_data, verify_options, force, on_step)
     bench_options = _step_options(bench)
     verified = result.verification is None or result.verification.passed
     if bench_options is not None and verified:
-        candidate: ModelSource = target if target is not None else result.model
-        result.benchmark = _bench(source, candidate, bench_options, target)
+        candidate: ModelSource = destination if destination is not None else result.model
+        result.benchmark = _bench(source, candidate, bench_options, destination)
         _notify(on_step, "benched", result.benchmark)
     return result
 
 
-def _target(
+def _destination(
     source: ModelSource, output: str | os.PathLike[str] | None, in_place: bool
 ) -> Path | None:
     if not in_place:
@@ -197,7 +205,7 @@ def _target(
 def _fold(
     source: ModelSource,
     disabled: frozenset[str],
-    lower_standalone: bool | str,
+    options: FoldOptions,
     progress: Callable[[int], None] | None,
     outputs: Outputs,
 ) -> OptimizeResult:
@@ -219,7 +227,7 @@ def _fold(
     outcome = fold_model(
         model,
         default_patterns(disabled),
-        FoldOptions(lower_standalone=lower_standalone),
+        options,
         progress=progress,
         base_dir=loaded.base_dir,
         reload=reload,
@@ -317,10 +325,12 @@ def _notify(on_step: StepCallback | None, name: str, value: Any) -> None:
         on_step(name, value)
 
 
-def check(source: ModelSource, *, disable: Iterable[str] = ()) -> FoldReport:
+def check(
+    source: ModelSource, *, disable: Iterable[str] = (), target: str = DEFAULT_TARGET
+) -> FoldReport:
     """What ``optimize`` would fold (``report.folds``) and what stays (``report.skipped``).
 
     ``report.must_fold`` lists the BatchNormalization nodes and BN-equivalent Mul/Add chains
     (``bnfold check`` fails on those); ``report.optional_folds`` the other foldable affines.
     """
-    return optimize(source, disable=disable).report
+    return optimize(source, disable=disable, target=target).report

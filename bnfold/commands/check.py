@@ -13,7 +13,7 @@ from ..errors import BnfoldError
 from ..patterns import PATTERN_NAMES
 from ..storage.outputs import Outputs
 from .common import ReportPaths, stdout_console
-from .options import model_path_argument, report_options
+from .options import model_path_argument, report_options, target_option
 
 
 class FoldableBatchNormRemains(BnfoldError):
@@ -33,9 +33,14 @@ EXAMPLES = "\b\nExamples:\n  bnfold check model.folded.onnx\n  bnfold check mode
     type=click.Choice(PATTERN_NAMES),
     help="Ignore this pattern (repeatable).",
 )
+@target_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but one verdict line per model.")
 def command(
-    models: tuple[Path, ...], reports: ReportPaths, disable: tuple[str, ...], quiet: bool
+    models: tuple[Path, ...],
+    reports: ReportPaths,
+    disable: tuple[str, ...],
+    target: str,
+    quiet: bool,
 ) -> None:
     """Exit 1 while any MODEL has BatchNormalization that `bnfold optimize` would fold.
 
@@ -48,7 +53,7 @@ def command(
     for model in models:
         outputs.read_model(model)
     files = reports.files(outputs)
-    checks = [CheckReport(check(model, disable=disable)) for model in models]
+    checks = [CheckReport(check(model, disable=disable, target=target)) for model in models]
     # Files before printing: a reader that stops early (`| head`) must not cost a file.
     files.write(check_json(checks), "\n".join(c.to_markdown() for c in checks))
     console = stdout_console()

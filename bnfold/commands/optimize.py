@@ -26,6 +26,7 @@ from .options import (
     one_inputs_file,
     provider_options,
     report_options,
+    target_option,
 )
 
 
@@ -52,6 +53,7 @@ class Folding:
 
     disable: tuple[str, ...]
     lower_standalone: bool | str
+    target: str
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,10 @@ class Steps:
     force: bool
 
 
-def folding(disable: tuple[str, ...], lower_standalone: bool, lower_as: str | None) -> Folding:
-    return Folding(disable, lower_as or lower_standalone)
+def folding(
+    disable: tuple[str, ...], lower_standalone: bool, lower_as: str | None, target: str
+) -> Folding:
+    return Folding(disable, lower_as or lower_standalone, target)
 
 
 def judge_options(
@@ -136,6 +140,7 @@ EXAMPLES = "\b\nExamples:\n  bnfold optimize model.onnx                  # write
     help="Form of --lower-standalone (implies it): one Mul and one Add (mul-add, the "
     "default) or a 1x1 depthwise Conv (dwconv).",
 )
+@target_option
 @click.option(
     "--verify",
     "run_verify",
@@ -235,6 +240,7 @@ def _fold(
             model,
             disable=folding.disable,
             lower_standalone=folding.lower_standalone,
+            target=folding.target,
             output=target,
             in_place=writing.in_place and not writing.dry_run,
             external_data=writing.external_data,

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ..engine.targets import DEFAULT_TARGET, TARGET_NAMES
 from ..errors import UsageError
 from ..runtime.settings import DEFAULT_RUNS, DEFAULT_SEED, InputPlan, RuntimeChoice
 from .common import ReportPaths
@@ -315,3 +316,15 @@ def report_options(command: F) -> F:
 # The loader gives a clearer one-line error than click for a missing path, a folder, an empty
 # file or a FIFO, so the argument only converts to a Path (it need not exist).
 model_path_argument = click.Path(exists=False, dir_okay=True, path_type=Path)
+
+
+def target_option(command: F) -> F:
+    """``--target NAME``: the deployment profile whose fold rules apply."""
+    return click.option(
+        "--target",
+        type=click.Choice(TARGET_NAMES),
+        default=DEFAULT_TARGET,
+        show_default=True,
+        help="Deployment profile: default (onnxruntime float), quantize (prepare for int8 "
+        "quantization), npu (leave no standalone BatchNormalization).",
+    )(command)

@@ -66,6 +66,7 @@ from .shapes import (
     scoped_graphs,
 )
 from .sites import AffineSite, all_sites
+from .targets import DEFAULT_TARGET
 
 SiteKey = tuple[ScopePath, str]  # (scope, site output): unique, since names are SSA per scope
 
@@ -73,9 +74,11 @@ SiteKey = tuple[ScopePath, str]  # (scope, site output): unique, since names are
 @dataclass(frozen=True)
 class FoldOptions:
     """``lower_standalone``: rewrite BNs that stay, as Mul + Add (True or ``mul-add``) or as a
-    1×1 depthwise Conv (``dwconv``; see ``lowering``)."""
+    1×1 depthwise Conv (``dwconv``; see ``lowering``). ``target``: the deployment profile
+    (``targets.TARGET_NAMES``)."""
 
     lower_standalone: bool | str = False
+    target: str = DEFAULT_TARGET
 
 
 @dataclass
