@@ -84,12 +84,13 @@ def bench(
     shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     ranges: Mapping[str, tuple[float, float]] | None = None,
-    default_dim: int = DEFAULT_DIM,
+    default_dim: int | None = DEFAULT_DIM,
     inputs: str | Path | Mapping[str, np.ndarray] | None = None,
     pairs: int = DEFAULT_PAIRS,
     iters: int | None = None,
     min_time: float | None = None,
     warmup: int = DEFAULT_WARMUP,
+    budget: float | None = None,
     threads: int | None = None,
     inter_threads: int | None = None,
     spinning: bool | None = None,
@@ -120,7 +121,9 @@ def bench(
     """
     settings = BenchSettings(
         design=BenchDesign.of(
-            plan=PairPlan.of(pairs=pairs, iters=iters, min_time=min_time, warmup=warmup),
+            plan=PairPlan.of(
+                pairs=pairs, iters=iters, min_time=min_time, warmup=warmup, budget=budget
+            ),
             confidence=confidence,
             margin=margin,
             calibrate=calibrate,

@@ -56,9 +56,18 @@ class PairPlan:
     warmup: int = DEFAULT_WARMUP
     min_rounds: int = MIN_ROUNDS
     max_rounds: int = MAX_ROUNDS
+    budget: float | None = None
 
     @classmethod
-    def of(cls, *, pairs: int, iters: int | None, min_time: float | None, warmup: int) -> PairPlan:
+    def of(
+        cls,
+        *,
+        pairs: int,
+        iters: int | None,
+        min_time: float | None,
+        warmup: int,
+        budget: float | None = None,
+    ) -> PairPlan:
         """The plan for ``bench()``'s ``pairs``/``iters``/``min_time``/``warmup`` (``UsageError``
         naming those arguments when one is out of range)."""
         try:
@@ -67,6 +76,7 @@ class PairPlan:
                 rounds=iters,
                 seconds=DEFAULT_SECONDS if min_time is None else min_time,
                 warmup=warmup,
+                budget=budget,
             )
         except ValueError as exc:
             text = str(exc).replace("seconds", "min_time").replace("rounds", "iters")
@@ -83,6 +93,8 @@ class PairPlan:
             raise ValueError(f"seconds must be positive, got {self.seconds}")
         if self.warmup < 0:
             raise ValueError(f"warmup must not be negative, got {self.warmup}")
+        if self.budget is not None and not self.budget > 0:
+            raise ValueError(f"budget must be positive, got {self.budget}")
 
     @property
     def pair_seconds(self) -> float:

@@ -8,27 +8,25 @@ file cannot be written.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
-from ..runtime.settings import DEFAULT_SEED, InputPlan, RuntimeChoice
+from ..runtime.placement import parse_cpus
 from ..storage.outputs import Outputs
 from .common import ReportPaths
 from .options import (
+    F,
     LibraryOption,
+    apply_options,
     builds,
+    input_arguments,
     input_options,
-    input_plan,
     one_inputs_file,
     provider_options,
     report_options,
-    runtime_choice,
     seed_option,
 )
-
-if TYPE_CHECKING:
-    from ..bench.design import BenchDesign, BenchSettings, PairPlan
 
 _BATCH_HELP = (
     "Comma list of batch sizes to sweep, e.g. 1,8,32: sets dimension 0 of every input whose "
@@ -96,54 +94,183 @@ def _default_margin() -> float:
     return DEFAULT_MARGIN_PCT
 
 
-def bench_input_plan(
-    shapes: tuple[str, ...],
-    dims: tuple[str, ...],
-    ranges: tuple[str, ...],
-    default_dim: int | None,
-    input_files: tuple[str, ...],
-    seed: int = DEFAULT_SEED,
-) -> InputPlan:
-    """The input options as bench's ``InputPlan``: one ``--inputs`` file at most."""
-    one = one_inputs_file(input_files, "bench")
-    return input_plan(shapes, dims, ranges, default_dim, (one,) if one else (), seed)
-
-
-def pair_plan(pairs: int, iters: int | None, min_time: float | None, warmup: int) -> PairPlan:
-    """``--pairs``, ``--iters``, ``--min-time`` and ``--warmup`` as a ``PairPlan``."""
+def bench_timing(
+    pairs: int, iters: int | None, min_time: float | None, warmup: int
+) -> dict[str, Any]:
+    """``--pairs``, ``--iters``, ``--min-time``, ``--warmup`` as ``bnfold.bench`` keywords,
+    checked now (a bad value is a usage error before any model is read)."""
     from ..bench.design import PairPlan
 
-    return PairPlan.of(pairs=pairs, iters=iters, min_time=min_time, warmup=warmup)
+    keywords: dict[str, Any] = {
+        "pairs": pairs,
+        "iters": iters,
+        "min_time": min_time,
+        "warmup": warmup,
+    }
+    PairPlan.of(**keywords)
+    return keywords
 
 
-def bench_design(
-    plan: PairPlan,
+def bench_verdict(
     margin: float,
     calibrate: bool,
     include_copies: bool,
     fail_if_slower: str | None,
     batches: str | None,
-) -> BenchDesign:
-    """The pair plan and the verdict's options as a ``BenchDesign``."""
+) -> dict[str, Any]:
+    """The verdict's options, ``--include-copies`` and ``--batch`` as ``bnfold.bench``
+    keywords, checked now."""
     from ..bench import parse_fail_if_slower
-    from ..bench.design import BenchDesign, parse_batches
+    from ..bench.design import BenchDesign, PairPlan, parse_batches
 
-    return BenchDesign.of(
-        plan=plan,
-        margin=margin,
-        calibrate=calibrate,
-        include_copies=include_copies,
-        fail_if_slower=parse_fail_if_slower(fail_if_slower),
-        batches=parse_batches(batches),
+    keywords: dict[str, Any] = {
+        "margin": margin,
+        "calibrate": calibrate,
+        "include_copies": include_copies,
+        "fail_if_slower": parse_fail_if_slower(fail_if_slower),
+        "batches": parse_batches(batches),
+    }
+    BenchDesign.of(plan=PairPlan(), **keywords)
+    return keywords
+
+
+def bench_threads(
+    threads: int | None, inter_threads: int | None, spinning: bool | None, cpus: str | None
+) -> dict[str, Any]:
+    """The thread options as ``bnfold.bench`` keywords (``--cpus`` parsed now)."""
+    parse_cpus(cpus)
+    return {"threads": threads, "inter_threads": inter_threads, "spinning": spinning, "cpus": cpus}
+
+
+def bench_arguments(
+    bench_timing: dict[str, Any],
+    bench_verdict: dict[str, Any],
+    bench_threads: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """Every option of ``bench_options`` as one mapping of ``bnfold.bench`` keywords."""
+    return {**bench_timing, **bench_verdict, **bench_threads, "seed": seed}
+
+
+def bench_options(command: F) -> F:
+    """Every option ``bnfold bench`` has beyond the two models, the input and provider
+    options, the report files and ``-q``: the batch sweep, the seed, the pair plan, the
+    verdict and the threads. The command receives them as one keyword, ``bench_arguments``:
+    a ``dict`` of ``bnfold.bench`` keyword arguments, validated before the command runs
+    (``bnfold optimize --bench`` applies the same decorator and passes them on)."""
+    return apply_options(
+        command,
+        [
+            click.option("--batch", "batches", metavar="LIST", help=_BATCH_HELP),
+            seed_option("Seed of the random inputs."),
+            click.option(
+                "--pairs",
+                cls=LibraryOption,
+                type=click.IntRange(min=2),
+                default=_default_pairs,
+                show_default=True,
+                help="Fresh session pairs per setting; the interval is computed over pairs.",
+            ),
+            click.option(
+                "--iters",
+                type=click.IntRange(min=1),
+                help="Timed rounds per pair (one run of each model per round). Default: adapted "
+                "to the model's latency so the timed rounds of a setting take about --min-time "
+                "seconds.",
+            ),
+            click.option(
+                "--min-time",
+                cls=LibraryOption,
+                type=click.FloatRange(min=0, min_open=True),
+                metavar="SECONDS",
+                library_help=_min_time_help,
+            ),
+            click.option(
+                "--warmup",
+                cls=LibraryOption,
+                type=click.IntRange(min=0),
+                default=_default_warmup,
+                show_default=True,
+                library_help=_warmup_help,
+            ),
+            click.option(
+                "--margin",
+                cls=LibraryOption,
+                type=click.FloatRange(min=0, max=100, max_open=True),
+                default=_default_margin,
+                show_default=True,
+                metavar="PCT",
+                library_help=_margin_help,
+            ),
+            click.option(
+                "--calibrate",
+                is_flag=True,
+                help="Also time a second session of the original in every pair: the A/A noise "
+                "floor of this machine, shown beside each verdict (the three sessions share the "
+                "time budget).",
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(min=0),
+                help="onnxruntime intra-op threads (default: onnxruntime's choice, one per "
+                "physical core).",
+            ),
+            click.option(
+                "--inter-threads",
+                type=click.IntRange(min=0),
+                help="onnxruntime inter-op threads (default: onnxruntime's choice).",
+            ),
+            click.option(
+                "--spinning/--no-spinning",
+                default=None,
+                help="Let onnxruntime's worker threads spin-wait for work (default: "
+                "onnxruntime's, on).",
+            ),
+            click.option(
+                "--cpus",
+                metavar="LIST",
+                help="Pin the measurement to these CPUs, e.g. 0 or 0,2-3 (Linux).",
+            ),
+            click.option(
+                "--include-copies",
+                is_flag=True,
+                help="On GPU providers, time host<->device copies too (default: inputs and "
+                "outputs stay on the device through IOBinding).",
+            ),
+            click.option(
+                "--fail-if-slower",
+                "fail_if_slower",
+                cls=LibraryOption,
+                is_flag=False,
+                flag_value="margin",
+                metavar="[PCT]",
+                library_help=_fail_help,
+            ),
+            builds("bench_timing", bench_timing),
+            builds("bench_verdict", bench_verdict),
+            builds("bench_threads", bench_threads),
+            builds("bench_arguments", bench_arguments),
+        ],
     )
 
 
-def bench_settings(
-    input_plan: InputPlan, runtime: RuntimeChoice, design: BenchDesign
-) -> BenchSettings:
-    from ..bench.design import BenchSettings
+def bench_input_arguments(
+    shapes: tuple[str, ...],
+    dims: tuple[str, ...],
+    ranges: tuple[str, ...],
+    default_dim: int | None,
+    input_files: tuple[str, ...],
+) -> dict[str, Any]:
+    """The input options as ``bnfold.bench`` keywords: one ``--inputs`` file at most."""
+    return {
+        **input_arguments(shapes, dims, ranges, default_dim),
+        "inputs": one_inputs_file(input_files, "bench"),
+    }
 
-    return BenchSettings(design=design, runtime=runtime, inputs=input_plan)
+
+def judge_arguments(providers: str | None, levels: str) -> dict[str, Any]:
+    """``--providers`` and ``--level`` as ``bnfold.bench`` keywords."""
+    return {"providers": providers, "levels": levels}
 
 
 EXAMPLES = "\b\nExamples:\n  bnfold bench model.onnx model.folded.onnx\n  bnfold bench model.onnx model.folded.onnx --providers cpu --fail-if-slower"
@@ -155,87 +282,7 @@ EXAMPLES = "\b\nExamples:\n  bnfold bench model.onnx model.folded.onnx\n  bnfold
 @click.argument("candidate")
 @input_options
 @provider_options(judge="bench")
-@click.option("--batch", "batches", metavar="LIST", help=_BATCH_HELP)
-@seed_option("Seed of the random inputs.")
-@click.option(
-    "--pairs",
-    cls=LibraryOption,
-    type=click.IntRange(min=2),
-    default=_default_pairs,
-    show_default=True,
-    help="Fresh session pairs per setting; the interval is computed over pairs.",
-)
-@click.option(
-    "--iters",
-    type=click.IntRange(min=1),
-    help="Timed rounds per pair (one run of each model per round). Default: adapted to the "
-    "model's latency so the timed rounds of a setting take about --min-time seconds.",
-)
-@click.option(
-    "--min-time",
-    cls=LibraryOption,
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="SECONDS",
-    library_help=_min_time_help,
-)
-@click.option(
-    "--warmup",
-    cls=LibraryOption,
-    type=click.IntRange(min=0),
-    default=_default_warmup,
-    show_default=True,
-    library_help=_warmup_help,
-)
-@click.option(
-    "--margin",
-    cls=LibraryOption,
-    type=click.FloatRange(min=0, max=100, max_open=True),
-    default=_default_margin,
-    show_default=True,
-    metavar="PCT",
-    library_help=_margin_help,
-)
-@click.option(
-    "--calibrate",
-    is_flag=True,
-    help="Also time a second session of the original in every pair: the A/A noise floor of "
-    "this machine, shown beside each verdict (the three sessions share the time budget).",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    help="onnxruntime intra-op threads (default: onnxruntime's choice, one per physical core).",
-)
-@click.option(
-    "--inter-threads",
-    type=click.IntRange(min=0),
-    help="onnxruntime inter-op threads (default: onnxruntime's choice).",
-)
-@click.option(
-    "--spinning/--no-spinning",
-    default=None,
-    help="Let onnxruntime's worker threads spin-wait for work (default: onnxruntime's, on).",
-)
-@click.option(
-    "--cpus",
-    metavar="LIST",
-    help="Pin the measurement to these CPUs, e.g. 0 or 0,2-3 (Linux).",
-)
-@click.option(
-    "--include-copies",
-    is_flag=True,
-    help="On GPU providers, time host<->device copies too (default: inputs and outputs stay "
-    "on the device through IOBinding).",
-)
-@click.option(
-    "--fail-if-slower",
-    "fail_if_slower",
-    cls=LibraryOption,
-    is_flag=False,
-    flag_value="margin",
-    metavar="[PCT]",
-    library_help=_fail_help,
-)
+@bench_options
 @report_options
 @click.option(
     "--plot",
@@ -249,15 +296,14 @@ EXAMPLES = "\b\nExamples:\n  bnfold bench model.onnx model.folded.onnx\n  bnfold
     is_flag=True,
     help="No progress bar; print only the summary line, not the tables.",
 )
-@builds("input_plan", bench_input_plan)
-@builds("runtime", runtime_choice)
-@builds("plan", pair_plan)
-@builds("design", bench_design)
-@builds("settings", bench_settings)
+@builds("inputs", bench_input_arguments)
+@builds("judge", judge_arguments)
 def command(
     original: str,
     candidate: str,
-    settings: BenchSettings,
+    inputs: dict[str, Any],
+    judge: dict[str, Any],
+    bench_arguments: dict[str, Any],
     reports: ReportPaths,
     plot_path: str | None,
     quiet: bool,
@@ -278,17 +324,18 @@ def command(
     files = reports.files(outputs)
     if plot_path:
         outputs.plan(plot_path, "--plot file")
-    from ..bench import RichProgress, bench_with
+    from ..bench import RichProgress, bench
     from ..bench.plot import require_matplotlib
     from .common import stdout_console
 
     if plot_path:
         require_matplotlib()  # before minutes of measuring, not after
+    keywords = {**inputs, **judge, **bench_arguments}
     if quiet or not sys.stderr.isatty():
-        report = bench_with(original, candidate, settings)
+        report = bench(original, candidate, **keywords)
     else:
         with RichProgress() as progress:
-            report = bench_with(original, candidate, settings, progress)
+            report = bench(original, candidate, **keywords, progress=progress)
 
     files.write(report.to_json(), report.to_markdown())  # files before printing: `| head`
     if plot_path:

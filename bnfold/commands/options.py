@@ -104,7 +104,8 @@ def builds(keyword: str, build: Callable[..., Any]) -> Callable[[F], F]:
     return decorate
 
 
-def _apply(command: F, options: list[Callable[[F], F]]) -> F:
+def apply_options(command: F, options: list[Callable[[F], F]]) -> F:
+    """Apply ``options`` (decorators) so that ``--help`` lists them in this order."""
     for option in reversed(options):
         command = option(command)
     return command
@@ -140,7 +141,7 @@ def provider_options(judge: str | None) -> Callable[[F], F]:
         return f"{level_help} Default: {verify_levels()} for verify, {bench_levels()} for bench."
 
     def decorate(command: F) -> F:
-        return _apply(
+        return apply_options(
             command,
             [
                 click.option("--providers", "providers", metavar="LIST", help=PROVIDERS_HELP),
@@ -162,7 +163,7 @@ def provider_options(judge: str | None) -> Callable[[F], F]:
 
 def input_options(command: F) -> F:
     """How verify and bench size and fill the inputs they run the models on."""
-    return _apply(
+    return apply_options(
         command,
         [
             click.option(
@@ -290,7 +291,7 @@ def runtime_choice(
 
 def report_options(command: F) -> F:
     """``--report FILE.json`` and ``--markdown FILE.md``."""
-    return _apply(
+    return apply_options(
         command,
         [
             click.option(
