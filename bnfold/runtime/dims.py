@@ -3,27 +3,50 @@
 Per dim, in order: ``--shape name=AxBxC`` (whole shape), ``--dim symbol=N`` (by symbolic dim
 name), the declared static size, ``--default-dim N`` when given, else a size chosen here.
 
-Chosen sizes (no ``--default-dim``): axis 0 (the batch) is 1. The other free dims are 1 too,
-unless the graph has spatial ops (Conv, ConvTranspose, pooling): those need an input at least
-as large as their receptive field, which depends on every kernel, stride, dilation and pad on
-the way. Rather than re-derive each op's arithmetic, the free dims are set together to each
-size of ``SIZE_LADDER`` in turn and onnx's strict shape inference is run: ``n_min`` is the
-first size at which inference succeeds with every inferred dim positive (every op gets a
-non-empty input), and the chosen size is the first ladder size ``>= 2*n_min`` that passes too,
-so the deepest layer sees more than one position (border and interior). When no ladder size
-passes, the free dims stay 1 and a note says which option sets them.
+Chosen sizes (no ``--default-dim``): axis 0, the batch, is 1. The other free dims (spatial
+dims, sequence lengths) are set together to one size ``s``, the first rule that applies:
+
+1. **The size the layers were built for**, when the graph fixes it (``builtfor.py``): a
+   Gemm/MatMul whose weight fixes the feature count after a Flatten, a Reshape to a constant
+   shape, a fixed-kernel pool ending the spatial path. ResNet-50 with a 7×7 AveragePool after
+   a stride-32 path: 224.
+2. **224 for an image input** (``IMAGE_SIZE``): rank 4 with at most 4 channels on axis 1
+   (NCHW) or axis 3 (NHWC), the input size of most vision models.
+3. Otherwise, when the graph has spatial ops (Conv, ConvTranspose, pooling), **twice the
+   smallest size they accept**: those need an input at least as large as their receptive
+   field, which depends on every kernel, stride, dilation and pad on the way. Rather than
+   re-derive each op's arithmetic, ``s`` takes each size of ``SIZE_LADDER`` in turn and onnx's
+   strict shape inference is run: ``n_min`` is the first size at which inference succeeds
+   with every inferred dim positive, and ``s`` the first ladder size ``>= 2·n_min`` that passes
+   too, so the deepest layer sees more than one position (border and interior). When no
+   ladder size passes, ``s = 1``.
+4. Otherwise (an MLP, a sequence model): 1.
+
+A chosen size is capped so that no input gets more than ``CHOSEN_ELEMENTS_CAP`` elements
+(halved until it fits; the note says so). Each input with a chosen dim gets one note
+(``ShapeNote``) saying its shape and why; reports print these before their tables.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from math import prod
+
 import onnx
 
 from ..errors import UsageError
+from .builtfor import ShapesAt, built_for
+from .shapeprobe import all_positive, infer, sized_copy
 from .specs import declared_shape, fmt_declared, fmt_shape
 
 # Sizes tried for spatial dims: powers of two (divisible by every stride product) and the
 # input sizes common vision models are exported for (a Flatten->Gemm fixes the size).
 SIZE_LADDER: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 224, 256, 299, 320, 384, 512, 640)
+# What an image input's free spatial dims default to when the graph does not fix them.
+IMAGE_SIZE = 224
+# Most channels an input may have on its channel axis to count as an image.
+IMAGE_MAX_CHANNELS = 4
 SPATIAL_OPS = frozenset(
     {
         "Conv",
@@ -39,9 +62,27 @@ SPATIAL_OPS = frozenset(
 )
 # A generated input larger than this is a usage error, not a MemoryError later.
 MAX_INPUT_ELEMENTS = 1 << 28
+# A size chosen here keeps every input within this many elements (64 MiB of float32).
+CHOSEN_ELEMENTS_CAP = 1 << 24
+OVERRIDE_HINT = "override with --dim NAME=N, --shape INPUT=AxBxC or --default-dim N"
 
 # A free dim: (input name, axis, symbol or None for an unnamed/unknown dim).
 FreeDim = tuple[str, int, str | None]
+
+
+class ShapeNote(str):
+    """A note saying how an input's shape was chosen: reports print these before their
+    tables (a plain ``str`` everywhere else, in JSON too)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One size for a group of free dims, and why."""
+
+    size: int
+    why: str
 
 
 def resolve_shapes(
@@ -51,7 +92,7 @@ def resolve_shapes(
     dims: dict[str, int],
     default_dim: int | None,
 ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """``{input: concrete shape}`` and notes stating each size that was not given."""
+    """``{input: concrete shape}`` and one ``ShapeNote`` per input with a dim not given."""
     resolved: dict[str, list[int]] = {}
     free: list[FreeDim] = []
     for vi in inputs:
@@ -77,9 +118,11 @@ def resolve_shapes(
 
     notes: list[str] = []
     if free:
-        sizes, notes = _choose(model, inputs, resolved, free, default_dim)
-        for (name, axis, _), size in zip(free, sizes, strict=True):
-            resolved[name][axis] = size
+        chosen = _choose(model, inputs, resolved, free, default_dim)
+        for name, axis, symbol in free:
+            resolved[name][axis] = chosen[_label((name, axis, symbol))].size
+        notes = [_note(name, resolved[name], free, chosen) for name in resolved]
+        notes = [note for note in notes if note]
     result = {name: tuple(shape) for name, shape in resolved.items()}
     for name, final in result.items():
         _check_size(name, final)
@@ -106,9 +149,7 @@ def _checked_shape(
 
 
 def _check_size(name: str, shape: tuple[int, ...]) -> None:
-    count = 1
-    for dim in shape:
-        count *= dim
+    count = prod(shape)
     if count > MAX_INPUT_ELEMENTS:
         raise UsageError(
             f"input {name!r} would have shape {fmt_shape(shape)} ({count:,} elements), too large to generate",
@@ -121,91 +162,114 @@ def _label(free: FreeDim) -> str:
     return symbol if symbol is not None else f"{name}[{axis}]"
 
 
+def _note(name: str, shape: list[int], free: list[FreeDim], chosen: Mapping[str, Choice]) -> str:
+    """``input 'x' 1x3x224x224: N set to 1 (the batch); H, W set to 224 (...)``, or ''."""
+    groups: dict[Choice, list[str]] = {}
+    for free_dim in free:
+        if free_dim[0] == name:
+            label = _label(free_dim)
+            labels = groups.setdefault(chosen[label], [])
+            if label not in labels:
+                labels.append(label)
+    if not groups:
+        return ""
+    parts = [f"{', '.join(labels)} set to {c.size} ({c.why})" for c, labels in groups.items()]
+    return ShapeNote(f"input {name!r} {fmt_shape(shape)}: {'; '.join(parts)}; {OVERRIDE_HINT}")
+
+
 def _choose(
     model: onnx.ModelProto,
     inputs: list[onnx.ValueInfoProto],
     resolved: dict[str, list[int]],
     free: list[FreeDim],
     default_dim: int | None,
-) -> tuple[list[int], list[str]]:
+) -> dict[str, Choice]:
+    """A ``Choice`` per free dim label (see the module docstring for the rules)."""
     labels = list(dict.fromkeys(_label(f) for f in free))
     if default_dim is not None:
-        sizes = [default_dim] * len(free)
-        return sizes, [_note(labels, default_dim, "--default-dim")]
-    batch = [f for f in free if f[1] == 0]
-    others = [f for f in free if f[1] != 0 and _label(f) not in {_label(b) for b in batch}]
-    chosen: dict[str, int] = {_label(f): 1 for f in free}
-    notes: list[str] = []
-    batch_labels = list(dict.fromkeys(_label(f) for f in batch))
-    if batch_labels:
-        notes.append(_note(batch_labels, 1, "batch"))
-    other_labels = list(dict.fromkeys(_label(f) for f in others))
-    if other_labels:
-        if any(node.op_type in SPATIAL_OPS for node in model.graph.node):
-            size, why = _spatial_size(model, inputs, resolved, free, set(other_labels))
-            notes.append(_note(other_labels, size, why))
-            chosen.update(dict.fromkeys(other_labels, size))
-        else:
-            notes.append(_note(other_labels, 1, "no spatial op reads them"))
-    return [chosen[_label(f)] for f in free], notes
+        return dict.fromkeys(labels, Choice(default_dim, "--default-dim"))
+    batch = {_label(f) for f in free if f[1] == 0}
+    chosen = dict.fromkeys(batch, Choice(1, "the batch"))
+    others = [label for label in labels if label not in batch]
+    if others:
+
+        def shapes_at(size: int) -> dict[str, list[int]]:
+            trial = {name: list(shape) for name, shape in resolved.items()}
+            for free_dim in free:
+                name, axis, _ = free_dim
+                trial[name][axis] = 1 if _label(free_dim) in batch else size
+            return trial
+
+        choice = _capped(_free_size(model, inputs, free, set(others), shapes_at), shapes_at)
+        chosen.update(dict.fromkeys(others, choice))
+    return chosen
 
 
-def _note(labels: list[str], size: int, why: str) -> str:
-    return (
-        f"symbolic dims {', '.join(labels)} set to {size} ({why}; override with --dim NAME=N,"
-        " --shape INPUT=AxBxC or --default-dim N)"
-    )
-
-
-def _spatial_size(
+def _free_size(
     model: onnx.ModelProto,
     inputs: list[onnx.ValueInfoProto],
-    resolved: dict[str, list[int]],
     free: list[FreeDim],
     labels: set[str],
-) -> tuple[int, str]:
+    shapes_at: ShapesAt,
+) -> Choice:
+    """Rules 1-4 of the module docstring, in order."""
+    found = built_for(model, shapes_at)
+    if found is not None:
+        return Choice(found.size, found.reason())
+    images = {f[0] for f in free if _label(f) in labels and f[1] in _spatial_axes(inputs, f[0])}
+    if images:
+        return Choice(IMAGE_SIZE, "the default for an image input, rank 4 with few channels")
+    if any(node.op_type in SPATIAL_OPS for node in model.graph.node):
+        return _ladder_size(model, shapes_at)
+    return Choice(1, "no spatial op reads them")
+
+
+def _spatial_axes(inputs: list[onnx.ValueInfoProto], name: str) -> tuple[int, ...]:
+    """The H and W axes of input ``name`` when it is an image (NCHW or NHWC), else ()."""
+    declared = next((declared_shape(vi) for vi in inputs if vi.name == name), None)
+    if declared is None or len(declared) != 4:
+        return ()
+
+    def channels(dim: int | str | None) -> bool:
+        return isinstance(dim, int) and dim <= IMAGE_MAX_CHANNELS
+
+    if channels(declared[1]) and not channels(declared[3]):
+        return (2, 3)
+    if channels(declared[3]) and not channels(declared[1]):
+        return (1, 2)
+    return (2, 3) if channels(declared[1]) else ()
+
+
+def _ladder_size(model: onnx.ModelProto, shapes_at: ShapesAt) -> Choice:
     """Smallest ladder size >= 2x the first size every op accepts (see module docstring)."""
     smallest: int | None = None
     for size in SIZE_LADDER:
         if smallest is not None and size < 2 * smallest:
             continue
-        trial = {f: (size if _label(f) in labels else 1) for f in free}
-        if _shapes_work(model, inputs, resolved, trial):
+        if _shapes_work(model, shapes_at(size)):
             if smallest is not None:
-                return size, f"every Conv/pool accepts {smallest}; doubled"
+                return Choice(size, f"every Conv/pool accepts {smallest}; doubled")
             smallest = size
     if smallest is not None:
-        return smallest, "the smallest size every Conv/pool accepts"
-    return 1, "no size up to 640 passes shape inference"
+        return Choice(smallest, "the smallest size every Conv/pool accepts")
+    return Choice(1, f"no size up to {SIZE_LADDER[-1]} passes shape inference")
 
 
-def _shapes_work(
-    model: onnx.ModelProto,
-    inputs: list[onnx.ValueInfoProto],
-    resolved: dict[str, list[int]],
-    trial: dict[FreeDim, int],
-) -> bool:
+def _capped(choice: Choice, shapes_at: ShapesAt) -> Choice:
+    """``choice``, halved until no input exceeds ``CHOSEN_ELEMENTS_CAP`` elements."""
+    size = choice.size
+    while size > 1 and max(map(prod, shapes_at(size).values()), default=0) > CHOSEN_ELEMENTS_CAP:
+        size //= 2
+    if size == choice.size:
+        return choice
+    return Choice(
+        size,
+        f"{choice.why}, {choice.size}, capped so that no input exceeds"
+        f" {CHOSEN_ELEMENTS_CAP:,} elements",
+    )
+
+
+def _shapes_work(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> bool:
     """onnx strict shape inference succeeds and every inferred dim is positive."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    by_name = {vi.name: vi for vi in probe.graph.input}
-    for vi in inputs:
-        shape = list(resolved[vi.name])
-        for (name, axis, _), size in trial.items():
-            if name == vi.name:
-                shape[axis] = size
-        target = by_name[vi.name].type.tensor_type.shape
-        target.ClearField("dim")
-        for dim in shape:
-            target.dim.add().dim_value = dim
-    del probe.graph.value_info[:]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=True)
-    except Exception:  # noqa: BLE001 - any inference failure means "this size does not work"
-        return False
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            for dim in vi.type.tensor_type.shape.dim:
-                if dim.HasField("dim_value") and dim.dim_value <= 0:
-                    return False
-    return True
+    inferred = infer(sized_copy(model, shapes), strict=True)
+    return inferred is not None and all_positive(inferred)

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProviderUnavailable, VerificationFailed
+from ..runtime.dims import ShapeNote
 from ..runtime.session import LEVELS, provider_full_name
 from ..storage.results import to_json
 from .compare import DEFAULT_TOLERANCES, FLOAT64_FACTOR, OutputComparison, StepJudgement
@@ -167,6 +168,19 @@ class VerifyReport:
     # onnxruntime's kernel choice alone moves the original there ({level: {name: steps}}).
     quantized: dict[str, dict[str, Any]] = field(default_factory=dict)
     kernel_choice: dict[str, dict[str, StepJudgement]] = field(default_factory=dict)
+
+    # -- notes ---------------------------------------------------------------------------
+
+    @property
+    def shape_notes(self) -> list[str]:
+        """How each input's shape was chosen: shown before the tables, where a reader looks
+        first (a number measured at 2x2 pixels means nothing without it)."""
+        return [note for note in self.notes if isinstance(note, ShapeNote)]
+
+    @property
+    def other_notes(self) -> list[str]:
+        """The notes shown after the tables."""
+        return [note for note in self.notes if not isinstance(note, ShapeNote)]
 
     # -- verdict -------------------------------------------------------------------------
 
@@ -434,6 +448,8 @@ class VerifyReport:
             f"`{self.original}` (reference: CPU, `ORT_DISABLE_ALL`) vs `{self.candidate}` — "
             f"onnxruntime {self.onnxruntime_version}, bnfold {self.bnfold_version}",
             "",
+            *[f"- {note}" for note in self.shape_notes],
+            *([""] if self.shape_notes else []),
             "| provider/level | status | output / site | max abs err | max rel err | p99 abs err | cosine | mismatched | tol used |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|",
         ]
@@ -456,7 +472,7 @@ class VerifyReport:
         )
         details = [r for r in self.providers if r.reason or r.site_error]
         judged = self.float64_lines() + self.quantized_lines()
-        if details or self.notes or self.weak_outputs or self.drift or judged:
+        if details or self.other_notes or self.weak_outputs or self.drift or judged:
             lines.append("")
             for result in details:
                 if result.reason:
@@ -473,7 +489,7 @@ class VerifyReport:
                 lines.append(f"- {drift_line(provider, entry)}")
             for line in judged:
                 lines.append(f"- {line}")
-            for note in self.notes:
+            for note in self.other_notes:
                 lines.append(f"- {note}")
         if self.failing_inputs:
             lines += [
@@ -569,6 +585,8 @@ class VerifyReport:
             row[1] = f"[{style.get(status, '')}]{row[1]}[/]"
             row[2] = _escape(wrap_name(row[2], fit))
             table.add_row(*row)
+        for note in self.shape_notes:
+            console.print(note, highlight=False, markup=False)
         print_table(console, table)
         console.print(
             f"reference: CPU, ORT_DISABLE_ALL; onnxruntime {self.onnxruntime_version};"
@@ -600,7 +618,7 @@ class VerifyReport:
             )
         for line in self.float64_lines() + self.quantized_lines():
             console.print(line, highlight=False, markup=False, soft_wrap=False)
-        for note in self.notes:
+        for note in self.other_notes:
             console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=False)
         if self.failing_inputs:
             console.print(

@@ -72,20 +72,21 @@ def test_initializers_with_defaults_are_not_fed() -> None:
 
 
 def test_symbolic_and_unknown_dims() -> None:
+    """16 channels is not an image: with no spatial op, the free dims keep size 1."""
     inputs = [
-        tensor("x", TensorProto.FLOAT, ["batch", 3, "H", None]),
+        tensor("x", TensorProto.FLOAT, ["batch", 16, "H", None]),
         tensor("m", TensorProto.FLOAT, ["batch", 7]),
     ]
     model = identity_model(inputs)
     specs, notes = input_specs(model)
-    assert [s.shape for s in specs] == [(1, 3, 1, 1), (1, 7)]
-    assert any("dims batch set to 1 (batch" in n for n in notes)
-    assert any("H, x[3] set to 1 (no spatial op" in n for n in notes)
+    assert [s.shape for s in specs] == [(1, 16, 1, 1), (1, 7)]
+    assert "input 'm' 1x7: batch set to 1 (the batch)" in " ".join(notes)
+    assert "batch set to 1 (the batch); H, x[3] set to 1 (no spatial op" in " ".join(notes)
 
     specs, notes = input_specs(
-        model, dims={"batch": 4, "H": 5}, shapes={"x": (4, 3, 5, 6)}, default_dim=2
+        model, dims={"batch": 4, "H": 5}, shapes={"x": (4, 16, 5, 6)}, default_dim=2
     )
-    assert [s.shape for s in specs] == [(4, 3, 5, 6), (4, 7)]
+    assert [s.shape for s in specs] == [(4, 16, 5, 6), (4, 7)]
     assert not any("set to" in n for n in notes)
 
 
