@@ -134,9 +134,10 @@ def optimize(
     ``source`` is a path or a ModelProto (which is not modified: a copy is folded).
     ``disable`` names patterns to leave out (``bnfold.patterns.PATTERN_NAMES``);
     ``lower_standalone`` rewrites BatchNormalization that stays as Mul + Add (True or
-    ``"mul-add"``) or as a 1×1 depthwise Conv (``"dwconv"``). ``destination`` names the
-    deployment profile (``bnfold.engine.targets.TARGET_NAMES``; ``"default"``: onnxruntime
-    float).
+    ``"mul-add"``) or as a 1×1 depthwise Conv (``"dwconv"``). ``target`` names the
+    deployment profile whose rules apply (``bnfold.engine.targets``: ``"default"``, onnxruntime
+    float; ``"quantize"``, before int8 quantization: every exact fold including the splits,
+    what stays lowered, weight ranges reported; ``"npu"``: no standalone BatchNormalization).
 
     With ``output`` (or ``in_place``) the result is written there (``OptimizeResult.save``);
     ``in_place`` with nothing to fold (``report.changed`` false) rewrites nothing.
@@ -241,6 +242,7 @@ def _fold(
         counts=outcome.counts,
         seconds=time.perf_counter() - started,
         functions=outcome.functions,
+        target=options.target,
     )
     return OptimizeResult(model, report, loaded, outputs=outputs)
 
@@ -332,5 +334,7 @@ def check(
 
     ``report.must_fold`` lists the BatchNormalization nodes and BN-equivalent Mul/Add chains
     (``bnfold check`` fails on those); ``report.optional_folds`` the other foldable affines.
+    Under ``target`` ``quantize`` or ``npu`` the splits and lowerings that profile makes are
+    folds too, and ``check`` also fails on a BatchNormalization kept (``CheckReport``).
     """
     return optimize(source, disable=disable, target=target).report

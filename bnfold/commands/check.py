@@ -9,6 +9,7 @@ import click
 
 from ..api import check
 from ..engine.report import CheckReport, check_json
+from ..engine.targets import DEFAULT_TARGET
 from ..errors import BnfoldError
 from ..patterns import PATTERN_NAMES
 from ..storage.outputs import Outputs
@@ -20,7 +21,11 @@ class FoldableBatchNormRemains(BnfoldError):
     exit_code = 1
 
 
-EXAMPLES = "\b\nExamples:\n  bnfold check model.folded.onnx\n  bnfold check models/*.onnx --report check.json"
+EXAMPLES = (
+    "\b\nExamples:\n  bnfold check model.folded.onnx\n"
+    "  bnfold check models/*.onnx --report check.json\n"
+    "  bnfold check --target npu model.folded.onnx"
+)
 """Shown at the end of ``bnfold check --help`` (``\\b``: click keeps the lines as written)."""
 
 
@@ -48,6 +53,10 @@ def command(
     scale; other foldable affines (a bias Add) are listed as optional and do not fail, nor
     does BatchNormalization that cannot be folded (listed with its reason). Each model gets
     one line naming it: `ok: MODEL: …` or `FAIL: MODEL: …`.
+
+    With --target quantize or npu it fails on what that profile would still change (the
+    splits it folds, the BatchNormalization it lowers) and on any BatchNormalization kept,
+    each named with its pattern or reason.
     """
     outputs = Outputs()
     for model in models:
@@ -64,15 +73,32 @@ def command(
     failed = [one for one in checks if not one.passed]
     if not failed:
         return
+    fix = "bnfold optimize" + ("" if target == DEFAULT_TARGET else f" --target {target}")
     if len(failed) == 1:
         one = failed[0]
         named = f"{one.report.model}: " if len(checks) > 1 else ""
-        counts = ", ".join(f"{n} {kind}" for kind, n in one.remaining.items() if n)
         raise FoldableBatchNormRemains(
-            f"{named}{counts} can be folded", hint=f"run `bnfold optimize {one.report.model}`"
+            named + _problem(one), hint=f"run `{fix} {one.report.model}`"
         )
     raise FoldableBatchNormRemains(
         f"{len(failed)} of {len(checks)} models have foldable BatchNormalization: "
         + ", ".join(one.report.model for one in failed),
-        hint="run `bnfold optimize MODEL` on each",
+        hint=f"run `{fix} MODEL` on each",
     )
+
+
+def _problem(failed: CheckReport) -> str:
+    """``4 BatchNormalization can be folded``; under a profile that rejects kept BNs also
+    ``1 BatchNormalization kept, which --target npu rejects (not-lowerable)``."""
+    problems = []
+    counts = ", ".join(f"{n} {kind}" for kind, n in failed.remaining.items() if n)
+    if counts:
+        problems.append(f"{counts} can be folded")
+    kept = failed.kept_batchnorms
+    if kept:
+        reasons = ", ".join(sorted({skip.reason for skip in kept}))
+        problems.append(
+            f"{len(kept)} BatchNormalization kept, which --target {failed.report.target} "
+            f"rejects ({reasons})"
+        )
+    return "; ".join(problems)

@@ -66,7 +66,8 @@ from .shapes import (
     scoped_graphs,
 )
 from .sites import AffineSite, all_sites
-from .targets import DEFAULT_TARGET
+from .targets import DEFAULT_TARGET, NOT_LOWERABLE, Profile, profile
+from .weight_ranges import weight_range_changes
 
 SiteKey = tuple[ScopePath, str]  # (scope, site output): unique, since names are SSA per scope
 
@@ -79,6 +80,22 @@ class FoldOptions:
 
     lower_standalone: bool | str = False
     target: str = DEFAULT_TARGET
+
+    @property
+    def profile(self) -> Profile:
+        return profile(self.target)
+
+    def lowering_forms(self) -> tuple[str, ...]:
+        """The forms a BN nothing folds into is lowered to, tried in order; () keeps it.
+
+        A form named (``--lower-as``) is the only one; else the profile's forms; else
+        ``--lower-standalone`` alone means Mul + Add.
+        """
+        if isinstance(self.lower_standalone, str):
+            return (self.lower_standalone,)
+        if self.profile.lower_kept:
+            return self.profile.lower_kept
+        return (MUL_ADD,) if self.lower_standalone else ()
 
 
 @dataclass
@@ -349,7 +366,7 @@ class _ModelState:
             # Lowered BNs are Mul/Add chains, which may fold together (two negative scales
             # make a positive one): fold again until nothing changes, so a rerun is a no-op.
             if not (
-                self.options.lower_standalone and self._lower_remaining(view, skipped, outcome)
+                self.options.lowering_forms() and self._lower_remaining(view, skipped, outcome)
             ):
                 break
             view = self.view(graph, outer, scope)
@@ -403,7 +420,7 @@ class _ModelState:
     ) -> tuple[bool, bool]:
         """One round over the graph's sites: (anything applied, anything deferred)."""
         editor = self.editor(view)
-        ctx = FoldContext(view)
+        ctx = FoldContext(view, profile=self.options.profile)
         applied = deferred = False
         sites, refused = all_sites(view, view.opset, view.shapes)
         skipped.clear()
@@ -449,6 +466,8 @@ class _ModelState:
 
     def _apply(self, editor: GraphEditor, plan: Plan, outcome: FoldOutcome) -> None:
         plan.fold.edits = plan.describe()
+        if self.options.profile.weight_ranges:
+            plan.fold.weight_ranges = weight_range_changes(editor.view, plan)
         outcome.folds.append(editor.apply(plan))
         if plan.target is not None:
             outcome.targets.append((plan.fold, plan))
@@ -460,23 +479,27 @@ class _ModelState:
     def _lower_remaining(
         self, view: GraphView, skipped: dict[str, SkippedBatchNorm], outcome: FoldOutcome
     ) -> bool:
-        """Rewrite the BNs that stay but are plain inference affines as Mul + Add."""
+        """Rewrite the BNs that stay but are plain inference affines (``lowering``), in the
+        first of ``lowering_forms`` that expresses each; under a profile that lowers, one
+        that none expresses stays as ``not-lowerable``."""
         editor = self.editor(view)
         lowered = False
+        forms = self.options.lowering_forms()
         sites, _ = all_sites(view, view.opset, view.shapes)
         for site in sites:
             elem = view.elem_type(site.input)
-            if not site.is_batchnorm or site.output not in skipped or elem is None:
-                continue
-            form = self.options.lower_standalone
-            plan = quantized_lowering_plan(view, site) or lowering_plan(
-                site,
-                onnx.helper.tensor_dtype_to_np_dtype(elem),
-                form if isinstance(form, str) else MUL_ADD,
-            )
-            if plan is None or editor.refusal(plan) is not None or editor.overlaps(plan):
+            if not site.is_batchnorm or site.output not in skipped:
                 continue
             if self.deny_all is not None or (view.scope, site.output) in self.denied:
+                continue
+            plan = None if elem is None else _lowering(view, site, elem, forms)
+            if plan is None:
+                if self.options.profile.lower_kept:
+                    skipped[site.output] = _not_lowerable(
+                        skipped[site.output], site, elem, self.options.target
+                    )
+                continue
+            if editor.refusal(plan) is not None or editor.overlaps(plan):
                 continue
             del skipped[site.output]
             self.lowered.add((view.scope, site.output))
@@ -484,6 +507,42 @@ class _ModelState:
             lowered = True
         editor.cleanup()
         return lowered
+
+
+def _lowering(view: GraphView, site: AffineSite, elem: int, forms: tuple[str, ...]) -> Plan | None:
+    """A quantized BN's own lowering (``quantized``), else the first form that expresses it."""
+    quantized = quantized_lowering_plan(view, site)
+    if quantized is not None:
+        return quantized
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+    return next(
+        (plan for form in forms if (plan := lowering_plan(site, dtype, form)) is not None), None
+    )
+
+
+def _not_lowerable(
+    kept: SkippedBatchNorm, site: AffineSite, elem: int | None, target: str
+) -> SkippedBatchNorm:
+    """``kept`` (a BN nothing folds into) as the lowering profile ``target`` reports it."""
+    if kept.reason == NOT_LOWERABLE:
+        return kept
+    if site.rank is None:
+        why = "the rank of its input is unknown"
+    elif elem is None:
+        why = "the dtype of its input is unknown"
+    else:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+        why = (
+            f"neither form runs in {dtype} at rank {site.rank} on onnxruntime's CPU provider "
+            "(or x·s + t would cancel in low precision)"
+        )
+    return SkippedBatchNorm(
+        kept.bn,
+        NOT_LOWERABLE,
+        f"--target {target} lowers a BatchNormalization nothing folds into, but {why}; "
+        f"not folded: {kept.reason}: {kept.detail}",
+        kept.kind,
+    )
 
 
 def _walk(nodes: Iterable[onnx.NodeProto]) -> Iterable[onnx.NodeProto]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .weight_stats import WeightRange
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class Fold:
     # rounding error of the bias, in quantization steps of the output (the scale of the
     # QuantizeLinear after the site; of the bias itself when none follows). None otherwise.
     quantization_steps: float | None = None
+    # Under a profile that asks (``targets``): each float weight the fold rewrote, its range
+    # and int8 rounding error per output channel before and after (``weight_stats``).
+    weight_ranges: list[WeightRange] = field(default_factory=list)
     # bn-affine: the label of the BN merged into before and after the merge (which may rename
     # its output, an unnamed node's label). Not reported: ``resolve_merges`` reads it.
     merge_labels: tuple[str, str] | None = field(default=None, repr=False)

@@ -24,6 +24,7 @@ from .graph import GraphView, node_label
 from .outcomes import Fold, Skip
 from .plan import Plan
 from .shapes import Shape
+from .targets import DEFAULT_TARGET, Profile, profile
 
 if TYPE_CHECKING:
     from .sites import AffineSite
@@ -64,7 +65,8 @@ Answer = Plan | Skip | NotMine
 
 @dataclass
 class FoldContext:
-    """What a pattern may look at: the scoped graph index (with opset, shapes and types).
+    """What a pattern may look at: the scoped graph index (with opset, shapes and types), and
+    the deployment ``profile`` whose rules decide what an exact fold may cost (``targets``).
 
     One context serves one round of one graph: what ``once`` computes (a walk from a site)
     is kept for the rest of the round, when the graph index is the same.
@@ -72,6 +74,7 @@ class FoldContext:
 
     view: GraphView
     _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+    profile: Profile = field(default_factory=lambda: profile(DEFAULT_TARGET))
 
     @property
     def opset(self) -> int:

@@ -23,6 +23,7 @@ from .driver import SkippedBatchNorm
 from .functions import FunctionAction
 from .merges import into_text, resolve_merges
 from .outcomes import Fold
+from .targets import DEFAULT_TARGET, profile
 
 LOW_PRECISION = {"float16", "bfloat16"}
 BATCHNORM, SCALE_CHAIN, BIAS_ADD = "BatchNormalization", "Mul/Add chain", "bias Add"
@@ -50,6 +51,8 @@ def _fold_dict(fold: Fold) -> dict[str, Any]:
         del found["via"]
     if fold.quantization_steps is None:
         del found["quantization_steps"]
+    if not fold.weight_ranges:
+        del found["weight_ranges"]
     return found
 
 
@@ -65,6 +68,7 @@ class FoldReport:
     seconds: float = 0.0
     # Model-local functions changed so their BNs fold per call site (inlined, and why).
     functions: list[FunctionAction] = field(default_factory=list)
+    target: str = DEFAULT_TARGET  # the deployment profile folded for (``targets``)
 
     def __post_init__(self) -> None:
         resolve_merges(self.folds)  # every ``into`` names a node of the written model
@@ -102,6 +106,7 @@ class FoldReport:
         return {
             "bnfold_version": __version__,
             "model": self.model,
+            "target": self.target,
             "output": self.output,
             "folds": [_fold_dict(fold) for fold in self.folds],
             "skipped": [asdict(skip) for skip in self.skipped],
@@ -124,7 +129,26 @@ class FoldReport:
             f"nodes {c.get('nodes_before', 0)} → {c.get('nodes_after', 0)}",
             "",
         ]
-        return "\n".join(head + self._markdown_tables("Folded"))
+        return "\n".join(head + self._markdown_tables("Folded") + self._markdown_ranges())
+
+    def _markdown_ranges(self) -> list[str]:
+        """Per fold into a float weight, its range and int8 error (``weight_ranges``)."""
+        rows = [(fold, change) for fold in self.folds for change in fold.weight_ranges]
+        if not rows:
+            return []
+        lines = [
+            "",
+            f"Weight ranges (--target {self.target}): int8 rounding error of each weight, "
+            "symmetric, per-tensor and per-channel (worst channels first)",
+            "",
+            "| node | weight | range and int8 error |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| `{fold.bn}` | `{change.weight}` | {_cell(change.summary())} |"
+            for fold, change in rows
+        ]
+        return lines
 
     def _markdown_tables(self, verb: str) -> list[str]:
         """The folds (headed ``verb: counts``), the kept nodes and the function actions."""
@@ -171,6 +195,19 @@ class FoldReport:
         if c.get("noop_casts_removed"):
             console.print(
                 f"Removed {c['noop_casts_removed']} no-op Cast (input already of its type)"
+            )
+        self.render_ranges(console)
+
+    def render_ranges(self, console: Any) -> None:
+        """One line per fold into a float weight: its range and int8 error, worst channels."""
+        rows = [(fold, change) for fold in self.folds for change in fold.weight_ranges]
+        if rows:
+            console.print(f"Weight ranges (--target {self.target}, int8 symmetric):")
+        for fold, change in rows:
+            console.print(
+                f"  {fold.bn} → {change.weight}: {change.summary()}",
+                markup=False,
+                highlight=False,
             )
 
     def render_tables(self, console: Any, verb: str) -> None:
@@ -219,6 +256,11 @@ class FoldReport:
                 f"Function {action.function} {action.action} at {action.calls} call site(s): "
                 f"{action.reason}"
             )
+
+
+def _cell(text: str) -> str:
+    """``text`` inside a Markdown table cell, where a bare ``|`` (``max|w|``) would end it."""
+    return text.replace("|", "\\|")
 
 
 def _fitted_table(
@@ -302,8 +344,15 @@ class CheckReport:
         return counts
 
     @property
+    def kept_batchnorms(self) -> list[SkippedBatchNorm]:
+        """BatchNormalization nodes that stay, under a profile that fails on them."""
+        if not profile(self.report.target).kept_batchnorm_fails:
+            return []
+        return [skip for skip in self.report.skipped if fold_category(skip.kind) == BATCHNORM]
+
+    @property
     def passed(self) -> bool:
-        return not self.report.must_fold
+        return not self.report.must_fold and not self.kept_batchnorms
 
     @property
     def exit_code(self) -> int:
@@ -319,7 +368,20 @@ class CheckReport:
             notes.append(f"{optional} optional bias Add fold(s) listed")
         note = f" ({'; '.join(notes)})" if notes else ""
         verdict = "ok" if self.passed else "FAIL"
-        return f"{verdict}: {self.report.model}: {remaining_line(self.remaining)}{note}"
+        target = self.target_reasons()
+        rejects = f"; --target {self.report.target} rejects: {target}" if target else ""
+        return f"{verdict}: {self.report.model}: {remaining_line(self.remaining)}{rejects}{note}"
+
+    def target_reasons(self) -> str:
+        """Under a profile other than ``default``, why the model fails it: the pattern of
+        each fold left to do and the reason of each BN kept, counted
+        (``conv-bn-split ×4, not-lowerable``); empty when it passes or under ``default``."""
+        if self.report.target == DEFAULT_TARGET:
+            return ""
+        codes = [fold.pattern for fold in self.report.must_fold]
+        codes += [skip.reason for skip in self.kept_batchnorms]
+        counted = {code: codes.count(code) for code in codes}
+        return ", ".join(f"{code} ×{n}" if n > 1 else code for code, n in counted.items())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -328,6 +390,7 @@ class CheckReport:
             "exit_code": self.exit_code,
             "remaining": self.remaining,
             "remaining_total": sum(self.remaining.values()),
+            "kept_rejected": [asdict(skip) for skip in self.kept_batchnorms],
         }
 
     def to_markdown(self) -> str:
@@ -341,6 +404,8 @@ class CheckReport:
             f"kept with a reason: {len(self.report.skipped)})",
             "",
         ]
+        if self.target_reasons():
+            lines += [f"--target {self.report.target} rejects: {self.target_reasons()}", ""]
         return "\n".join(lines + self.report._markdown_tables("Foldable"))
 
     def render(self, console: Any) -> None:

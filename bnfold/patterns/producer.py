@@ -66,6 +66,7 @@ class Layer:
 # A kept shift Add on a rank-4 (N, C, H, W) feature map breaks onnxruntime's NCHWc chain of
 # Conv/pool kernels (a constant-broadcast Add is not NCHWc), while a BatchNormalization there
 # becomes an NCHWc depthwise Conv: measured slower at level all (benchmarks/fold_shapes.md).
+# Kept there unless the deployment profile splits feature maps (``engine.targets``).
 NCHW_RANK = 4
 
 
@@ -167,7 +168,11 @@ class ProducerFold:
             refusal = carrier_skip(ctx.view, node, moving, ctx.opset, at)
             if refusal is not None:
                 return refusal
-        if staying_shift is not None and site.rank == NCHW_RANK:
+        if (
+            staying_shift is not None
+            and site.rank == NCHW_RANK
+            and not ctx.profile.split_feature_maps
+        ):
             return Skip(
                 "slower-at-level-all",
                 f"the shift would stay as an Add on {node_label(layer.node)}'s 4-D feature "
