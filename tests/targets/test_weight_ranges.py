@@ -1,0 +1,113 @@
+"""The weight-range report of the quantize and npu profiles (issue 25): the statistics, the
+axis of each layer's output channels, and the report's JSON, Markdown and terminal forms."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from onnx import helper
+from rich.console import Console
+
+import bnfold
+from bnfold.engine.weight_ranges import output_axis
+from bnfold.engine.weight_stats import by_channel, channel_stats
+from tests.targets.graphs import conv_relu_bn_stack, residual_block
+
+
+def test_per_tensor_error_grows_where_a_channel_shrinks() -> None:
+    """Two channels of one range; the fold scales channel 1 by 1/20: under one Δ for the
+    tensor it keeps ~6 of 127 steps, under its own Δ_c all of them."""
+    rng = np.random.default_rng(0)
+    weight = rng.uniform(-1, 1, (2, 64))
+    weight[:, 0] = 1.0  # both channels reach 1: the same range
+    before = channel_stats(weight)
+    after = channel_stats(weight * np.array([[1.0], [0.05]]))
+    assert before.per_tensor_error == pytest.approx(before.per_channel_error)
+    assert after.per_tensor_error[1] > 10 * before.per_tensor_error[1]
+    assert after.per_tensor_error[0] == pytest.approx(before.per_tensor_error[0])
+    assert after.per_channel_error == pytest.approx(before.per_channel_error, rel=1e-3)
+    assert after.channel_max_abs == pytest.approx([1.0, 0.05])
+    assert (after.max_abs, before.max_abs) == (1.0, 1.0)
+
+
+def test_int8_error_is_zero_for_values_on_the_grid() -> None:
+    weight = np.array([[127.0, -64.0, 0.0], [0.0, 0.0, 0.0]])
+    stats = channel_stats(weight)
+    assert stats.per_tensor_error == [0.0, 0.0] and stats.per_channel_error == [0.0, 0.0]
+    assert stats.channel_median_abs == [64.0, 0.0]
+
+
+def test_grouped_conv_transpose_channels() -> None:
+    """[C_in, C_out/g, k] with g = 2: output channel g·(C_out/g) + j."""
+    weight = np.arange(4 * 3 * 1).reshape(4, 3, 1)  # C_in 4, C_out 6, group 2
+    rows = by_channel(weight, 1, group=2)
+    assert rows.shape == (6, 2)
+    assert rows[0].tolist() == [0, 3] and rows[3].tolist() == [6, 9]
+
+
+@pytest.mark.parametrize(
+    ("op", "slot", "attrs", "axis"),
+    [
+        ("Conv", 1, {}, 0),
+        ("ConvTranspose", 1, {}, 1),
+        ("Gemm", 1, {"transB": 1}, 0),
+        ("Gemm", 1, {}, 1),
+        ("MatMul", 1, {}, -1),
+        ("MatMul", 0, {}, -2),
+        ("Conv", 2, {}, None),
+    ],
+)
+def test_output_axis(op: str, slot: int, attrs: dict[str, int], axis: int | None) -> None:
+    node = helper.make_node(op, ["a", "b", "c"], ["y"], **attrs)
+    assert output_axis(node, slot) == axis
+
+
+def test_quantize_reports_each_fold_into_a_weight() -> None:
+    report = bnfold.optimize(residual_block(), target="quantize").report
+    ranges = {fold.bn: fold.weight_ranges for fold in report.folds}
+    assert {bn: [r.weight for r in found] for bn, found in ranges.items()} == {
+        "stem_bn": ["stem_W"],
+        "bn1": ["conv1_W"],
+        "bn2": ["conv2_W"],
+    }
+    change = ranges["stem_bn"][0]
+    assert change.axis == 0 and len(change.before.channel_max_abs) == 8
+    worst = change.worst_channels()
+    errors = change.after.per_tensor_error
+    assert errors[worst[0]] == max(errors)
+
+
+def test_default_reports_no_ranges_and_keeps_its_json() -> None:
+    report = bnfold.optimize(residual_block(), target="default").report
+    assert all("weight_ranges" not in fold for fold in report.to_dict()["folds"])
+
+
+def test_a_lowering_has_no_weight_to_report() -> None:
+    report = bnfold.optimize(conv_relu_bn_stack(), target="npu", disable=["conv-bn-split"])
+    assert {fold.pattern for fold in report.report.folds} == {"lower-standalone"}
+    assert all(not fold.weight_ranges for fold in report.report.folds)
+
+
+def test_json_markdown_and_terminal_show_the_ranges() -> None:
+    report = bnfold.optimize(conv_relu_bn_stack(), target="quantize").report
+    folds = json.loads(report.to_json())["folds"]
+    first = folds[0]["weight_ranges"][0]
+    assert first["weight"] == "conv0_W" and len(first["after"]["per_tensor_error"]) == 8
+    assert set(first["before"]) == {
+        "max_abs",
+        "median_abs",
+        "channel_max_abs",
+        "channel_median_abs",
+        "per_tensor_error",
+        "per_channel_error",
+    }
+    markdown = report.to_markdown()
+    assert "Weight ranges (--target quantize)" in markdown
+    assert "| `bn0` | `conv0_W` | max\\|w\\| " in markdown  # escaped: one cell
+    out = io.StringIO()
+    report.render(Console(file=out, width=200))
+    lines = [line for line in out.getvalue().splitlines() if "→ conv" in line]
+    assert len(lines) == 4 and all("per-tensor int8 error: channel " in line for line in lines)
