@@ -29,7 +29,7 @@ Looks before ``first_look`` pairs spend nothing and decide nothing. Look ``j`` a
 pairs (previous look ``n_{j-1}``, or 0 at the first look) spends the increment
 ``Δ_j = α(t_j) - α(t_{j-1})``; a final look before ``max_pairs`` (the budget ran out)
 spends all that is left, ``Δ_j = α - α(t_{j-1})``. Its interval is the fixed design's
-(``stats.speedup_over_pairs``: 20%-trimmed mean, Yuen t-interval) at the level::
+(``stats.trimmed_interval``: 20%-trimmed mean, Yuen t-interval) at the level::
 
     level_j = 1 - Δ_j
 
@@ -69,7 +69,8 @@ from .stats import (
     FASTER,
     INCONCLUSIVE,
     SLOWER,
-    speedup_over_pairs,
+    trimmed_interval,
+    verdict,
 )
 
 # The default plan (chosen with the simulator calibrated to this machine's noise:
@@ -142,7 +143,8 @@ class Decision:
     """One look: the verdict (``stats`` constants), ``speedup`` and the interval
     ``[low, high]`` at ``confidence_used``, after ``pairs`` pairs and ``looks`` looks that
     could decide. ``final``: stop measuring (decided, or no more looks: budget or
-    ``max_pairs`` reached). ``reason``: why it stopped or why it is not decided, in words."""
+    ``max_pairs`` reached). ``reason``: why it stopped or why it is not decided, in words.
+    ``pair_sd``: the winsorized sd of the ``d_k`` (nan before the first look)."""
 
     verdict: str
     speedup: float
@@ -153,6 +155,7 @@ class Decision:
     looks: int
     final: bool
     reason: str
+    pair_sd: float = math.nan
 
 
 def decide(
@@ -182,39 +185,47 @@ def decide(
         speedup = math.exp(sorted(log_ratios)[(pairs - 1) // 2])
         reason = f"no verdict before {plan.first_look} pairs: only {pairs} measured"
         return Decision(INCONCLUSIVE, speedup, 0.0, math.inf, level, pairs, looks, final, reason)
-    estimate = speedup_over_pairs(log_ratios, confidence=level, margin=plan.margin)
-    decided = estimate.verdict != INCONCLUSIVE
+    mean, half, sd = trimmed_interval(log_ratios, level)
+    low, high = math.exp(mean - half), _exp_or_inf(mean + half)
+    outcome = verdict(low, high, plan.margin)
     return Decision(
-        verdict=estimate.verdict,
-        speedup=estimate.speedup,
-        low=estimate.ci_low,
-        high=estimate.ci_high,
+        verdict=outcome,
+        speedup=math.exp(mean),
+        low=low,
+        high=high,
         confidence_used=level,
         pairs=pairs,
         looks=looks + 1,
-        final=final or decided,
-        reason=_reason(estimate.verdict, estimate.ci_low, estimate.ci_high, pairs, plan.margin),
+        final=final or outcome != INCONCLUSIVE,
+        reason=_reason(outcome, low, high, pairs, plan.margin),
+        pair_sd=sd,
     )
 
 
-def _reason(verdict: str, low: float, high: float, pairs: int, margin: float) -> str:
+def _exp_or_inf(x: float) -> float:
+    """``exp(x)``, infinite where it overflows (an early look's interval at a level of
+    1 - 1e-9 with 3 degrees of freedom can reach ``exp(800)``)."""
+    return math.exp(x) if x < 700.0 else math.inf
+
+
+def _reason(outcome: str, low: float, high: float, pairs: int, margin: float) -> str:
     """Why a look stopped or did not: ``decided after 8 pairs: the interval [1.061, 1.102]
-    lies wholly beyond the +3 % margin``."""
-    interval = f"the interval [{low:.3f}, {high:.3f}]"
+    lies wholly above the 3 % margin``."""
     bound = f"{margin * 100:g} % margin"
-    if verdict == FASTER:
-        return f"decided after {pairs} pairs: {interval} lies wholly above the {bound}"
-    if verdict == SLOWER:
-        return f"decided after {pairs} pairs: {interval} lies wholly below the -{bound}"
-    if verdict == EQUIVALENT:
-        return f"decided after {pairs} pairs: {interval} lies wholly within the ±{bound}"
+    where = {
+        FASTER: f"lies wholly above the {bound}",
+        SLOWER: f"lies wholly below the -{bound}",
+        EQUIVALENT: f"lies wholly within the ±{bound}",
+    }.get(outcome)
+    if where is not None:
+        return f"decided after {pairs} pairs: the interval [{low:.3f}, {high:.3f}] {where}"
     if low > 1.0:
         where = f"is beyond 1 but not wholly beyond the {bound}"
     elif high < 1.0:
         where = f"is below 1 but not wholly beyond the -{bound}"
     else:
         where = f"contains 1 and reaches beyond the ±{bound}"
-    return f"not decided after {pairs} pairs: {interval} {where}"
+    return f"not decided after {pairs} pairs: the interval [{low:.3f}, {high:.3f}] {where}"
 
 
 __all__ = [

@@ -40,6 +40,7 @@ keeps the noise a machine makes between sessions from becoming a verdict.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -152,16 +153,13 @@ def speedup_over_pairs(
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"margin must be in [0, 1), got {margin}")
-    d = np.sort(_as_sample(log_speedups, "log_speedups"))
+    d = _as_sample(log_speedups, "log_speedups")
     pairs = int(d.size)
     if pairs < 2:
         return SpeedupEstimate(
             math.exp(float(d[0])), 0.0, math.inf, confidence, pairs, math.nan, margin, INCONCLUSIVE
         )
-    g = trimmed_count(pairs)
-    mean = float(np.mean(d[g : pairs - g]))
-    sd = float(np.std(np.clip(d, d[g], d[pairs - g - 1]), ddof=1))
-    half = t_quantile(confidence, pairs - 2 * g - 1) * sd / ((1 - 2 * g / pairs) * math.sqrt(pairs))
+    mean, half, sd = trimmed_interval(d, confidence)
     low, high = mean - half, mean + half
     decision = verdict(math.exp(low), math.exp(high), margin)
     needed = pairs_needed(mean, sd, margin, confidence, pairs) if decision == INCONCLUSIVE else None
@@ -176,6 +174,21 @@ def speedup_over_pairs(
         verdict=decision,
         pairs_needed=needed,
     )
+
+
+def trimmed_interval(log_speedups: ArrayLike, confidence: float) -> tuple[float, float, float]:
+    """``(m, h, s_w)`` of at least two per-pair log speedups: the 20%-trimmed mean, the
+    half-width of its Yuen t-interval at ``confidence`` and the winsorized sd (module
+    docstring). The interval is ``[m - h, m + h]`` in logs."""
+    d = np.sort(_as_sample(log_speedups, "log_speedups"))
+    pairs = int(d.size)
+    if pairs < 2:
+        raise ValueError("the interval needs at least two pairs")
+    g = trimmed_count(pairs)
+    mean = float(np.mean(d[g : pairs - g]))
+    sd = float(np.std(np.clip(d, d[g], d[pairs - g - 1]), ddof=1))
+    half = t_quantile(confidence, pairs - 2 * g - 1) * sd / ((1 - 2 * g / pairs) * math.sqrt(pairs))
+    return mean, half, sd
 
 
 def trimmed_count(pairs: int) -> int:
@@ -227,6 +240,57 @@ def pairs_needed(
     return max(needed, pairs + 1)
 
 
+def reading(low: float, high: float, margin: float, verdict_name: str) -> str:
+    """What the interval ``[low, high]`` establishes, in words that match its verdict.
+
+    Percentages: ``faster by x %`` is ``speedup - 1``; ``slower by x %`` is ``1 / speedup - 1``
+    (latency up by x %), the same convention as the ``slower`` rule. Examples at δ = 3 %::
+
+        faster        [1.041, 1.098]  faster: at least 4.1 % (up to 9.8 %)
+        slower        [0.901, 0.950]  slower: at least 5.3 % (up to 11.0 %)
+        equivalent    [0.990, 1.020]  within ±3 %: equivalent
+        inconclusive  [1.017, 1.043]  at least 1.7 % faster, not shown to exceed the 3 % margin
+        inconclusive  [0.950, 1.015]  between 5.3 % slower and 1.5 % faster: inconclusive
+
+    An unbounded interval (fewer than two pairs, or before the first look) establishes
+    nothing. Raises ValueError when ``verdict_name`` is not the verdict of this interval.
+    """
+    bounded = 0.0 < low <= high < math.inf
+    if bounded and verdict_name != verdict(low, high, margin):
+        raise ValueError(
+            f"the interval [{low:.3f}, {high:.3f}] at a {_percent(margin)} margin is "
+            f"{verdict(low, high, margin)}, not {verdict_name}"
+        )
+    if not bounded:
+        return "no interval yet: nothing established"
+    if verdict_name == FASTER:
+        return f"faster: at least {_faster(low)} (up to {_faster(high)})"
+    if verdict_name == SLOWER:
+        return f"slower: at least {_slower(high)} (up to {_slower(low)})"
+    if verdict_name == EQUIVALENT:
+        return f"within ±{_percent(margin)}: equivalent"
+    if low > 1.0:
+        return f"at least {_faster(low)} faster, not shown to exceed the {_percent(margin)} margin"
+    if high < 1.0:
+        return f"at least {_slower(high)} slower, not shown to exceed the {_percent(margin)} margin"
+    return f"between {_slower(low)} slower and {_faster(high)} faster: inconclusive"
+
+
+def _faster(speedup: float) -> str:
+    return _percent(speedup - 1.0, digits=1)
+
+
+def _slower(speedup: float) -> str:
+    return _percent(1.0 / speedup - 1.0, digits=1)
+
+
+def _percent(fraction: float, digits: int | None = None) -> str:
+    """``0.03`` -> ``3 %``; with ``digits``, fixed decimals (``0.017`` -> ``1.7 %``)."""
+    if digits is None:
+        return f"{fraction * 100:g} %"
+    return f"{fraction * 100:.{digits}f} %"
+
+
 def slower_beyond(ci_high: float, percent: float) -> bool:
     """True when the whole interval lies beyond ``percent`` % slower: ``ci_high < 1/(1 + p)``.
 
@@ -238,12 +302,14 @@ def slower_beyond(ci_high: float, percent: float) -> bool:
     return ci_high < 1.0 / (1.0 + percent / 100.0)
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(confidence: float, df: int) -> float:
     """Two-sided Student-t quantile: ``t`` with ``P(|T_df| <= t) = confidence``.
 
     Bisection on the exact CDF for integer ``df`` (Abramowitz & Stegun 26.7.3-4, finite sums
     in ``θ = atan(t / sqrt(df))``); no scipy needed. Known values: ``df = 9`` -> 2.2622,
-    ``df = 1`` -> 12.706 at 95%.
+    ``df = 1`` -> 12.706 at 95%. Cached: a sequential run asks for the same few levels at
+    every look, and a simulation of thousands of runs asks for them thousands of times.
     """
     if df < 1:
         raise ValueError(f"df must be at least 1, got {df}")

@@ -17,11 +17,13 @@ from bnfold.bench.stats import (
     SLOWER,
     pair_log_speedup,
     pairs_needed,
+    reading,
     slower_beyond,
     speedup_over_pairs,
     summarize,
     t_quantile,
     thin,
+    trimmed_interval,
     verdict,
 )
 from tests.builders.bench_simulate import simulate_run
@@ -196,6 +198,60 @@ def test_bad_arguments_raise() -> None:
         pair_log_speedup([0.0], [1.0])
     with pytest.raises(ValueError):
         t_quantile(0.95, 0)
+
+
+def test_trimmed_interval_is_the_interval_of_speedup_over_pairs() -> None:
+    d = np.log([1.10, 1.12, 1.08, 1.11, 1.30, 1.09, 1.10, 0.70, 1.11, 1.12])
+    mean, half, sd = trimmed_interval(d, 0.99)
+    estimate = speedup_over_pairs(d, confidence=0.99)
+    assert math.exp(mean) == pytest.approx(estimate.speedup)
+    assert math.exp(mean - half) == pytest.approx(estimate.ci_low)
+    assert math.exp(mean + half) == pytest.approx(estimate.ci_high)
+    assert sd == pytest.approx(estimate.pair_sd)
+    with pytest.raises(ValueError):
+        trimmed_interval([0.1], 0.95)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "verdict_name", "expected"),
+    [
+        (1.041, 1.098, FASTER, "faster: at least 4.1 % (up to 9.8 %)"),
+        # Latency up by 1/0.950 - 1 = 5.3 % at least, 1/0.901 - 1 = 11.0 % at most.
+        (0.901, 0.950, SLOWER, "slower: at least 5.3 % (up to 11.0 %)"),
+        (0.990, 1.020, EQUIVALENT, "within ±3 %: equivalent"),
+        (
+            1.017,
+            1.043,
+            INCONCLUSIVE,
+            "at least 1.7 % faster, not shown to exceed the 3 % margin",
+        ),
+        (
+            0.950,
+            0.990,
+            INCONCLUSIVE,
+            "at least 1.0 % slower, not shown to exceed the 3 % margin",
+        ),
+        (0.950, 1.015, INCONCLUSIVE, "between 5.3 % slower and 1.5 % faster: inconclusive"),
+        (0.0, math.inf, INCONCLUSIVE, "no interval yet: nothing established"),
+    ],
+)
+def test_reading_says_what_the_interval_establishes(
+    low: float, high: float, verdict_name: str, expected: str
+) -> None:
+    assert reading(low, high, 0.03, verdict_name) == expected
+
+
+def test_reading_names_the_margin_it_was_given() -> None:
+    assert reading(1.02, 1.06, 0.05, INCONCLUSIVE) == (
+        "at least 2.0 % faster, not shown to exceed the 5 % margin"
+    )
+    assert reading(0.98, 1.02, 0.025, EQUIVALENT) == "within ±2.5 %: equivalent"
+
+
+def test_reading_refuses_a_verdict_its_interval_does_not_give() -> None:
+    """[1.017, 1.043] is not beyond +3 %: a reading that said 'faster' would contradict it."""
+    with pytest.raises(ValueError, match="inconclusive, not faster"):
+        reading(1.017, 1.043, 0.03, FASTER)
 
 
 def test_thin_keeps_evenly_spaced_values_in_order() -> None:
