@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..api import check
-from ..engine.report import CheckReport, check_json
+from ..engine.checks import CheckReport, check_json
 from ..engine.targets import DEFAULT_TARGET
 from ..errors import BnfoldError
 from ..patterns import PATTERN_NAMES
