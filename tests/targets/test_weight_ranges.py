@@ -14,7 +14,8 @@ from rich.console import Console
 import bnfold
 from bnfold.engine.weight_ranges import output_axis
 from bnfold.engine.weight_stats import by_channel, channel_stats
-from tests.targets.graphs import conv_relu_bn_stack, residual_block
+from tests.builders.qdq import qdq_conv_model
+from tests.targets.graphs import conv_relu_bn_stack, dense_relu_bn, residual_block
 
 
 def test_per_tensor_error_grows_where_a_channel_shrinks() -> None:
@@ -80,6 +81,15 @@ def test_quantize_reports_each_fold_into_a_weight() -> None:
     assert errors[worst[0]] == max(errors)
 
 
+def test_a_consumer_fold_reports_the_output_channels_of_its_layer() -> None:
+    """BN → MatMul scales W2's rows (input channels): its 4 output columns are reported."""
+    (fold,) = bnfold.optimize(dense_relu_bn(), target="npu").report.folds
+    assert fold.pattern == "bn-matmul"
+    (change,) = fold.weight_ranges
+    assert (change.layer, change.weight, change.axis) == ("dense2", "W2", 1)
+    assert len(change.after.channel_max_abs) == 4
+
+
 def test_default_reports_no_ranges_and_keeps_its_json() -> None:
     report = bnfold.optimize(residual_block(), target="default").report
     assert all("weight_ranges" not in fold for fold in report.to_dict()["folds"])
@@ -111,3 +121,9 @@ def test_json_markdown_and_terminal_show_the_ranges() -> None:
     report.render(Console(file=out, width=200))
     lines = [line for line in out.getvalue().splitlines() if "→ conv" in line]
     assert len(lines) == 4 and all("per-tensor int8 error: channel " in line for line in lines)
+
+
+def test_a_quantized_layer_has_no_float_weight_to_report() -> None:
+    """A QDQ layer's weight is DequantizeLinear of integers: its fold rewrites the scale."""
+    (fold,) = bnfold.optimize(qdq_conv_model(), target="quantize").report.folds
+    assert fold.pattern == "qdq-conv-bn" and fold.weight_ranges == []
