@@ -17,6 +17,7 @@ from ..engine.lowering import LOWERING_FORMS
 from ..patterns import PATTERN_NAMES
 from ..storage.load import default_output_path
 from ..storage.outputs import Outputs, model_files
+from ..storage.results import to_json
 from .common import ReportPaths, progress_status, stdout_console
 from .options import (
     builds,
@@ -28,6 +29,7 @@ from .options import (
     report_options,
     target_option,
 )
+from .steps import judge_step_options
 
 
 @dataclass(frozen=True)
@@ -92,15 +94,19 @@ def judge_options(
 def steps(
     judge: dict[str, Any],
     input_files: tuple[str, ...],
-    run_verify: bool,
-    run_bench: bool,
+    verify_arguments: dict[str, Any] | None,
+    bench_arguments: dict[str, Any] | None,
     force: bool,
 ) -> Steps:
-    verify_options = {**judge, "inputs": list(input_files) or None} if run_verify else None
-    bench_options = None
-    if run_bench:
-        bench_options = {**judge, "inputs": one_inputs_file(input_files, "--bench")}
-    return Steps(verify_options, bench_options, force)
+    """The judges' keyword mappings: the shared input and provider options, each judge's own
+    (``None``: its flag is not given) and the ``--inputs`` files it takes."""
+    verify = None
+    if verify_arguments is not None:
+        verify = {**judge, "inputs": list(input_files) or None, **verify_arguments}
+    bench = None
+    if bench_arguments is not None:
+        bench = {**judge, "inputs": one_inputs_file(input_files, "--bench"), **bench_arguments}
+    return Steps(verify, bench, force)
 
 
 EXAMPLES = "\b\nExamples:\n  bnfold optimize model.onnx                  # writes model.folded.onnx\n  bnfold optimize model.onnx -o out/model.onnx --verify\n  bnfold optimize model.onnx --dry-run --report folds.json"
@@ -155,6 +161,7 @@ EXAMPLES = "\b\nExamples:\n  bnfold optimize model.onnx                  # write
 )
 @provider_options(judge=None)
 @input_options
+@judge_step_options
 @click.option(
     "--external-data/--no-external-data",
     default=None,
@@ -171,16 +178,23 @@ def command(
     folding: Folding,
     steps: Steps,
     reports: ReportPaths,
+    plot_path: str | None,
     quiet: bool,
 ) -> None:
     """Fold every BatchNormalization in MODEL that can be folded exactly.
 
     Writes MODEL.folded.onnx (or -o PATH) and reports each fold and each refusal with its
-    reason code. --verify and --bench take the input options of `bnfold verify`/`bench`.
+    reason code. --verify and --bench take every option of `bnfold verify` and `bnfold
+    bench`; their results go into --report, --markdown and $GITHUB_STEP_SUMMARY too.
     """
     outputs = Outputs()
     outputs.read_model(model)
     files = reports.files(outputs)
+    if plot_path:
+        from ..bench.plot import require_matplotlib
+
+        outputs.plan(plot_path, "--plot file")
+        require_matplotlib()  # before the fold and minutes of measuring, not after
     target = writing.target(model)
     console = stdout_console(quiet)
     show_progress = not quiet and sys.stderr.isatty()
@@ -209,11 +223,30 @@ def command(
         result = _fold(model, writing, folding, steps, outputs, target, show_progress, render)
         if writing.dry_run:
             pending.append(functools.partial(_print_plans, result.report.folds, console))
-        files.write(result.report.to_json(), result.report.to_markdown())
+        files.write(*optimize_report(result))
+        if plot_path and result.benchmark is not None:
+            from ..bench.plot import write_plot
+
+            write_plot(result.benchmark, plot_path, outputs)
     finally:
         for show in pending:
             show()
     result.raise_for_status()
+    if result.benchmark is not None:
+        result.benchmark.raise_for_status()  # --fail-if-slower: exit 5
+
+
+def optimize_report(result: OptimizeResult) -> tuple[str, str]:
+    """The JSON and Markdown of ``--report``/``--markdown``: the fold report, with what
+    ``--verify`` and ``--bench`` found under ``"verify"`` and ``"bench"`` (absent when not
+    run), their Markdown sections after the fold's."""
+    data = result.report.to_dict()
+    sections = [result.report.to_markdown()]
+    for key, judged in (("verify", result.verification), ("bench", result.benchmark)):
+        if judged is not None:
+            data[key] = judged.to_dict()
+            sections.append(judged.to_markdown())
+    return to_json(data) + "\n", "\n".join(section.rstrip("\n") + "\n" for section in sections)
 
 
 def _fold(

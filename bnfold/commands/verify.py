@@ -7,32 +7,28 @@ cannot be loaded or the candidate fails the structure checks; 4 a provider named
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
 from ..errors import UsageError
-from ..runtime.settings import InputPlan, RuntimeChoice
 from ..storage.load import default_output_path
 from ..storage.outputs import Outputs
 from .common import ReportPaths
 from .options import (
+    F,
     LibraryChoice,
     LibraryOption,
+    apply_options,
     builds,
+    input_arguments,
     input_options,
-    input_plan,
     provider_options,
     report_options,
     runs_option,
-    runtime_choice,
     seed_option,
 )
-
-if TYPE_CHECKING:
-    from ..verify.settings import VerifySettings
 
 
 def _tolerance_help(which: str, what: str) -> str:
@@ -55,26 +51,120 @@ def _default_site_mode() -> str:
     return DEFAULT_SITE_MODE
 
 
-def verify_settings(
-    input_plan: InputPlan,
-    runtime: RuntimeChoice,
-    atol: float | None,
-    rtol: float | None,
-    sites: str,
-    save_failing: str | os.PathLike[str] | None,
-) -> VerifySettings:
-    """The input plan, the runtime choice, ``--atol``/``--rtol``, ``--sites`` and
-    ``--save-failing`` as one ``VerifySettings``."""
-    from ..verify.settings import Tolerance, VerifySettings
+def verify_checks(
+    atol: float | None, rtol: float | None, sites: str, save_failing: str | None
+) -> dict[str, Any]:
+    """``--atol``, ``--rtol``, ``--sites`` and ``--save-failing`` as ``bnfold.verify``
+    keywords, checked now (a bad value is a usage error before any model is read)."""
+    from ..verify.settings import Tolerance
     from ..verify.sites import SiteChoice
 
-    return VerifySettings(
-        inputs=input_plan,
-        runtime=runtime,
-        tolerance=Tolerance.of(atol, rtol),
-        sites=SiteChoice.of(sites),
-        save_failing=save_failing,
+    Tolerance.of(atol, rtol)
+    SiteChoice.of(sites)
+    return {"atol": atol, "rtol": rtol, "sites": sites, "save_failing": save_failing}
+
+
+def verify_runs(
+    seed: int,
+    runs: int,
+    threads: int | None,
+    provider_option_args: tuple[str, ...],
+    verbose: bool,
+) -> dict[str, Any]:
+    """``--seed``, ``--runs``, ``--threads``, ``--provider-option`` and ``--verbose`` as
+    ``bnfold.verify`` keywords (the provider options parsed now)."""
+    from ..runtime.providers import parse_provider_options
+
+    return {
+        "seed": seed,
+        "runs": runs,
+        "threads": threads,
+        "provider_options": parse_provider_options(provider_option_args),
+        "verbose": verbose,
+    }
+
+
+def verify_arguments(verify_checks: dict[str, Any], verify_runs: dict[str, Any]) -> dict[str, Any]:
+    """Every option of ``verify_options`` as one mapping of ``bnfold.verify`` keywords."""
+    return {**verify_checks, **verify_runs}
+
+
+def verify_options(command: F) -> F:
+    """Every option ``bnfold verify`` has beyond the two models, the input and provider
+    options, the report files and ``-q``: the input sets, the tolerances, the sites compared,
+    the failing inputs' folder, the threads and onnxruntime's own options. The command
+    receives them as one keyword, ``verify_arguments``: a ``dict`` of ``bnfold.verify``
+    keyword arguments, validated before the command runs (``bnfold optimize --verify``
+    applies the same decorator and passes them on)."""
+    return apply_options(
+        command,
+        [
+            seed_option("Seed of input set 0 (set i uses SEED+i)."),
+            runs_option,
+            click.option(
+                "--atol",
+                cls=LibraryOption,
+                type=float,
+                library_help=lambda: _tolerance_help("atol", "Absolute"),
+            ),
+            click.option(
+                "--rtol",
+                cls=LibraryOption,
+                type=float,
+                library_help=lambda: _tolerance_help("rtol", "Relative"),
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(min=0),
+                help="onnxruntime intra-op threads (default: onnxruntime's).",
+            ),
+            click.option(
+                "--save-failing",
+                metavar="DIR",
+                help="Folder for the failing input set (.npz). Default: beside the candidate.",
+            ),
+            click.option(
+                "--sites",
+                cls=LibraryOption,
+                type=LibraryChoice(_site_modes),
+                default=_default_site_mode,
+                show_default=True,
+                help="Tensors compared besides the graph outputs: each folded BN's output "
+                "(folds), every tensor both models produce under one name (all), or none.",
+            ),
+            click.option("--verbose", is_flag=True, help="Show onnxruntime's own log lines."),
+            click.option(
+                "--provider-option",
+                "provider_option_args",
+                multiple=True,
+                metavar="PROVIDER:KEY=VALUE",
+                help="An execution provider option (repeatable), e.g. cuda:use_tf32=0 (cuDNN "
+                "without TF32).",
+            ),
+            builds("verify_checks", verify_checks),
+            builds("verify_runs", verify_runs),
+            builds("verify_arguments", verify_arguments),
+        ],
     )
+
+
+def verify_input_arguments(
+    shapes: tuple[str, ...],
+    dims: tuple[str, ...],
+    ranges: tuple[str, ...],
+    default_dim: int | None,
+    input_files: tuple[str, ...],
+) -> dict[str, Any]:
+    """The input options as ``bnfold.verify`` keywords (each ``--inputs`` file one set)."""
+    return {
+        **input_arguments(shapes, dims, ranges, default_dim),
+        "inputs": list(input_files) or None,
+    }
+
+
+def judge_arguments(providers: str | None, levels: str) -> dict[str, Any]:
+    """``--providers`` and ``--level`` as ``bnfold.verify`` keywords."""
+    return {"providers": providers, "levels": levels}
 
 
 def default_candidate(original: str) -> str:
@@ -98,56 +188,17 @@ EXAMPLES = "\b\nExamples:\n  bnfold verify model.onnx                    # again
 @click.argument("candidate", required=False)
 @input_options
 @provider_options(judge="verify")
-@seed_option("Seed of input set 0 (set i uses SEED+i).")
-@runs_option
-@click.option(
-    "--atol",
-    cls=LibraryOption,
-    type=float,
-    library_help=lambda: _tolerance_help("atol", "Absolute"),
-)
-@click.option(
-    "--rtol",
-    cls=LibraryOption,
-    type=float,
-    library_help=lambda: _tolerance_help("rtol", "Relative"),
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    help="onnxruntime intra-op threads (default: onnxruntime's).",
-)
+@verify_options
 @report_options
-@click.option(
-    "--save-failing",
-    metavar="DIR",
-    help="Folder for the failing input set (.npz). Default: beside the candidate.",
-)
-@click.option(
-    "--sites",
-    cls=LibraryOption,
-    type=LibraryChoice(_site_modes),
-    default=_default_site_mode,
-    show_default=True,
-    help="Tensors compared besides the graph outputs: each folded BN's output (folds), every "
-    "tensor both models produce under one name (all), or none.",
-)
-@click.option("--verbose", is_flag=True, help="Show onnxruntime's own log lines.")
-@click.option(
-    "--provider-option",
-    "provider_option_args",
-    multiple=True,
-    metavar="PROVIDER:KEY=VALUE",
-    help="An execution provider option (repeatable), e.g. cuda:use_tf32=0 (cuDNN without TF32).",
-)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line, not the table.")
-@builds("input_plan", input_plan)
-@builds("runtime", runtime_choice)
-@builds("settings", verify_settings)
+@builds("inputs", verify_input_arguments)
+@builds("judge", judge_arguments)
 def command(
     original: str,
     candidate: str | None,
-    settings: VerifySettings,
+    inputs: dict[str, Any],
+    judge: dict[str, Any],
+    verify_arguments: dict[str, Any],
     reports: ReportPaths,
     quiet: bool,
 ) -> None:
@@ -166,10 +217,10 @@ def command(
     outputs.read_model(original, "original model")
     outputs.read_model(candidate, "candidate model")
     files = reports.files(outputs)
-    from ..verify import verify_with
+    from ..verify import verify
     from .common import stdout_console
 
-    report = verify_with(original, candidate, settings)
+    report = verify(original, candidate, **inputs, **judge, **verify_arguments)
     files.write(report.to_json() + "\n", report.to_markdown())  # before printing: `| head`
     console = stdout_console(highlight=False)
     if quiet:

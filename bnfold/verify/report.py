@@ -586,7 +586,7 @@ class VerifyReport:
             row[2] = _escape(wrap_name(row[2], fit))
             table.add_row(*row)
         for note in self.shape_notes:
-            console.print(note, highlight=False, markup=False)
+            console.print(note, highlight=False, markup=False, soft_wrap=False)
         print_table(console, table)
         console.print(
             f"reference: CPU, ORT_DISABLE_ALL; onnxruntime {self.onnxruntime_version};"

@@ -7,6 +7,8 @@ default size 1 the original itself cannot run, so ``--dim N=2`` must reach verif
 
 from __future__ import annotations
 
+import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,22 +72,44 @@ def test_optimize_verify_takes_shape_range_and_inputs(model_path: Path, tmp_path
         assert result.exit_code == 0, result.output
 
 
-def _record_bench(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Replace the measurement (minutes, timing-dependent) by a recorder of its arguments."""
-    import bnfold.bench as bench_package
+class RecordedReport:
+    """What a judge returns, reduced to what optimize and the commands use of it."""
 
+    def __init__(self, name: str) -> None:
+        self.name, self.passed, self.candidate = name, True, ""
+
+    def render(self, console: Any, **options: Any) -> None:
+        console.print(f"{self.name} report")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recorded": self.name}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def to_markdown(self) -> str:
+        return f"### recorded {self.name}\n"
+
+    def raise_for_status(self) -> None:
+        """A recorded judge found nothing wrong."""
+
+
+def _record(monkeypatch: pytest.MonkeyPatch, judge: str) -> list[dict[str, Any]]:
+    """Replace ``bnfold.<judge>.<judge>`` (a run of the judge) by a recorder of its arguments."""
+    package = importlib.import_module(f"bnfold.{judge}")  # the package, not bnfold's function
     calls: list[dict[str, Any]] = []
 
-    class Report:
-        def render(self, console: Any) -> None:
-            console.print("bench report")
-
-    def fake_bench(original: Any, candidate: Any, **options: Any) -> Report:
+    def fake(original: Any, candidate: Any, **options: Any) -> RecordedReport:
         calls.append({"original": original, "candidate": candidate, **options})
-        return Report()
+        return RecordedReport(judge)
 
-    monkeypatch.setattr(bench_package, "bench", fake_bench)
+    monkeypatch.setattr(package, judge, fake)
     return calls
+
+
+def _record_bench(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Replace the measurement (minutes, timing-dependent) by a recorder of its arguments."""
+    return _record(monkeypatch, "bench")
 
 
 def test_cli_and_library_run_the_same_pipeline(
@@ -114,9 +138,9 @@ def test_cli_and_library_run_the_same_pipeline(
         assert call["dims"] == {"N": 2} and call["providers"] == "cpu"
 
 
-def test_a_failed_verification_writes_nothing_and_skips_bench(
-    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def wrong_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fold scales 1 % too much: what verify must catch."""
     import bnfold.engine.batchnorm as batchnorm
     from bnfold.engine.foldmath import Affine, bn_to_affine
 
@@ -125,6 +149,12 @@ def test_a_failed_verification_writes_nothing_and_skips_bench(
         return Affine(exact.scale * 1.01, exact.shift)
 
     monkeypatch.setattr(batchnorm, "bn_to_affine", wrong)
+
+
+@pytest.mark.usefixtures("wrong_fold")
+def test_a_failed_verification_writes_nothing_and_skips_bench(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = _record_bench(monkeypatch)
     result = bnfold.optimize(
         model_path,
@@ -171,3 +201,110 @@ def test_verify_and_bench_stay_callable_however_they_were_imported() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
+
+
+# Options of `bnfold verify`/`bnfold bench` optimize need not take: the models and the files
+# the command writes (optimize's own --report/--markdown; -q means "print nothing" there).
+NOT_JUDGE_OPTIONS = {"original", "candidate", "report_path", "markdown_path", "quiet"}
+
+
+@pytest.mark.parametrize("judge", ["verify", "bench"])
+def test_optimize_takes_every_option_of_verify_and_bench(judge: str) -> None:
+    """Read from the commands themselves: an option added to either later is checked too."""
+    optimize = {opt for param in main.commands["optimize"].params for opt in param.opts}
+    optimize |= {opt for param in main.commands["optimize"].params for opt in param.secondary_opts}
+    checked = 0
+    for param in main.commands[judge].params:
+        if param.name in NOT_JUDGE_OPTIONS:
+            continue
+        missing = {*param.opts, *param.secondary_opts} - optimize
+        assert not missing, f"`bnfold optimize` lacks {judge}'s {', '.join(sorted(missing))}"
+        checked += 1
+    assert checked >= (14 if judge == "verify" else 20)
+
+
+VERIFY_ARGS = ["--atol", "0.01", "--rtol", "0.02", "--sites", "all", "--runs", "2"]
+VERIFY_ARGS += ["--verbose", "--provider-option", "cuda:device_id=0", "--save-failing", "fails"]
+BENCH_ARGS = ["--pairs", "3", "--warmup", "1", "--margin", "2", "--calibrate", "--batch", "2"]
+BENCH_ARGS += ["--inter-threads", "1", "--no-spinning", "--include-copies", "--fail-if-slower=4"]
+SHARED_ARGS = ["--seed", "7", "--threads", "1", "--providers", "cpu", "--dim", "N=2"]
+
+
+def test_optimize_hands_each_judge_what_its_own_command_would(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verify_calls, bench_calls = _record(monkeypatch, "verify"), _record(monkeypatch, "bench")
+    model = str(model_path)
+    for args in (
+        ["verify", model, model, *VERIFY_ARGS, *SHARED_ARGS],
+        ["bench", model, model, *BENCH_ARGS, *SHARED_ARGS],
+        ["optimize", model, "--verify", "--bench", *VERIFY_ARGS, *BENCH_ARGS, *SHARED_ARGS],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    for call in (*verify_calls, *bench_calls):
+        call["original"] = str(call["original"])  # optimize passes a Path
+    by_command, by_optimize = verify_calls
+    assert by_command.pop("candidate") == model and by_optimize.pop("candidate") != model
+    assert "levels" not in by_optimize  # optimize leaves each judge its own default
+    by_command.pop("levels")
+    assert by_optimize == by_command and by_command["atol"] == 0.01 and by_command["seed"] == 7
+    by_command, by_optimize = bench_calls
+    assert by_command.pop("candidate") == model and by_optimize.pop("candidate") != model
+    assert "levels" not in by_optimize
+    by_command.pop("levels")
+    assert by_optimize == by_command and by_command["pairs"] == 3 and by_command["threads"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pairs", "3"], "--pairs is an option of --bench, which is not given"),
+        (["--verify", "--no-spinning"], "--spinning/--no-spinning is an option of --bench"),
+        (["--bench", "--atol", "1"], "--atol is an option of --verify, which is not given"),
+        (["--seed", "3"], "--seed is an option of --verify or --bench"),
+        (["--dim", "N=2"], "--dim is an option of --verify or --bench"),
+        (["--verify", "--plot", "p.png"], "--plot is an option of --bench"),
+    ],
+)
+def test_a_judge_option_without_its_judge_is_a_usage_error(
+    model_path: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(main, ["optimize", str(model_path), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "(add --" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "m.folded.onnx").exists()
+
+
+def test_reports_of_optimize_keep_the_verify_and_bench_results(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record_bench(monkeypatch)
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    report, markdown = tmp_path / "r.json", tmp_path / "r.md"
+    args = ["optimize", str(model_path), "--verify", "--bench", "--dim", "N=2", "--providers"]
+    args += ["cpu", "--report", str(report), "--markdown", str(markdown)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["folds"][0]["bn"] == "bn" and data["bench"] == {"recorded": "bench"}
+    assert data["verify"]["passed"] is True and data["verify"]["inputs"][0]["shape"] == [2, 3, 4, 4]
+    text = markdown.read_text()
+    assert text.index("bn") < text.index("### bnfold verify: ✅ equivalent")
+    assert text.index("### bnfold verify") < text.index("### recorded bench")
+    assert summary.read_text() == "earlier step\n" + text + "\n"
+
+
+@pytest.mark.usefixtures("wrong_fold")
+def test_a_failed_verification_is_in_the_report_too(model_path: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    args = ["optimize", str(model_path), "--verify", "--dim", "N=2", "--providers", "cpu"]
+    result = CliRunner().invoke(
+        main, [*args, "--save-failing", str(tmp_path), "--report", str(report)]
+    )
+    assert result.exit_code == 1, result.output
+    data = json.loads(report.read_text())
+    assert data["verify"]["passed"] is False and "bench" not in data
+    assert not (tmp_path / "m.folded.onnx").exists()
