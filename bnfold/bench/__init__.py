@@ -1,17 +1,22 @@
 """``bench()``: an honest latency comparison of an original model and a candidate.
 
-For every execution provider, onnxruntime optimization level and batch size (a *setting*):
+Within one wall-clock ``budget`` (``budget``: loading, session creation, warm-up and
+timing all count), for every execution provider and onnxruntime optimization level (a
+*setting*), and every batch size within it:
 
-1. ``pairs`` times: a fresh session of each model is created in this process (the order
-   alternating between pairs; creation time recorded), run once (first-run time recorded),
-   warmed up, and both are timed in interleaved rounds on the same inputs (``design``,
-   ``runner``). The number of rounds per pair adapts to the model's latency unless ``iters``
-   fixes it. On CUDA, inputs and outputs are bound to device memory so host copies are not
+1. Fresh session pairs, one of each model, are created in this process (the order
+   alternating between pairs; creation time recorded), run once (first-run time
+   recorded), warmed up and timed in interleaved rounds on the same inputs (``measure``,
+   ``runner``). The first pair prices the setting, and its share of the budget is planned
+   as at most ``pairs`` pairs of equal length (``budget``; ``iters``/``min_time`` fix the
+   length). On CUDA, inputs and outputs are bound to device memory so host copies are not
    timed, unless ``include_copies``.
-2. Per model: p50/p90/p99/mean/std/min over all rounds. Per setting: each pair's ratio of
-   medians; the speedup, its t-interval over pairs and a verdict with a margin of practical
-   equivalence (``stats``). With ``calibrate``, a second session of the original in every
-   pair gives the A/A noise floor beside it.
+2. After each batch of pairs the verdict is looked at with alpha-spending boundaries
+   (``sequential``), and the setting stops as soon as it is decided, or at its share of
+   the budget with ``inconclusive`` and the reason. The speedup is the 20%-trimmed
+   geometric mean of the per-pair ratios of medians (``stats``); each model's latency is
+   the same statistic taken apart (``typical``), so the two always agree. With
+   ``calibrate``, a second session of the original in every pair gives the A/A noise floor.
 
 A provider that does not really run (``session.get_providers()`` says otherwise) becomes an
 ``unavailable`` entry, never a silent CPU measurement. ``BenchReport.failure()`` gives the
@@ -22,7 +27,6 @@ error the CLI exits with (exit 4: an explicitly requested provider is unavailabl
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ from ..runtime.placement import pinned
 from ..runtime.session import default_providers, onnxruntime_version
 from ..runtime.settings import DEFAULT_SEED, InputPlan, RuntimeChoice
 from ..storage.load import LoadedModel, load_model
+from .budget import Budget
 from .design import (
     DEFAULT_DIM,
     DEFAULT_LEVELS,
@@ -109,10 +114,13 @@ def bench(
     ``providers``: ``'cpu,cuda'`` or a list; None means CPU plus CUDA when it really works
     (then an unavailable provider is reported, not an error). ``levels``: onnxruntime
     optimization levels, each its own setting (default ``disable,all``). ``batches``: sizes
-    for dimension 0 of the inputs whose dimension 0 is symbolic (see ``feeds``). ``pairs``:
-    fresh session pairs per setting; ``iters``: timed rounds per pair (default: adapted to
-    the latency so that the timed rounds of a setting take about ``min_time`` seconds,
-    default 8). ``threads``/``inter_threads``: onnxruntime intra-/inter-op threads;
+    for dimension 0 of the inputs whose dimension 0 is symbolic (see ``feeds``). ``budget``:
+    wall-clock seconds for the whole call (None: 8 s, grown to at most 50 s when a pair's
+    sessions are so slow that 6 pairs of every setting do not fit; see ``budget``).
+    ``pairs``: the most fresh session pairs per setting (fewer when the budget buys fewer or
+    the verdict is decided early); ``iters``: timed rounds per pair, or ``min_time``: timed
+    seconds per setting spread over ``pairs`` (default: each pair's length is planned from
+    the budget). ``threads``/``inter_threads``: onnxruntime intra-/inter-op threads;
     ``spinning``: worker threads spin-wait (None: onnxruntime's default); ``cpus``: pin to
     these CPUs (``'0,2-3'``). ``margin``: δ in percent (faster/slower only beyond ±δ).
     ``calibrate``: also time the original against itself. ``fail_if_slower``: True for the
@@ -161,37 +169,37 @@ def bench_with(
     """``bench`` with its settings already built (the command line builds them from its
     option groups)."""
     design, runtime = settings.design, settings.runtime
+    budget = Budget(design.plan.budget)  # from here on everything counts
     if len(settings.inputs.inputs) > 1:
         raise UsageError("bench takes one inputs file", hint="it times one input set")
     # The default set probes CUDA (slow): after every argument is known to be good.
     provider_list = default_providers() if runtime.providers is None else list(runtime.providers)
+    budget.settings = len(provider_list) * len(runtime.levels)
 
     loaded_original = load_model(original, role="original")
     loaded_candidate = load_model(candidate, role="candidate")
-    feed_sets, notes = build_feed_sets(loaded_original.model, settings.inputs, design.batches)
+    feed_sets, input_notes = build_feed_sets(loaded_original.model, settings.inputs, design.batches)
     for feed_set in feed_sets:
         feeds_for(loaded_candidate.model, feed_set.feeds, "candidate")
 
-    started = time.perf_counter()
-    measurement = Measurement(loaded_original, loaded_candidate, design, runtime, progress)
+    measurement = Measurement(loaded_original, loaded_candidate, design, runtime, budget, progress)
     with pinned(runtime.threads.cpus):
         for provider in provider_list:
             for level in runtime.levels:
-                began = time.perf_counter()
-                done = len(measurement.comparisons)
                 measurement.measure_setting(provider, level, feed_sets, explicit=runtime.explicit)
-                per_pair = (time.perf_counter() - began) / design.plan.pairs / len(feed_sets)
-                for comparison in measurement.comparisons[done:]:
-                    comparison.seconds_per_pair = per_pair
 
     kernels, kernel_lines = kernel_notes(loaded_original, loaded_candidate, list(runtime.levels))
     plan = design.plan
     report_settings: dict[str, Any] = {
-        "design": "hierarchical: fresh session pairs, interleaved rounds, t-interval over pairs",
+        "design": "group-sequential: fresh session pairs in batches, interleaved rounds, "
+        "alpha-spending looks, within a wall-clock budget",
         "pairs": plan.pairs,
         "rounds": plan.rounds,
-        "seconds_per_setting": plan.seconds,
+        "min_time": plan.seconds,
         "warmup": plan.warmup,
+        "budget_s": budget.seconds,
+        "budget_explicit": budget.explicit,
+        "overrun_s": round(budget.overrun(), 3),
         "threads": runtime.threads.to_dict(),
         "threads_text": runtime.threads.describe(),
         "include_copies": design.include_copies,
@@ -205,7 +213,7 @@ def bench_with(
         "levels": list(runtime.levels),
         "batches": None if design.batches is None else list(design.batches),
         "interleaved": True,
-        "duration_s": round(time.perf_counter() - started, 3),
+        "duration_s": round(budget.elapsed(), 3),
     }
     return BenchReport(
         original=_label(loaded_original, "original"),
@@ -216,7 +224,8 @@ def bench_with(
         settings=report_settings,
         machine=machine_info(),
         onnxruntime_version=onnxruntime_version(),
-        notes=notes + kernel_lines,
+        input_notes=input_notes,
+        notes=kernel_lines,
         quantized_kernels=kernels,
         fail_if_slower_pct=design.fail_if_slower_pct,
         inputs=[{"batch": f.batch, "inputs": describe_inputs(f.feeds)} for f in feed_sets],

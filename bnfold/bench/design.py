@@ -1,62 +1,60 @@
-"""The experimental design of one setting: how many session pairs, how long each.
+"""The experimental design of one setting: how many session pairs at most, how long each.
 
 Most latency variance lies between sessions and over time, not between iterations (see
-``stats``), so a setting is measured as ``pairs`` fresh session pairs (``K``), each warmed up
-and then timed in interleaved rounds. ``K`` is what narrows the interval; the rounds only
-need to make one pair's median stable, so by default every pair is timed for an equal share
-of the budget, ``seconds / K``, and the number of rounds follows from the model's latency::
+``stats``), so a setting is measured as fresh session pairs, each warmed up and then timed
+in interleaved rounds, and the verdict is taken over pairs. How many pairs and how long
+each is planned by ``budget`` from the first pair's cost and the wall-clock budget; the
+pairs are timed in batches and ``sequential`` looks after each batch, so a clear answer
+stops the setting early. ``PairPlan`` holds what the caller fixed:
 
-    rounds of pair k = max(min_rounds, rounds that fit in seconds / K)
-
-A 30 µs model gets thousands of rounds per pair in the default 8 s per setting; a 100 ms
-model gets ``min_rounds`` and the run takes longer than ``seconds`` (the time spent is
-printed). Each pair is sized by its own clock, so a machine that gets busier in the middle
-of a run stretches no pair beyond its share (an earlier design sized every pair from the
-first pair's warm-up, and a load spike there left a whole setting with 182 rounds a pair).
+- ``pairs``: the planned maximum per setting (the budget may allow fewer);
+- ``rounds`` (``--iters``): exactly this many timed rounds per pair, or
+- ``seconds`` (``--min-time``): timed seconds per setting, spread over the ``pairs``;
+  neither: each pair's time is planned from the budget;
+- ``warmup``: at least this many untimed runs of each new session after its first run;
+- ``budget``: wall-clock seconds for the whole run (None: the default of ``budget``).
 
 ``BenchDesign`` is the whole design as one frozen object (the pair plan, the confidence and
 margin of the verdict, calibration, ``fail_if_slower``, copies, the batch sweep), and
 ``BenchSettings`` adds what bench shares with verify (``bnfold.runtime.settings``). Every
-default lives here or in ``stats``; ``bnfold bench --help`` shows these constants.
+default lives here, in ``budget``, ``sequential`` or ``stats``; ``bnfold bench --help``
+shows these constants.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..runtime.settings import InputPlan, RuntimeChoice
-from .runner import RoundPlan
+from .sequential import DEFAULT_MAX_PAIRS
 from .stats import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
 
 DEFAULT_LEVELS = ("disable", "all")  # each its own setting: as shipped, and as deployed
 DEFAULT_MARGIN_PCT = DEFAULT_MARGIN * 100.0
 DEFAULT_DIM = 1  # bench()'s size of free dims (the command line chooses them per graph)
-DEFAULT_PAIRS = 20
-DEFAULT_SECONDS = 8.0  # timed seconds per setting, over all pairs
-DEFAULT_WARMUP = 10
-MIN_ROUNDS = 20  # a median of fewer rounds moves with single outliers
+DEFAULT_PAIRS = DEFAULT_MAX_PAIRS
+# A fresh session's first run is untimed and recorded apart; a few more runs fault in the
+# rest of its memory and wake its threads (and at least budget.WARMUP_FRACTION of its
+# timed phase).
+DEFAULT_WARMUP = 2
 MAX_ROUNDS = 200_000  # bounds memory (1.6 MB per model and pair)
-# Each new session is warmed up for this fraction of its pair's timed phase (and at least
-# ``warmup`` runs): a fresh session's first runs still fault in memory and wake its threads.
-WARMUP_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class PairPlan:
-    """``pairs`` session pairs; ``rounds`` per pair (None: each pair is timed for
-    ``seconds / pairs``, at least ``min_rounds`` rounds); at least ``warmup`` untimed runs
-    of each session."""
+    """At most ``pairs`` session pairs per setting; ``rounds`` per pair or ``seconds`` per
+    setting when the caller fixed them (None: planned from the ``budget``); at least
+    ``warmup`` untimed runs of each session; ``budget`` seconds for the whole run (None:
+    the default)."""
 
     pairs: int = DEFAULT_PAIRS
     rounds: int | None = None
-    seconds: float = DEFAULT_SECONDS
+    seconds: float | None = None
     warmup: int = DEFAULT_WARMUP
-    min_rounds: int = MIN_ROUNDS
-    max_rounds: int = MAX_ROUNDS
     budget: float | None = None
+    max_rounds: int = MAX_ROUNDS
 
     @classmethod
     def of(
@@ -68,16 +66,10 @@ class PairPlan:
         warmup: int,
         budget: float | None = None,
     ) -> PairPlan:
-        """The plan for ``bench()``'s ``pairs``/``iters``/``min_time``/``warmup`` (``UsageError``
-        naming those arguments when one is out of range)."""
+        """The plan for ``bench()``'s ``pairs``/``iters``/``min_time``/``warmup``/``budget``
+        (``UsageError`` naming those arguments when one is out of range)."""
         try:
-            return cls(
-                pairs=pairs,
-                rounds=iters,
-                seconds=DEFAULT_SECONDS if min_time is None else min_time,
-                warmup=warmup,
-                budget=budget,
-            )
+            return cls(pairs=pairs, rounds=iters, seconds=min_time, warmup=warmup, budget=budget)
         except ValueError as exc:
             text = str(exc).replace("seconds", "min_time").replace("rounds", "iters")
             raise UsageError(text) from None
@@ -89,46 +81,16 @@ class PairPlan:
             )
         if self.rounds is not None and self.rounds < 1:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
-        if not self.seconds > 0:
+        if self.seconds is not None and not self.seconds > 0:
             raise ValueError(f"seconds must be positive, got {self.seconds}")
         if self.warmup < 0:
             raise ValueError(f"warmup must not be negative, got {self.warmup}")
         if self.budget is not None and not self.budget > 0:
             raise ValueError(f"budget must be positive, got {self.budget}")
 
-    @property
-    def pair_seconds(self) -> float:
-        """Timed seconds of one pair when the rounds adapt: ``seconds / pairs``."""
-        return self.seconds / self.pairs
-
-    def timed_phase(self) -> RoundPlan:
-        """The rounds of one pair: exactly ``rounds``, or ``pair_seconds`` (at least
-        ``min_rounds``, at most ``max_rounds``)."""
-        if self.rounds is not None:
-            return RoundPlan(iters=self.rounds, warmup=0)
-        return RoundPlan(
-            iters=self.min_rounds,
-            min_time_s=self.pair_seconds,
-            warmup=0,
-            max_rounds=self.max_rounds,
-        )
-
-    def warmup_runs(self) -> int:
-        """Warm-up rounds with fixed ``rounds``: ``max(warmup, 10% of rounds)``; with
-        adaptive rounds, the minimum before ``warmup_seconds`` applies."""
-        if self.rounds is None:
-            return self.warmup
-        return max(self.warmup, math.ceil(self.rounds * WARMUP_FRACTION))
-
-    def warmup_seconds(self) -> float | None:
-        """How long to warm up each pair when the rounds adapt (None: count runs only)."""
-        return None if self.rounds is not None else self.pair_seconds * WARMUP_FRACTION
-
-    def describe(self) -> str:
-        """``20 pairs × 0.4 s`` or ``20 pairs × 100 rounds``."""
-        if self.rounds is not None:
-            return f"{self.pairs} pairs × {self.rounds} rounds"
-        return f"{self.pairs} pairs × {self.pair_seconds:.3g} s"
+    def timed_seconds(self) -> float | None:
+        """Timed seconds of one pair fixed by ``seconds`` (``seconds / pairs``), else None."""
+        return None if self.seconds is None else self.seconds / self.pairs
 
 
 @dataclass(frozen=True)

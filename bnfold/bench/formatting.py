@@ -11,6 +11,15 @@ from typing import Protocol
 
 from .stats import INCONCLUSIVE, SpeedupEstimate
 
+LATENCY_UNIT = "ms"  # Markdown's unit; the terminal picks µs or ms (``display_unit``)
+STATISTIC_NAME = "geometric mean of per-pair medians over the pairs the verdict keeps"
+STATISTIC_TEXT = (
+    f"latency: {STATISTIC_NAME} (20% trimmed by the pairs' ratios); speedup = "
+    "original / candidate, the verdict's statistic, so the columns always agree; above 1 "
+    "the candidate is faster. faster/slower: the whole interval lies beyond ±margin; "
+    "equivalent: within it; inconclusive: neither."
+)
+
 
 class ComparisonLike(Protocol):
     """What ``verdict_text`` and ``noise_floor_text`` read of a ``records.Comparison``."""
@@ -20,8 +29,6 @@ class ComparisonLike(Protocol):
 
     @property
     def calibration(self) -> SpeedupEstimate | None: ...
-
-    def min_time_needed(self) -> float | None: ...
 
     def seconds_needed(self) -> float | None: ...
 
@@ -86,6 +93,14 @@ def confidence_text(confidence: float) -> str:
     return f"{confidence * 100:g}%"
 
 
+def level_text(confidence: float) -> str:
+    """A look's confidence with the digits that tell it from 100%: ``95%``, ``97.4%``,
+    ``99.9989%`` (two significant digits of ``1 - confidence``)."""
+    missing = max((1.0 - confidence) * 100.0, 1e-12)
+    decimals = max(0, 1 - math.floor(math.log10(missing)))
+    return f"{round(confidence * 100.0, decimals):g}%"
+
+
 def format_seconds(seconds: float) -> str:
     """``42.3 s``, ``3 min 05 s``."""
     if seconds < 120:
@@ -101,18 +116,47 @@ def format_percent(fraction: float) -> str:
 
 def verdict_text(comparison: ComparisonLike) -> str:
     """The verdict; for ``inconclusive`` also what a decisive run would need."""
+    needs = decisive_run_text(comparison)
+    return comparison.estimate.verdict + (f" ({needs})" if needs else "")
+
+
+def decisive_run_text(comparison: ComparisonLike) -> str | None:
+    """For ``inconclusive``: what a decisive run would need, in the one option ``bnfold
+    bench`` and ``bnfold optimize --bench`` share for it (``--budget``); else None."""
     estimate = comparison.estimate
     if estimate.verdict != INCONCLUSIVE:
-        return estimate.verdict
+        return None
     needed = estimate.pairs_needed
     if needed is None:
-        return f"{INCONCLUSIVE} (the difference is about the margin: no practical run decides)"
-    # More pairs at the same --min-time would shorten every pair; keep each pair's share.
-    min_time = comparison.min_time_needed()
-    options = f"--pairs {needed}" + (f" --min-time {min_time:.3g}" if min_time else "")
+        return "the difference is about the margin: no practical run decides"
     seconds = comparison.seconds_needed()
     cost = f", about {format_seconds(seconds)} for this setting" if seconds is not None else ""
-    return f"{INCONCLUSIVE} (a decisive run needs about {options}{cost})"
+    return f"about {needed} pairs would decide{cost}: raise --budget"
+
+
+def interval_words(estimate: SpeedupEstimate) -> str:
+    """What the interval establishes, whatever the verdict: ``at least 1.7% faster, not
+    shown to exceed the 3% margin``; ``between 0.8% slower and 1.1% faster, within the
+    ±3% margin``. Slower is said of latency: ``high < 1`` is ``1/high - 1`` slower."""
+    low, high, margin = estimate.ci_low, estimate.ci_high, estimate.margin
+    bound = f"{margin * 100:g}%"
+    if not math.isfinite(high) or low <= 0.0:
+        return f"no interval: {estimate.pairs} pair(s) are too few to bound the speedup"
+    if low > 1.0:
+        beyond = low > 1.0 + margin
+        tail = f"beyond the {bound} margin" if beyond else f"not shown to exceed the {bound} margin"
+        return f"at least {_percent(low - 1.0)} faster, {tail}"
+    if high < 1.0:
+        beyond = high < 1.0 / (1.0 + margin)
+        tail = f"beyond the {bound} margin" if beyond else f"not shown to exceed the {bound} margin"
+        return f"at least {_percent(1.0 / high - 1.0)} slower, {tail}"
+    span = f"between {_percent(1.0 / low - 1.0)} slower and {_percent(high - 1.0)} faster"
+    within = 1.0 / (1.0 + margin) <= low and high <= 1.0 + margin
+    return f"{span}, " + (f"within the ±{bound} margin" if within else "no difference shown")
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f}%"
 
 
 def noise_floor_text(comparison: ComparisonLike) -> str:

@@ -1,18 +1,28 @@
-"""Measuring one setting: ``K`` fresh session pairs, each timed in interleaved rounds.
+"""Measuring one setting: fresh session pairs in batches, until the verdict or the budget.
 
 A setting is (execution provider, optimization level); each batch size of it is measured
 with the same sessions, since a session serves every shape its model allows. Pair ``k``
 creates its sessions in alternating order (original first for even ``k``, candidate first
-for odd ``k``: the first session created can land on fresher memory), warms them up, and
-times ``R`` rounds (``design``). With ``calibrate``, every pair also gets a second session of
-the original, timed in the same rounds: original against itself is the A/A noise floor.
+for odd ``k``: the first session created can land on fresher memory), runs each once
+(untimed, recorded), warms them up and times interleaved rounds. With ``calibrate``, every
+pair also gets a second session of the original, timed in the same rounds: original
+against itself is the A/A noise floor.
+
+The first pair of a setting is also its price tag: its session creation, first runs and
+warm-up rounds give the ``budget.PairCost`` that plans how many pairs of how many seconds
+the setting's share of the budget buys, before its own rounds are timed. After every
+``SequentialPlan.batch`` pairs (and at the last one) each batch size's verdict is looked at
+(``sequential.decide``); a batch size that is decided is not timed again, and the setting
+ends when every batch size is decided, the planned pairs are done, or another pair would
+not end before the setting's deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +32,14 @@ from ..errors import BnfoldError, UsageError
 from ..runtime.session import SessionResult, create_session
 from ..runtime.settings import RuntimeChoice
 from ..storage.load import LoadedModel
+from .budget import MIN_ROUNDS, WARMUP_FRACTION, Budget, PairCost, PairSchedule, SettingClock
+from .budget import plan_pairs as plan_pairs_for
 from .design import BenchDesign
 from .feeds import FeedSet, feeds_for
 from .formatting import setting_label
 from .modelinfo import ModelFacts, model_facts
 from .progress import ProgressSink
-from .report import (
+from .records import (
     CALIBRATION,
     CANDIDATE,
     ORIGINAL,
@@ -37,6 +49,8 @@ from .report import (
     Unavailable,
 )
 from .runner import (
+    RoundPlan,
+    RunOnce,
     binding_device,
     measure_interleaved,
     needs_host_binding,
@@ -44,24 +58,48 @@ from .runner import (
     time_once_ms,
     warm_up,
 )
-from .stats import pair_log_speedup, speedup_over_pairs, summarize
+from .sequential import DEFAULT_BATCH, DEFAULT_FIRST_LOOK, Decision, SequentialPlan, decide
+from .stats import (
+    INCONCLUSIVE,
+    SpeedupEstimate,
+    pair_log_speedup,
+    pairs_needed,
+    speedup_over_pairs,
+    summarize,
+)
+from .typical import kept_pairs, typical_latency
 
 
 @dataclass
 class _BatchRecord:
-    """What the pairs of one batch size measured so far."""
+    """What the pairs of one batch size measured so far, and its latest look."""
 
     feed_set: FeedSet
+    label: str
     samples: dict[str, list[np.ndarray]] = field(default_factory=dict)
     create_ms: dict[str, list[float]] = field(default_factory=dict)
     first_run_ms: dict[str, list[float]] = field(default_factory=dict)
     log_speedups: list[float] = field(default_factory=list)
     calibration: list[float] = field(default_factory=list)
     actual_providers: dict[str, list[str]] = field(default_factory=dict)
+    decision: Decision | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.decision is None or not self.decision.final
+
+
+@dataclass
+class _SettingPlan:
+    """A setting's schedule (from its first pair), its looks and its deadline."""
+
+    schedule: PairSchedule
+    looks: SequentialPlan
+    clock: SettingClock
 
 
 class Measurement:
-    """Measures settings one after another and accumulates their results."""
+    """Measures settings one after another within ``budget``; accumulates their results."""
 
     def __init__(
         self,
@@ -69,6 +107,7 @@ class Measurement:
         candidate: LoadedModel,
         design: BenchDesign,
         runtime: RuntimeChoice,
+        budget: Budget,
         progress: ProgressSink | None,
     ) -> None:
         self.models = {ORIGINAL: original, CANDIDATE: candidate, CALIBRATION: original}
@@ -81,6 +120,7 @@ class Measurement:
         self.design = design
         self.plan = design.plan
         self.runtime = runtime
+        self.budget = budget
         self.progress = progress
         self.results: list[ModelResult] = []
         self.comparisons: list[Comparison] = []
@@ -89,42 +129,84 @@ class Measurement:
     def measure_setting(
         self, provider: str, level: str, feed_sets: list[FeedSet], *, explicit: bool
     ) -> None:
-        records = [_BatchRecord(feed_set) for feed_set in feed_sets]
+        records = [
+            _BatchRecord(feed_set, setting_label(provider, level, feed_set.batch))
+            for feed_set in feed_sets
+        ]
+        clock = self.budget.clock
+        started = clock()
         progress = self.progress
         if progress is not None:
-            progress.begin(f"{provider}/{level}", float(self.plan.pairs), "pairs")
+            progress.begin(f"{provider}/{level}", self.budget.share(started), "s")
+        setting: _SettingPlan | None = None
+        pair = 0
         try:
-            for pair in range(self.plan.pairs):
-                order = self.roles if pair % 2 == 0 else self.roles[::-1]
-                sessions: dict[str, SessionResult] = {}
-                for role in order:
-                    attempt = self._session(role, provider, level)
-                    if attempt.status != "ok":
-                        self._record_unavailable(attempt, role, feed_sets, explicit=explicit)
-                        return
-                    sessions[role] = attempt
-                for record in records:
-                    self._measure_pair(sessions, record)
-                del sessions  # release both sessions (and their thread pools) before the next
+            while any(record.open for record in records):
+                began = clock()
+                sessions = self._sessions(pair, provider, level)
+                if isinstance(sessions, tuple):
+                    self._record_unavailable(*sessions, feed_sets, explicit=explicit)
+                    return
+                measured = [record for record in records if record.open]
+                runs = [self._first_runs(sessions, record) for record in measured]
+                del sessions  # the runs hold the sessions; dropped with them below
+                if setting is None:
+                    setting = self._plan_setting(started, began, runs)
+                for record, record_runs in zip(measured, runs, strict=True):
+                    self._time_pair(record, record_runs, setting.schedule)
+                del runs  # release the sessions (and their thread pools) before the next pair
+                setting.clock.pair_done(clock() - began)
+                pair += 1
+                if pair == 1:
+                    setting.schedule = setting.schedule.after_first_pair(
+                        clock() - began, self.plan.pairs
+                    )
+                    setting.looks = replace(
+                        setting.looks,
+                        max_pairs=setting.schedule.pairs,
+                        first_look=min(setting.looks.first_look, setting.schedule.pairs),
+                    )
+                final = pair >= setting.schedule.pairs or not setting.clock.another_fits()
+                for record in measured:
+                    if final or pair % setting.looks.batch == 0:
+                        record.decision = decide(
+                            record.log_speedups,
+                            setting.looks,
+                            previous=record.decision,
+                            final=final,
+                        )
                 if progress is not None:
-                    progress.update(float(pair + 1))
+                    progress.update(clock() - started)
         finally:
             if progress is not None:
                 progress.end()
+            self.budget.setting_done()
+        assert setting is not None
         for record in records:
-            self._finish(provider, level, record)
+            self._finish(provider, level, record, setting)
 
-    def _session(self, role: str, provider: str, level: str) -> SessionResult:
-        return create_session(
-            _session_source(self.models[role]),
-            provider,
-            level,
-            role=role,
-            **self.runtime.session_arguments(provider),
-        )
+    def _sessions(
+        self, pair: int, provider: str, level: str
+    ) -> dict[str, SessionResult] | tuple[str, SessionResult]:
+        """This pair's sessions, created in alternating order; ``(role, attempt)`` of the
+        one that failed instead when a provider does not really run."""
+        order = self.roles if pair % 2 == 0 else self.roles[::-1]
+        sessions: dict[str, SessionResult] = {}
+        for role in order:
+            attempt = create_session(
+                _session_source(self.models[role]),
+                provider,
+                level,
+                role=role,
+                **self.runtime.session_arguments(provider),
+            )
+            if attempt.status != "ok":
+                return role, attempt
+            sessions[role] = attempt
+        return sessions
 
     def _record_unavailable(
-        self, attempt: SessionResult, role: str, feed_sets: list[FeedSet], *, explicit: bool
+        self, role: str, attempt: SessionResult, feed_sets: list[FeedSet], *, explicit: bool
     ) -> None:
         reason = attempt.reason or "unavailable"
         if role != ORIGINAL:
@@ -145,10 +227,11 @@ class Measurement:
                     )
                 )
 
-    def _measure_pair(self, sessions: dict[str, SessionResult], record: _BatchRecord) -> None:
-        """Warm up and time one pair (plus the calibration session) on one batch size."""
+    def _first_runs(
+        self, sessions: dict[str, SessionResult], record: _BatchRecord
+    ) -> list[RunOnce]:
+        """Bind each session to this batch size's inputs and run it once (recorded)."""
         first = sessions[ORIGINAL]
-        label = setting_label(first.provider, first.level, record.feed_set.batch)
         runs = []
         for role in self.roles:
             attempt = sessions[role]
@@ -158,27 +241,83 @@ class Measurement:
                 device = "cpu"
             device_id = int(attempt.provider_options.get("device_id", 0))
             run = prepare_run(attempt.session, feeds, device=device, device_id=device_id).run_once
-            with _onnxruntime_failure(role, label):
+            with _onnxruntime_failure(role, record.label):
                 record.first_run_ms.setdefault(role, []).append(time_once_ms(run))
             record.create_ms.setdefault(role, []).append(attempt.create_ms)
             record.actual_providers[role] = list(attempt.actual_providers)
             runs.append(run)
+        return runs
 
-        with _onnxruntime_failure("models", label):
-            limit = self.plan.warmup_seconds()
-            count = self.plan.warmup_runs() if limit is None else self.plan.max_rounds
-            warm_up(runs, count, time_limit_s=limit, minimum=self.plan.warmup)
-            samples = measure_interleaved(runs, self.plan.timed_phase())
+    def _plan_setting(
+        self, started: float, began: float, runs: list[list[RunOnce]]
+    ) -> _SettingPlan:
+        """Price the first pair (its setup so far, then its minimum warm-up rounds) and
+        plan the setting's pairs from the share of the budget it gets."""
+        clock = self.budget.clock
+        setup_s = clock() - began
+        warm_began = clock()
+        round_ms = 0.0
+        for record_runs in runs:
+            with _onnxruntime_failure("models", "the first pair's warm-up"):
+                round_ms += warm_up(record_runs, max(self.plan.warmup, 1))
+        cost = PairCost(
+            setup_s=setup_s,
+            round_s=round_ms / 1000.0,
+            warmup_s=clock() - warm_began,
+            batches=len(runs),
+        )
+        self.budget.settle_default(cost)
+        share = self.budget.share(started)
+        schedule = plan_pairs_for(
+            share,
+            cost,
+            max_pairs=self.plan.pairs,
+            timed_s=self.plan.timed_seconds(),
+            rounds=self.plan.rounds,
+        )
+        looks = SequentialPlan(
+            confidence=self.design.confidence,
+            margin=self.design.margin,
+            max_pairs=schedule.pairs,
+            first_look=min(DEFAULT_FIRST_LOOK, schedule.pairs),
+            batch=DEFAULT_BATCH,
+        )
+        return _SettingPlan(schedule, looks, SettingClock(started + share, clock))
+
+    def _time_pair(self, record: _BatchRecord, runs: list[RunOnce], schedule: PairSchedule) -> None:
+        """Warm up and time one pair (plus the calibration session) on one batch size."""
+        with _onnxruntime_failure("models", record.label):
+            if schedule.rounds is not None:
+                count = max(self.plan.warmup, math.ceil(schedule.rounds * WARMUP_FRACTION))
+                warm_up(runs, count)
+                phase = RoundPlan(iters=schedule.rounds, warmup=0)
+            else:
+                assert schedule.timed_s is not None
+                limit = schedule.timed_s * WARMUP_FRACTION
+                warm_up(runs, self.plan.max_rounds, time_limit_s=limit, minimum=self.plan.warmup)
+                phase = RoundPlan(
+                    iters=MIN_ROUNDS,
+                    min_time_s=schedule.timed_s,
+                    warmup=0,
+                    max_rounds=self.plan.max_rounds,
+                )
+            samples = measure_interleaved(runs, phase)
         for role, sample in zip(self.roles, samples, strict=True):
             record.samples.setdefault(role, []).append(sample)
         record.log_speedups.append(pair_log_speedup(samples[0], samples[1]))
         if len(samples) > 2:
             record.calibration.append(pair_log_speedup(samples[0], samples[2]))
 
-    def _finish(self, provider: str, level: str, record: _BatchRecord) -> None:
+    def _finish(
+        self, provider: str, level: str, record: _BatchRecord, setting: _SettingPlan
+    ) -> None:
         batch = record.feed_set.batch
+        kept = kept_pairs(record.log_speedups)
+        typical = {}
         for role in (ORIGINAL, CANDIDATE):
             pooled = np.concatenate(record.samples[role])
+            medians = [float(np.median(s)) for s in record.samples[role]]
+            typical[role] = typical_latency(medians, kept)
             self.results.append(
                 ModelResult(
                     model=role,
@@ -188,17 +327,15 @@ class Measurement:
                     facts=self.facts[role],
                     actual_providers=record.actual_providers.get(role, []),
                     latency=summarize(pooled),
+                    typical_ms=typical[role],
                     session_create_ms=float(np.median(record.create_ms[role])),
                     first_run_ms=float(np.median(record.first_run_ms[role])),
                     samples_ms=pooled,
                 )
             )
-        medians = {
-            role: float(np.median([np.median(s) for s in record.samples[role]]))
-            for role in (ORIGINAL, CANDIDATE)
-        }
+        decision = record.decision
+        assert decision is not None, "every setting ends with a final look"
         confidence, margin = self.design.confidence, self.design.margin
-        estimate = speedup_over_pairs(record.log_speedups, confidence=confidence, margin=margin)
         calibration = (
             speedup_over_pairs(record.calibration, confidence=confidence, margin=margin)
             if record.calibration
@@ -209,17 +346,48 @@ class Measurement:
                 provider=provider,
                 level=level,
                 batch=batch,
-                original_p50_ms=medians[ORIGINAL],
-                candidate_p50_ms=medians[CANDIDATE],
-                estimate=estimate,
+                original_ms=typical[ORIGINAL],
+                candidate_ms=typical[CANDIDATE],
+                estimate=_estimate(record.log_speedups, decision, confidence, margin),
+                decision=decision,
                 rounds_per_pair=int(np.median([s.size for s in record.samples[ORIGINAL]])),
                 pair_speedups=[float(np.exp(d)) for d in record.log_speedups],
                 calibration=calibration,
-                timed_seconds_per_pair=None
-                if self.plan.rounds is not None
-                else self.plan.pair_seconds,
+                seconds_per_pair=float(np.mean(setting.clock.pair_seconds)),
+                timed_seconds_per_pair=setting.schedule.timed_s,
+                schedule=setting.schedule.describe(),
+                stopped_by=_stopped_by(decision, setting.schedule),
             )
         )
+
+
+def _stopped_by(decision: Decision, schedule: PairSchedule) -> str:
+    """``decided``, ``pairs`` (every planned pair was timed) or ``budget``."""
+    if decision.verdict != INCONCLUSIVE:
+        return "decided"
+    return "pairs" if decision.pairs >= schedule.pairs else "budget"
+
+
+def _estimate(
+    log_ratios: list[float], decision: Decision, confidence: float, margin: float
+) -> SpeedupEstimate:
+    """The report's estimate: the trimmed-mean speedup and the pairs' spread (``stats``),
+    with the decision's verdict and interval (at the level its look spent); for
+    ``inconclusive``, the pairs a decisive run would need at the nominal ``confidence``."""
+    fixed = speedup_over_pairs(log_ratios, confidence=confidence, margin=margin)
+    needed = None
+    if decision.verdict == INCONCLUSIVE and math.isfinite(fixed.pair_sd):
+        needed = pairs_needed(
+            math.log(fixed.speedup), fixed.pair_sd, margin, confidence, fixed.pairs
+        )
+    return replace(
+        fixed,
+        ci_low=decision.low,
+        ci_high=decision.high,
+        confidence=decision.confidence_used,
+        verdict=decision.verdict,
+        pairs_needed=needed,
+    )
 
 
 @contextlib.contextmanager

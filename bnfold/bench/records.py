@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .formatting import noise_floor_text, setting_label
+from .formatting import interval_words, level_text, noise_floor_text, setting_label
 from .modelinfo import ModelFacts
+from .sequential import Decision
 from .stats import LatencySummary, SpeedupEstimate
 
 ORIGINAL = "original"
@@ -38,6 +39,9 @@ class ModelResult:
     reason: str | None = None
     actual_providers: list[str] = field(default_factory=list)
     latency: LatencySummary | None = None
+    # The verdict's statistic for this model (``typical``): the geometric mean of its
+    # per-pair medians over the pairs the trimmed mean keeps.
+    typical_ms: float | None = None
     session_create_ms: float | None = None
     first_run_ms: float | None = None
     # Raw per-run latencies, kept for plots; not written to JSON (they can be long).
@@ -54,6 +58,7 @@ class ModelResult:
             "reason": self.reason,
             "actual_providers": list(self.actual_providers),
             "samples": latency.samples if latency else 0,
+            "latency_ms": self.typical_ms,
             "p50_ms": latency.p50_ms if latency else None,
             "p90_ms": latency.p90_ms if latency else None,
             "p99_ms": latency.p99_ms if latency else None,
@@ -75,7 +80,9 @@ class ModelResult:
 class Comparison:
     """Candidate against original under one measured setting.
 
-    ``original_p50_ms``/``candidate_p50_ms``: median over pairs of each pair's median.
+    ``original_ms``/``candidate_ms``: each model's latency by the verdict's
+    statistic (``typical``), so their ratio is the speedup. ``decision``: the look that
+    ended the setting (``sequential``); ``schedule``: what the budget bought, in words.
     ``pair_speedups``: each pair's ``median(original) / median(candidate)``.
     ``calibration``: original against a second session of itself (``--calibrate``).
     ``seconds_per_pair``: wall time one pair took (sessions, warm-up, rounds), to price a
@@ -85,26 +92,23 @@ class Comparison:
     provider: str
     level: str
     batch: int | None
-    original_p50_ms: float
-    candidate_p50_ms: float
+    original_ms: float
+    candidate_ms: float
     estimate: SpeedupEstimate
     rounds_per_pair: int = 0
     pair_speedups: list[float] = field(default_factory=list)
     calibration: SpeedupEstimate | None = None
     seconds_per_pair: float | None = None
-    # Timed seconds each pair got (``--min-time / --pairs``); None with fixed ``--iters``.
+    # Timed seconds each pair got; None with fixed ``--iters``.
     timed_seconds_per_pair: float | None = None
+    decision: Decision | None = None
+    schedule: str | None = None
+    # Why the setting stopped: "decided", "pairs" (the planned pairs were done) or "budget".
+    stopped_by: str | None = None
 
     @property
     def verdict(self) -> str:
         return self.estimate.verdict
-
-    def min_time_needed(self) -> float | None:
-        """``--min-time`` that keeps each pair's timed share with ``pairs_needed`` pairs."""
-        needed = self.estimate.pairs_needed
-        if needed is None or self.timed_seconds_per_pair is None:
-            return None
-        return needed * self.timed_seconds_per_pair
 
     def seconds_needed(self) -> float | None:
         """About how long this setting would take with ``pairs_needed`` pairs."""
@@ -119,8 +123,8 @@ class Comparison:
             "provider": self.provider,
             "level": self.level,
             "batch": self.batch,
-            "original_p50_ms": self.original_p50_ms,
-            "candidate_p50_ms": self.candidate_p50_ms,
+            "original_ms": self.original_ms,
+            "candidate_ms": self.candidate_ms,
             "speedup": estimate.speedup,
             "ci_low": estimate.ci_low,
             "ci_high": estimate.ci_high,
@@ -133,14 +137,31 @@ class Comparison:
             "ci_half_width_pct": estimate.half_width * 100.0,
             "pairs_needed": estimate.pairs_needed,
             "seconds_needed": self.seconds_needed(),
-            "min_time_needed": self.min_time_needed(),
             "pair_speedups": list(self.pair_speedups),
             "calibration": _estimate_dict(self.calibration),
             "noise_floor": noise_floor_text(self),
+            "established": interval_words(estimate),
+            "looks": None if self.decision is None else self.decision.looks,
+            "stop_reason": None if self.decision is None else self.decision.reason,
+            "schedule": self.schedule,
+            "stopped_by": self.stopped_by,
         }
 
     def setting_label(self) -> str:
         return setting_label(self.provider, self.level, self.batch)
+
+    def stop_text(self) -> str | None:
+        """Why this setting stopped, in words (A1's reason, and what ended an undecided
+        run: ``its share of the budget was spent``)."""
+        if self.decision is None:
+            return None
+        level = level_text(self.estimate.confidence)
+        text = f"{self.decision.reason} (interval at {level})"
+        if self.stopped_by == "budget":
+            return f"{text}; its share of the budget was spent"
+        if self.stopped_by == "pairs":
+            return f"{text}; the planned pairs were all timed"
+        return text
 
 
 @dataclass

@@ -17,11 +17,16 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BnfoldError, CandidateSlower, ProviderUnavailable
 from ..storage.results import to_json
 from .formatting import (
+    LATENCY_UNIT,
+    STATISTIC_NAME,
+    STATISTIC_TEXT,
     confidence_text,
+    decisive_run_text,
     format_bytes,
     format_ms,
     format_seconds,
     format_speedup,
+    interval_words,
     noise_floor_text,
     setting_label,
     verdict_text,
@@ -56,6 +61,8 @@ class BenchReport:
     machine: dict[str, Any]
     onnxruntime_version: str
     notes: list[str] = field(default_factory=list)
+    # How the inputs were sized (``runtime.dims``): printed in the header, before any table.
+    input_notes: list[str] = field(default_factory=list)
     fail_if_slower_pct: float | None = None
     # Per batch setting: {"batch": B, "inputs": {name: {"dtype", "shape"}}}.
     inputs: list[dict[str, Any]] = field(default_factory=list)
@@ -129,26 +136,48 @@ class BenchReport:
         ]
         parts += [f"{u.provider}/{u.level}: unavailable" for u in self.unavailable]
         text = "; ".join(parts) or "nothing was measured"
-        return f"{text} (margin ±{self.margin * 100:g}%, took {self.time_spent_text()})"
+        return f"{text} (margin ±{self.margin * 100:g}%, {self.budget_text()})"
 
     def time_spent_text(self) -> str:
         """Wall time of the whole measurement, ``23.4 s``."""
         return format_seconds(float(self.settings.get("duration_s", 0.0)))
 
     def design_text(self) -> str:
-        """``20 fresh session pairs per setting, each timed 0.4 s in interleaved rounds
-        (median 4000/6100 rounds per pair), ≥10 warm-up runs per session``."""
-        pairs = self.settings.get("pairs")
-        rounds_text = self._rounds_text()
-        if self.settings.get("rounds") is None:
-            seconds = float(self.settings.get("seconds_per_setting", 0.0)) / float(pairs or 1)
-            timing = f"each timed {seconds:.3g} s in interleaved rounds (median {rounds_text}"
-        else:
-            timing = f"each timed in interleaved rounds ({rounds_text}"
+        """``up to 40 fresh session pairs per setting, looked at every 2 pairs from the
+        6th (alpha spent O'Brien-Fleming style), ≥2 warm-up runs per session``."""
         return (
-            f"{pairs} fresh session pairs per setting, {timing} rounds per pair), "
+            f"up to {self.settings.get('pairs')} fresh session pairs per setting, timed in "
+            f"interleaved rounds ({self._rounds_text()} rounds per pair) and looked at in "
+            "batches with alpha-spending boundaries (each interval at the confidence its look "
+            f"spent; {confidence_text(self.confidence)} over all looks), "
             f"≥{self.settings.get('warmup')} warm-up runs per session"
         )
+
+    def budget_text(self) -> str:
+        """``budget 8.0 s (default), took 7.9 s``, and the overrun when there was one."""
+        budget = self.settings.get("budget_s")
+        if budget is None:
+            return f"took {self.time_spent_text()}"
+        how = "" if self.settings.get("budget_explicit") else " (default)"
+        text = f"budget {format_seconds(float(budget))}{how}, took {self.time_spent_text()}"
+        overrun = float(self.settings.get("overrun_s") or 0.0)
+        if overrun > 0.05:
+            slowest = max((c.seconds_per_pair or 0.0 for c in self.comparisons), default=0.0)
+            text += (
+                f": over by {format_seconds(overrun)} (every setting takes at least 2 pairs, "
+                f"and a pair took {format_seconds(slowest)})"
+            )
+        return text
+
+    def setting_lines(self) -> list[str]:
+        """Per setting: the verdict and what its interval establishes, why it stopped, what
+        a decisive run would need, and what the budget bought."""
+        lines = []
+        for c in self.comparisons:
+            lines.append(f"{c.setting_label()}: {c.verdict}: {interval_words(c.estimate)}")
+            more = [c.stop_text(), decisive_run_text(c), c.schedule]
+            lines += [f"  {text}" for text in more if text]
+        return lines
 
     def noise_lines(self) -> list[str]:
         """One noise-floor line per comparison (A/A when calibrated, else the pair spread)."""
@@ -173,6 +202,7 @@ class BenchReport:
             "unavailable": [u.to_dict() for u in self.unavailable],
             "inputs": list(self.inputs),
             "notes": list(self.notes),
+            "input_notes": list(self.input_notes),
             "quantized_kernels": {
                 role: dict(levels) for role, levels in self.quantized_kernels.items()
             },
@@ -186,49 +216,52 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown summary (for ``--markdown`` and GITHUB_STEP_SUMMARY)."""
-        ci = confidence_text(self.confidence)
         lines = [
             "## bnfold bench",
             "",
             f"original `{self.original}` vs candidate `{self.candidate}` · "
             f"onnxruntime {self.onnxruntime_version} · "
             f"{self.machine.get('platform', '?')}, {self.machine.get('cpu_count', '?')} CPUs · "
-            f"took {self.time_spent_text()}",
+            f"{self.budget_text()}",
             "",
-            f"| setting | original p50 (ms) | candidate p50 (ms) | speedup [{ci} CI] | "
-            f"verdict (margin ±{self.margin * 100:g}%) | noise floor |",
+        ]
+        lines += [f"- inputs: {_escape_md(line)}" for line in self.input_lines()]
+        lines += [
+            "",
+            f"| setting | original ({LATENCY_UNIT}) | candidate ({LATENCY_UNIT}) | "
+            f"speedup [interval] | verdict (margin ±{self.margin * 100:g}%) | "
+            "what the interval establishes |",
             "|---|---:|---:|---|---|---|",
         ]
         for c in self.comparisons:
             text = verdict_text(c)
             verdict = f"**{text}**" if c.verdict == SLOWER else text
             lines.append(
-                f"| {c.setting_label()} | {format_ms(c.original_p50_ms)} | "
-                f"{format_ms(c.candidate_p50_ms)} | {format_speedup(c.estimate)} | {verdict} | "
-                f"{noise_floor_text(c)} |"
+                f"| {c.setting_label()} | {format_ms(c.original_ms)} | "
+                f"{format_ms(c.candidate_ms)} | {format_speedup(c.estimate)} | {verdict} | "
+                f"{interval_words(c.estimate)} |"
             )
         for u in self.unavailable:
             lines.append(
                 f"| {u.provider}/{u.level} | - | - | - | unavailable: {_escape_md(u.reason)} | - |"
             )
+        lines += ["", STATISTIC_TEXT, ""]
+        lines += [f"- {_escape_md(line.strip())}" for line in self.setting_lines()]
+        lines += [f"- noise floor {_escape_md(line)}" for line in self.noise_lines()]
         lines += [
-            "",
-            "speedup = p50(original) / p50(candidate), the 20%-trimmed geometric mean over pairs; "
-            "above 1 the candidate is faster. faster/slower: the whole interval lies beyond "
-            "±margin; equivalent: within it; inconclusive: neither.",
             "",
             f"Design: {self.design_text()}. Threads: {self.settings.get('threads_text', '?')}.",
             "",
             "<details><summary>Per-model latency and model facts</summary>",
             "",
-            "| setting | model | p50 | p90 | p99 | mean | std | min | session create | first run |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| setting | model | latency | p90 | p99 | min | session create | first run |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in self.measured():
             assert r.latency is not None
             lat = r.latency
-            cells: list[float | None] = [lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.mean_ms]
-            cells += [lat.std_ms, lat.min_ms, r.session_create_ms, r.first_run_ms]
+            cells = [r.typical_ms, lat.p90_ms, lat.p99_ms, lat.min_ms]
+            cells += [r.session_create_ms, r.first_run_ms]
             lines.append(
                 f"| {r.setting_label()} | {r.model} | "
                 + " | ".join(format_ms(v) for v in cells)
@@ -236,7 +269,8 @@ class BenchReport:
             )
         lines += [
             "",
-            "Times in milliseconds.",
+            f"Times in milliseconds. latency: {STATISTIC_NAME}; p90, p99, min: over all timed "
+            "rounds of the model.",
             "",
             "| model | file size | nodes | BatchNormalization |",
             "|---|---:|---:|---:|",
@@ -250,9 +284,24 @@ class BenchReport:
         lines += [f"- {_escape_md(note)}" for note in self.notes]
         return "\n".join(lines) + ("\n" if self.notes else "")
 
+    def input_lines(self) -> list[str]:
+        """The inputs each batch setting ran on (``input: float32 1x3x224x224``), then how
+        their free dims were sized (``runtime.dims``' notes)."""
+        lines = []
+        for entry in self.inputs:
+            shapes = ", ".join(
+                f"{name} {spec.get('dtype', '?')} {'x'.join(str(d) for d in spec.get('shape', []))}"
+                for name, spec in entry.get("inputs", {}).items()
+            )
+            lines.append(
+                shapes if entry.get("batch") is None else f"batch {entry['batch']}: {shapes}"
+            )
+        return lines + list(self.input_notes)
+
     def plan_text(self) -> str:
-        """``20 pairs × 4000/6100 rounds`` (median rounds per pair, per setting)."""
-        return f"{self.settings.get('pairs')} pairs × {self._rounds_text()} rounds"
+        """``8/12 pairs`` (pairs each setting took; repeats dropped)."""
+        unique = dict.fromkeys(str(c.estimate.pairs) for c in self.comparisons)
+        return f"{'/'.join(unique) or '?'} pairs"
 
     def _rounds_text(self) -> str:
         """Rounds per pair of each setting, repeats dropped: ``4000/6100``."""

@@ -1,9 +1,15 @@
-"""The terminal view of a BenchReport: three rich tables and the lines that qualify them.
+"""The terminal view of a BenchReport: a header, three rich tables and the lines that
+qualify them.
 
-1. Candidate vs original per setting: both medians, speedup with its interval, verdict
-   (unavailable providers appear here with the reason, so they cannot be missed), then one
-   noise-floor line per setting, the design, the threads and the time spent.
-2. Latency per setting and model: p50/p90/p99/mean/std/min, session creation, first run.
+0. Header: the inputs each setting ran on and how their free dims were sized, before any
+   number (a model timed at 2×2 pixels must not be read as a 224×224 one).
+1. Candidate vs original per setting: each model's latency and the speedup by the one
+   statistic the verdict uses (so original / candidate is the speedup), the interval and
+   the verdict (unavailable providers appear here with the reason); then per setting what
+   the interval establishes, why it stopped and what the budget bought, the noise floor,
+   the design, the threads and the budget spent.
+2. Latency per setting and model: the same latency, then p90/p99/min over all rounds,
+   session creation and first run.
 3. Model facts: file size, node count, BatchNormalization count.
 
 ``report.BenchReport.render`` calls this module, so it does not import ``report`` back: it
@@ -20,13 +26,12 @@ from rich.table import Table
 
 from ..storage.textfit import COLUMN_GAP, cell_width, name_widths, print_table, wrap_name
 from .formatting import (
-    confidence_text,
+    STATISTIC_NAME,
     display_unit,
     format_bytes,
     format_in_unit,
     format_ms,
     format_speedup,
-    verdict_text,
 )
 from .modelinfo import ModelFacts
 from .records import Comparison, ModelResult, Unavailable
@@ -64,21 +69,28 @@ class ReportView(Protocol):
 
     def design_text(self) -> str: ...
 
-    def time_spent_text(self) -> str: ...
+    def budget_text(self) -> str: ...
+
+    def input_lines(self) -> list[str]: ...
+
+    def setting_lines(self) -> list[str]: ...
 
 
 def render_report(report: ReportView, console: Console) -> None:
     def say(text: str) -> None:  # prose wraps at the console's width
         console.print(text, markup=False, highlight=False, soft_wrap=False)
 
-    print_table(console, comparison_table(report))
-    for line in verdict_lines(report):
+    for line in report.input_lines():
+        say(f"inputs: {line}")
+    print_table(console, comparison_table(report, console.width))
+    say(f"latency: {STATISTIC_NAME}, so original / candidate = speedup")
+    for line in setting_lines(report):
         say(line)
     for line in report.noise_lines():
         say(f"noise floor {line}")
     say(f"design: {report.design_text()}")
     say(f"threads: {report.settings.get('threads_text', '?')}")
-    say(f"time spent: {report.time_spent_text()}")
+    say(report.budget_text())
     console.print()
     if report.measured():
         print_table(console, latency_table(report, console.width))
@@ -99,27 +111,25 @@ def _table(title: str) -> Table:
     )
 
 
-def comparison_table(report: ReportView) -> Table:
+def comparison_table(report: ReportView, width: int = 80) -> Table:
     """One line per setting; the verdict is one word (what it needs is said below the table)."""
-    medians = [m for c in report.comparisons for m in (c.original_p50_ms, c.candidate_p50_ms)]
-    unit = display_unit(medians)
+    latencies = [m for c in report.comparisons for m in (c.original_ms, c.candidate_ms)]
+    unit = display_unit(latencies)
     table = _table(
-        f"Candidate vs original ({report.plan_text()}; p50 in {unit}; "
+        f"Candidate vs original ({report.plan_text()}; latency in {unit}; "
         f"margin ±{report.margin * 100:g}%)"
     )
     table.add_column("setting", no_wrap=True)
     table.add_column("original", justify="right", no_wrap=True)
     table.add_column("candidate", justify="right", no_wrap=True)
-    table.add_column(
-        f"speedup [{confidence_text(report.confidence)} CI]", justify="right", no_wrap=True
-    )
+    table.add_column("speedup [interval]", justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     for c in report.comparisons:
         style = _VERDICT_STYLE.get(c.verdict)
         table.add_row(
             c.setting_label(),
-            format_in_unit(c.original_p50_ms, unit),
-            format_in_unit(c.candidate_p50_ms, unit),
+            format_in_unit(c.original_ms, unit),
+            format_in_unit(c.candidate_ms, unit),
             format_speedup(c.estimate),
             f"[{style}]{c.verdict}[/]" if style else c.verdict,
         )
@@ -128,26 +138,25 @@ def comparison_table(report: ReportView) -> Table:
     return table
 
 
-def verdict_lines(report: ReportView) -> list[str]:
-    """What a verdict word needs said: what a decisive run needs, why a provider is missing."""
-    lines = []
-    for c in report.comparisons:
-        text = verdict_text(c)
-        if text != c.verdict:
-            lines.append(f"{c.setting_label()}: {text}")
+def setting_lines(report: ReportView) -> list[str]:
+    """What each verdict word needs said (what the interval establishes, why the setting
+    stopped, what the budget bought), and why a provider is missing."""
+    lines = report.setting_lines()
     for u in report.unavailable:
         lines.append(f"{u.provider}/{u.level}: unavailable: {u.reason}")
     return lines
 
 
 def latency_table(report: ReportView, width: int = 80) -> Table:
-    """Per-run latency in µs or ms (whichever keeps columns short); startup times in ms.
+    """Per model: the comparison's latency again, then p90/p99/min over all timed rounds, in
+    the comparison table's unit; startup times in ms.
 
-    When the full table is wider than ``width``, only p50/p90/p99/min are shown (every number
-    stays whole); the JSON and Markdown reports always carry all of them.
+    When the full table is wider than ``width``, the startup times are left out (every
+    number stays whole); the JSON and Markdown reports always carry them.
     """
     measured = report.measured()
-    unit = display_unit([r.latency.p99_ms for r in measured if r.latency is not None])
+    # The comparison table's unit, so each latency reads exactly as it does there.
+    unit = display_unit([r.typical_ms for r in measured if r.typical_ms is not None])
     rows = []
     for r in measured:
         assert r.latency is not None
@@ -156,29 +165,27 @@ def latency_table(report: ReportView, width: int = 80) -> Table:
             {
                 "setting": r.setting_label(),
                 "model": r.model,
-                "p50": format_in_unit(lat.p50_ms, unit),
+                "latency": format_in_unit(r.typical_ms, unit),
                 "p90": format_in_unit(lat.p90_ms, unit),
                 "p99": format_in_unit(lat.p99_ms, unit),
-                "mean": format_in_unit(lat.mean_ms, unit),
-                "std": format_in_unit(lat.std_ms, unit),
                 "min": format_in_unit(lat.min_ms, unit),
                 "create": format_ms(r.session_create_ms),
                 "1st run": format_ms(r.first_run_ms),
             }
         )
-    every = ("setting", "model", "p50", "p90", "p99", "mean", "std", "min", "create", "1st run")
+    every = ("setting", "model", "latency", "p90", "p99", "min", "create", "1st run")
     widths = {name: cell_width(name, [row[name] for row in rows]) for name in every}
     wide = sum(widths.values()) + COLUMN_GAP * (len(every) - 1) <= width
-    names = every if wide else ("setting", "model", "p50", "p90", "p99", "min")
-    title = f"Latency ({unit}" + ("; session create and first run in ms)" if wide else ")")
-    table = _table(title)
+    names = every if wide else every[:6]
+    startup = "; startup in ms" if wide else ""
+    table = _table(f"Latency ({unit}; p90, p99, min over all rounds{startup})")
     for name in names:
         left = name in ("setting", "model")
         table.add_column(name, justify="left" if left else "right", no_wrap=True)
     for row in rows:
         table.add_row(*(row[name] for name in names))
     if not wide:
-        table.caption = "mean, std, startup times: wider terminal, --report or --markdown"
+        table.caption = "startup times: wider terminal, --report or --markdown"
         table.caption_justify = "left"
     return table
 

@@ -57,22 +57,38 @@ def _margin_help() -> str:
     )
 
 
-def _min_time_help() -> str:
-    from ..bench.design import DEFAULT_SECONDS, MIN_ROUNDS
+def _budget_help() -> str:
+    from ..bench.budget import DEFAULT_BUDGET_S, MAX_DEFAULT_BUDGET_S, MIN_PLANNED_PAIRS
 
     return (
-        f"Seconds of timed rounds per setting, spread over the pairs (default "
-        f"{DEFAULT_SECONDS:g}; at least {MIN_ROUNDS} rounds per pair, so a slow model takes "
-        "longer)."
+        "Wall-clock seconds for the whole bench: loading, session creation, warm-up and "
+        "timing of every provider, level and batch. Each setting gets an equal share of "
+        "what is left; its first pair prices a pair, and the share buys as many pairs (up "
+        "to --pairs) as fit, each timed longer when sessions are expensive. A setting stops "
+        "early once its verdict is decided, and is inconclusive when its share runs out "
+        "first. Never overrun by more than one pair, except that every setting takes 2 "
+        f"pairs (the report says so). Default: {DEFAULT_BUDGET_S:g} s, grown when "
+        f"{MIN_PLANNED_PAIRS} pairs of every setting need more, at most "
+        f"{MAX_DEFAULT_BUDGET_S:g} s."
+    )
+
+
+def _min_time_help() -> str:
+    from ..bench.budget import MIN_ROUNDS
+
+    return (
+        "Timed seconds per setting, spread over --pairs (each pair times --min-time / "
+        f"--pairs, at least {MIN_ROUNDS} rounds); the budget still decides how many pairs "
+        "run. Default: each pair's time is planned from --budget."
     )
 
 
 def _warmup_help() -> str:
-    from ..bench.design import WARMUP_FRACTION
+    from ..bench.budget import WARMUP_FRACTION
 
     return (
-        "Untimed runs of each new session before timing (at least "
-        f"{WARMUP_FRACTION:.0%} of its rounds)."
+        "Untimed runs of each new session after its first run, before timing (and at least "
+        f"{WARMUP_FRACTION:.0%} of its timed time)."
     )
 
 
@@ -95,10 +111,11 @@ def _default_margin() -> float:
 
 
 def bench_timing(
-    pairs: int, iters: int | None, min_time: float | None, warmup: int
+    pairs: int, iters: int | None, min_time: float | None, warmup: int, budget: float | None
 ) -> dict[str, Any]:
-    """``--pairs``, ``--iters``, ``--min-time``, ``--warmup`` as ``bnfold.bench`` keywords,
-    checked now (a bad value is a usage error before any model is read)."""
+    """``--pairs``, ``--iters``, ``--min-time``, ``--warmup``, ``--budget`` as
+    ``bnfold.bench`` keywords, checked now (a bad value is a usage error before any model
+    is read)."""
     from ..bench.design import PairPlan
 
     keywords: dict[str, Any] = {
@@ -106,6 +123,7 @@ def bench_timing(
         "iters": iters,
         "min_time": min_time,
         "warmup": warmup,
+        "budget": budget,
     }
     PairPlan.of(**keywords)
     return keywords
@@ -169,14 +187,15 @@ def bench_options(command: F) -> F:
                 type=click.IntRange(min=2),
                 default=_default_pairs,
                 show_default=True,
-                help="Fresh session pairs per setting; the interval is computed over pairs.",
+                help="Most fresh session pairs per setting (the interval is computed over "
+                "pairs): fewer when --budget buys fewer or the verdict is decided early.",
             ),
             click.option(
                 "--iters",
                 type=click.IntRange(min=1),
-                help="Timed rounds per pair (one run of each model per round). Default: adapted "
-                "to the model's latency so the timed rounds of a setting take about --min-time "
-                "seconds.",
+                help="Timed rounds per pair (one run of each model per round); the budget still "
+                "decides how many pairs run. Default: each pair's time is planned from "
+                "--budget.",
             ),
             click.option(
                 "--min-time",
@@ -184,6 +203,13 @@ def bench_options(command: F) -> F:
                 type=click.FloatRange(min=0, min_open=True),
                 metavar="SECONDS",
                 library_help=_min_time_help,
+            ),
+            click.option(
+                "--budget",
+                cls=LibraryOption,
+                type=click.FloatRange(min=0, min_open=True),
+                metavar="SECONDS",
+                library_help=_budget_help,
             ),
             click.option(
                 "--warmup",
@@ -310,11 +336,14 @@ def command(
 ) -> None:
     """Compare the latency of CANDIDATE with ORIGINAL under onnxruntime.
 
-    For each provider, level and batch size, --pairs fresh session pairs are created in this
-    process and timed in interleaved rounds on the same inputs, after warm-up. speedup =
-    p50(original) / p50(candidate), the geometric mean over pairs, with a 95% interval over
-    pairs. Verdict: faster/slower when the whole interval lies beyond +-margin, equivalent when
-    it lies within, otherwise inconclusive (with the run length that would decide). Every
+    Within --budget seconds, for each provider, level and batch size, fresh session pairs
+    are created in this process and timed in interleaved rounds on the same inputs, after
+    warm-up. speedup = latency(original) / latency(candidate), each pair's ratio of medians
+    averaged over the pairs (20% trimmed, geometric); each model's latency is the same
+    statistic. After every 2 pairs the interval is looked at with alpha-spending
+    boundaries (95% over all looks): faster/slower when it lies wholly beyond +-margin,
+    equivalent when within; the setting stops there, or at its share of the budget as
+    inconclusive. Every verdict is printed with what its interval establishes, and every
     report shows the noise floor; --calibrate measures it as original against itself.
     When GITHUB_STEP_SUMMARY is set, the Markdown report is appended to it.
     """

@@ -8,36 +8,22 @@ from itertools import pairwise
 
 import pytest
 
-from bnfold.bench.design import MIN_ROUNDS, PairPlan
-from bnfold.bench.runner import measure_interleaved, round_order, warm_up
+from bnfold.bench.budget import MIN_ROUNDS
+from bnfold.bench.design import PairPlan
+from bnfold.bench.runner import RoundPlan, measure_interleaved, round_order, warm_up
 from bnfold.errors import UsageError
 from bnfold.runtime.placement import Threads, format_cpus, parse_cpus, pinned, usable_cpus
 from bnfold.runtime.session import session_options
 
 
-def test_adaptive_pairs_share_the_budget_equally() -> None:
-    plan = PairPlan(pairs=20, seconds=8.0)
-    assert plan.pair_seconds == pytest.approx(0.4)
-    phase = plan.timed_phase()
-    assert (phase.iters, phase.min_time_s) == (MIN_ROUNDS, pytest.approx(0.4))
-    assert plan.warmup_seconds() == pytest.approx(0.04)
-    assert plan.warmup_runs() == 10
-    assert plan.describe() == "20 pairs × 0.4 s"
-
-
-def test_fixed_rounds_per_pair() -> None:
-    plan = PairPlan(pairs=3, rounds=500, warmup=2)
-    phase = plan.timed_phase()
-    assert (phase.iters, phase.min_time_s) == (500, None)
-    assert phase.capacity() == 500
-    assert plan.warmup_seconds() is None
-    assert plan.warmup_runs() == 50  # 10% of the rounds, more than --warmup 2
-    assert plan.describe() == "3 pairs × 500 rounds"
+def test_min_time_is_spread_over_the_planned_pairs() -> None:
+    assert PairPlan(pairs=20, seconds=8.0).timed_seconds() == pytest.approx(0.4)
+    assert PairPlan(pairs=20).timed_seconds() is None  # planned from the budget
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"pairs": 1}, {"rounds": 0}, {"seconds": 0.0}, {"warmup": -1}],
+    [{"pairs": 1}, {"rounds": 0}, {"seconds": 0.0}, {"warmup": -1}, {"budget": 0.0}],
 )
 def test_nonsense_plans_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError):
@@ -49,7 +35,7 @@ def test_slow_model_still_gets_the_minimum_rounds() -> None:
     clock = iter(range(0, 10**15, 10**9))
     samples = measure_interleaved(
         [lambda: None, lambda: None],
-        PairPlan(pairs=2, seconds=0.01).timed_phase(),
+        RoundPlan(iters=MIN_ROUNDS, min_time_s=0.01, warmup=0),
         clock=lambda: next(clock),
     )
     assert [s.size for s in samples] == [MIN_ROUNDS, MIN_ROUNDS]

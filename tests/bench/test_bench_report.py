@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from bnfold.bench import BenchReport, RichProgress, bench
-from bnfold.bench.formatting import noise_floor_text, verdict_text
+from bnfold.bench.formatting import format_speedup, noise_floor_text, verdict_text
 from bnfold.bench.plot import require_matplotlib, write_plot
 from bnfold.bench.report import Unavailable
 from bnfold.bench.stats import speedup_over_pairs
@@ -115,13 +115,13 @@ def test_markdown_has_the_comparison_and_details(slow_report: BenchReport) -> No
     markdown = report.to_markdown()
     assert markdown.startswith("## bnfold bench")
     assert (
-        "| setting | original p50 (ms) | candidate p50 (ms) | speedup [95% CI] | "
-        "verdict (margin ±3%) | noise floor |" in markdown
+        "| setting | original (ms) | candidate (ms) | speedup [interval] | "
+        "verdict (margin ±3%) | what the interval establishes |" in markdown
     )
-    assert (
-        "Design: 3 fresh session pairs per setting, each timed in interleaved rounds "
-        "(20 rounds per pair), ≥2 warm-up runs per session" in markdown
+    assert "Design: up to 3 fresh session pairs per setting, timed in interleaved rounds " in (
+        markdown
     )
+    assert "- inputs: batch 2: x float32 2x16" in markdown
     assert "Threads: intra-op threads 1" in markdown
     assert "took " in markdown
     for comparison in report.comparisons:
@@ -139,16 +139,70 @@ def test_terminal_tables(slow_report: BenchReport) -> None:
     buffer = io.StringIO()
     slow_report.render(Console(file=buffer, width=160, color_system=None))
     text = buffer.getvalue()
-    assert "Candidate vs original (3 pairs × 20 rounds; p50 in " in text
+    assert "Candidate vs original (3 pairs; latency in " in text
     assert "margin ±3%" in text
     assert text.count("noise floor cpu/") == 4
-    assert "design: 3 fresh session pairs" in text
+    assert "design: up to 3 fresh session pairs" in text
     assert "threads: intra-op threads 1" in text
-    assert "time spent: " in text
+    assert ", took " in text
     assert text.count("slower") >= 4
     assert "cpu/disable/batch 2" in text
     assert "BatchNormalization" in text
-    assert " mean " in text and "1st run" in text
+    assert " latency " in text and "1st run" in text
+
+
+def _rows(text: str, setting: str) -> list[list[str]]:
+    """The cells of every table row of ``setting`` (cells are split at 2+ spaces)."""
+    import re
+
+    return [
+        re.split(r"\s{2,}", line.strip())
+        for line in text.splitlines()
+        if line.startswith(setting + " ")
+    ]
+
+
+def test_no_table_contradicts_the_verdict_row(slow_report: BenchReport) -> None:
+    """Every number comparing the models is the verdict's statistic: original / candidate is
+    the speedup, and the latency table repeats the comparison table's latencies."""
+    buffer = io.StringIO()
+    slow_report.render(Console(file=buffer, width=160, color_system=None))
+    text = buffer.getvalue()
+    markdown = slow_report.to_markdown()
+    results = {(r.setting_label(), r.model): r for r in slow_report.measured()}
+    for c in slow_report.comparisons:
+        label = c.setting_label()
+        assert c.original_ms / c.candidate_ms == pytest.approx(c.estimate.speedup, rel=1e-9)
+        assert results[label, "original"].typical_ms == c.original_ms
+        assert results[label, "candidate"].typical_ms == c.candidate_ms
+        (row, original, candidate) = _rows(text, label)
+        assert row[-1] == c.verdict and row[3] == format_speedup(c.estimate)
+        assert (original[1], candidate[1]) == ("original", "candidate")
+        assert (original[2], candidate[2]) == (row[1], row[2])  # same latency, same unit
+        shown = float(row[1]) / float(row[2])
+        assert shown == pytest.approx(c.estimate.speedup, rel=0.01)  # 3 digits each
+        markdown_row = next(
+            line for line in markdown.splitlines() if line.startswith(f"| {label} |")
+        )
+        cells = [cell.strip() for cell in markdown_row.split("|")[1:-1]]
+        assert float(cells[1]) / float(cells[2]) == pytest.approx(c.estimate.speedup, rel=0.01)
+        details = [
+            line.split("|")[3].strip()
+            for line in markdown.splitlines()
+            if line.startswith((f"| {label} | original |", f"| {label} | candidate |"))
+        ]
+        assert details == cells[1:3]
+
+
+def test_input_sizes_come_before_every_table(slow_report: BenchReport) -> None:
+    buffer = io.StringIO()
+    slow_report.render(Console(file=buffer, width=100, color_system=None))
+    text = buffer.getvalue()
+    assert text.startswith("inputs: batch 1: x float32 1x16\n")
+    assert text.index("--batch sets dimension 0 of 'x'") < text.index("Candidate vs original")
+    assert json.loads(slow_report.to_json())["input_notes"] == slow_report.input_notes
+    markdown = slow_report.to_markdown()
+    assert markdown.index("--batch sets dimension 0") < markdown.index("| setting |")
 
 
 def test_narrow_terminal_keeps_the_columns_that_fit(slow_report: BenchReport) -> None:
@@ -156,17 +210,15 @@ def test_narrow_terminal_keeps_the_columns_that_fit(slow_report: BenchReport) ->
     slow_report.render(Console(file=buffer, width=80, color_system=None))
     text = buffer.getvalue()
     assert "…" not in text  # nothing truncated
-    assert " mean " not in text and "1st run" not in text
-    assert "mean, std, startup times: wider terminal" in " ".join(
-        text.split()
-    )  # the caption may wrap
+    assert "1st run" not in text
+    assert "startup times: wider terminal" in " ".join(text.split())  # the caption may wrap
 
 
 def test_summary_line(slow_report: BenchReport) -> None:
     line = slow_report.summary_line()
     assert line.count("slower") == 4
     assert "cpu/all/batch 2" in line
-    assert "(margin ±3%, took " in line
+    assert "(margin ±3%, budget " in line and ", took " in line
 
 
 def _with_estimate(report: BenchReport, d: list[float]) -> BenchReport:
@@ -185,8 +237,9 @@ def test_inconclusive_says_what_a_decisive_run_needs(slow_report: BenchReport) -
     assert needed is not None and needed > 4
     assert comparison.seconds_needed() == pytest.approx(needed * 0.5)
     text = verdict_text(comparison)
-    assert f"--pairs {needed}" in text and "for this setting" in text
-    assert f"inconclusive (a decisive run needs about --pairs {needed}" in report.to_markdown()
+    assert f"about {needed} pairs would decide" in text and "for this setting" in text
+    assert text.endswith("raise --budget)")  # an option bench and optimize --bench share
+    assert f"inconclusive (about {needed} pairs would decide" in report.to_markdown()
     data = json.loads(report.to_json())["comparisons"][0]
     assert data["pairs_needed"] == needed
 
@@ -241,7 +294,7 @@ def test_rich_progress_draws_on_a_terminal() -> None:
             progress=progress,
             **QUICK,
         )
-    assert "cpu/disable (pairs)" in buffer.getvalue()
+    assert "cpu/disable (s)" in buffer.getvalue()  # the setting's share of the budget
 
 
 def test_plot_body_ends_below_hiccups_that_reach_p99() -> None:

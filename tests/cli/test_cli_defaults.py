@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from bnfold.bench import bench, design
+from bnfold.bench import bench, budget, design
 from bnfold.cli import main
 from bnfold.verify import compare, settings, sites, verify
 
@@ -56,14 +56,16 @@ def test_bench_help_shows_the_design_constants(monkeypatch: pytest.MonkeyPatch) 
     assert f"[default: {design.DEFAULT_MARGIN_PCT}; 0<=x<100]" in text
     assert f"[default: {','.join(design.DEFAULT_LEVELS)}]" in text
     # Read from the constants, not copied: changing one changes --help.
+    assert f"Default: {budget.DEFAULT_BUDGET_S:g} s, grown" in text
     monkeypatch.setattr(design, "DEFAULT_PAIRS", 37)
-    monkeypatch.setattr(design, "DEFAULT_SECONDS", 12.0)
-    monkeypatch.setattr(design, "WARMUP_FRACTION", 0.25)
+    monkeypatch.setattr(budget, "DEFAULT_BUDGET_S", 12.0)
+    monkeypatch.setattr(budget, "MAX_DEFAULT_BUDGET_S", 99.0)
+    monkeypatch.setattr(budget, "WARMUP_FRACTION", 0.25)
     monkeypatch.setattr(design, "DEFAULT_LEVELS", ("basic",))
     text = _help("bench")
     assert "[default: 37; x>=2]" in text
-    assert "(default 12; at least" in text
-    assert "(at least 25% of its rounds)" in text
+    assert "Default: 12 s, grown" in text and "at most 99 s" in text
+    assert "(and at least 25% of its timed time)" in text
     assert "[default: basic]" in text
 
 
