@@ -25,6 +25,7 @@ from tests.builders.bench_simulate import (
     LOADED_BUDGET_PAIRS,
     QUIET,
     PairNoise,
+    run_naive_peeking,
     run_sequential,
     simulate_log_ratios,
 )
@@ -196,21 +197,6 @@ def test_equivalence_and_slower_are_decided_too() -> None:
 RUNS = 2000
 
 
-def _naive_peeking(log_ratios: np.ndarray, plan: SequentialPlan) -> list[str]:
-    """The procedure the spending function replaces: the unadjusted 95% interval after
-    every batch, stopping at the first verdict that is not ``inconclusive``."""
-    verdicts = []
-    for d in log_ratios:
-        outcome = INCONCLUSIVE
-        for pairs in range(plan.first_look, plan.max_pairs + 1, plan.batch):
-            mean, half, _ = trimmed_interval(d[:pairs], plan.confidence)
-            outcome = verdict(math.exp(mean - half), math.exp(mean + half), plan.margin)
-            if outcome != INCONCLUSIVE:
-                break
-        verdicts.append(outcome)
-    return verdicts
-
-
 def _rate(verdicts: list[str], wanted: tuple[str, ...]) -> float:
     return sum(v in wanted for v in verdicts) / len(verdicts)
 
@@ -223,7 +209,7 @@ def test_aa_false_difference_rate_stays_nominal_under_repeated_looks() -> None:
     d = simulate_log_ratios(np.random.default_rng(26), RUNS, 40, LOADED)
     sequential, _ = run_sequential(d, plan)
     assert _rate(sequential, DECISIVE) <= 0.05
-    assert _rate(_naive_peeking(d, plan), DECISIVE) > 0.08
+    assert _rate(run_naive_peeking(d, plan), DECISIVE) > 0.08
 
 
 @pytest.mark.parametrize(
@@ -244,7 +230,7 @@ def test_a_false_verdict_at_the_margin_stays_below_its_one_sided_level(
     d = simulate_log_ratios(np.random.default_rng(27), RUNS, 40, noise, effect=effect)
     sequential, _ = run_sequential(d, plan)
     assert _rate(sequential, (wrong,)) <= 0.025
-    assert _rate(_naive_peeking(d, plan), (wrong,)) > 0.04
+    assert _rate(run_naive_peeking(d, plan), (wrong,)) > 0.04
 
 
 def test_a_budget_that_ends_early_spends_the_rest_and_stays_nominal() -> None:

@@ -18,11 +18,21 @@ The candidate's true latency is ``base / effect``: ``effect = 1.1`` is a 10% spe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from bnfold.bench.sequential import Decision, SequentialPlan, decide
+from bnfold.bench.stats import (
+    DECISIVE,
+    EQUIVALENT,
+    FASTER,
+    INCONCLUSIVE,
+    t_quantile,
+    trimmed_count,
+    trimmed_interval,
+    verdict,
+)
 
 BASE_MS = 0.03  # a ~30 µs model
 
@@ -87,6 +97,8 @@ class PairNoise:
 # Means of d_k stayed within ±0.8 %; tails reached -12.8 % and +7.4 %.
 QUIET = PairNoise(core_sd=0.005, wide_sd=0.02, wide_rate=0.1)  # sd 0.8 %
 LOADED = PairNoise(core_sd=0.01, wide_sd=0.05, wide_rate=0.2)  # sd 2.4 %, the worst rows
+# Worse than anything measured (core 2 %, a fifth of pairs at 6 %): where the plan's limits show.
+STRESS = PairNoise(core_sd=0.02, wide_sd=0.06, wide_rate=0.2)  # sd 3.2 %
 # Pairs of one setting at bench's defaults on a loaded machine: the default budget (8 s, two
 # levels) gives a setting about 4 s; a pair of 0.05 s timed per model cost 0.10-0.18 s under
 # load (session creation 8-41 ms, warm-up, preempted rounds), so 22-40 pairs fit. 16 leaves
@@ -123,3 +135,89 @@ def run_sequential(
         verdicts.append(decision.verdict)
         used[row] = pairs
     return verdicts, used
+
+
+def run_naive_peeking(log_ratios: np.ndarray, plan: SequentialPlan) -> list[str]:
+    """The procedure the spending function replaces, as a known wrong answer: the
+    unadjusted interval at ``plan.confidence`` after every batch, stopping at the first
+    verdict that is not ``inconclusive``."""
+    verdicts = []
+    for d in log_ratios:
+        outcome = INCONCLUSIVE
+        for pairs in range(plan.first_look, plan.max_pairs + 1, plan.batch):
+            mean, half, _ = trimmed_interval(d[:pairs], plan.confidence)
+            outcome = verdict(math.exp(mean - half), math.exp(mean + half), plan.margin)
+            if outcome != INCONCLUSIVE:
+                break
+        verdicts.append(outcome)
+    return verdicts
+
+
+# --- the tables of docs/bench-verdicts.md: python -m tests.builders.bench_simulate -----------
+
+
+def print_levels(plan: SequentialPlan) -> None:
+    """Each look of ``plan``: its level, its level were it final, and the half-width of its
+    interval in units of the winsorized sd ``s_w`` (``t / ((1 - 2g/n) √n)``)."""
+    print("| pairs | α spent here | level | level if final | half-width / s_w |")
+    print("|---|---|---|---|---|")
+    previous = None
+    for pairs in range(plan.first_look, plan.max_pairs + 1, plan.batch):
+        level = plan.level_at(pairs, previous)
+        g = trimmed_count(pairs)
+        scale = t_quantile(level, pairs - 2 * g - 1) / ((1 - 2 * g / pairs) * math.sqrt(pairs))
+        final = plan.level_at(pairs, previous, final=True)
+        print(f"| {pairs} | {1 - level:.2e} | {level:.6f} | {final:.4f} | {scale:.3g} |")
+        previous = pairs
+
+
+def print_rates(plan: SequentialPlan, runs: int, seed: int = 2026) -> None:
+    """Error rates and power of ``plan`` for each noise profile and budget, and what
+    peeking at the unadjusted interval would have erred."""
+    print(
+        "| noise | budget (pairs) | A/A ±1.5 %: faster/slower | A/A: equivalent (pairs) "
+        "| 5 % gain: faster (pairs) | 10 % gain: faster (pairs) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, noise in (("quiet", QUIET), ("loaded", LOADED), ("stress", STRESS)):
+        for budget in (12, LOADED_BUDGET_PAIRS, 24, plan.max_pairs):
+            cells = []
+            for effect, bias, wanted in (
+                (1.0, 0.015, DECISIVE),
+                (1.0, 0.0, (EQUIVALENT,)),
+                (1.05, 0.0, (FASTER,)),
+                (1.10, 0.0, (FASTER,)),
+            ):
+                rng = np.random.default_rng(seed)
+                d = simulate_log_ratios(
+                    rng, runs, plan.max_pairs, replace(noise, bias=bias), effect=effect
+                )
+                verdicts, used = run_sequential(d, plan, budget_pairs=budget)
+                rate = np.mean([v in wanted for v in verdicts])
+                cells.append(f"{rate:.3f}" + ("" if bias else f" ({used.mean():.1f})"))
+            print(f"| {name} | {budget} | " + " | ".join(cells) + " |")
+    print()
+    print("| truth, margin, noise | wrong verdict | sequential | peeking at 95 % |")
+    print("|---|---|---|---|")
+    for effect, margin, noise_name, wrong in (
+        (1.0, 0.0, "loaded", DECISIVE),
+        (1.0, 0.0, "quiet", DECISIVE),
+        (1.03, 0.03, "loaded", (FASTER,)),
+        (1.0301, 0.03, "quiet", (EQUIVALENT,)),
+    ):
+        noise = {"quiet": QUIET, "loaded": LOADED}[noise_name]
+        judged = replace(plan, margin=margin)
+        d = simulate_log_ratios(
+            np.random.default_rng(seed), runs, plan.max_pairs, noise, effect=effect
+        )
+        sequential = np.mean([v in wrong for v in run_sequential(d, judged)[0]])
+        naive = np.mean([v in wrong for v in run_naive_peeking(d, judged)])
+        label = f"{effect:g}×, δ = {margin:g}, {noise_name}"
+        print(f"| {label} | {'/'.join(wrong)} | {sequential:.4f} | {naive:.4f} |")
+
+
+if __name__ == "__main__":
+    default = SequentialPlan()
+    print_levels(default)
+    print()
+    print_rates(default, runs=2000)
