@@ -21,8 +21,10 @@ def weight_range_changes(view: GraphView, plan: Plan) -> list[WeightRange]:
         if not isinstance(edit, SetConstant) or not any(edit.node is t for t in targets):
             continue
         axis = output_axis(edit.node, edit.slot)
+        if axis is None:
+            continue  # not a weight: a bias, maybe a new input (a Conv without one)
         before = view.constant_value(edit.node.input[edit.slot])
-        if axis is None or before is None or before.ndim < 2:
+        if before is None or before.ndim < 2:
             continue
         after = edit.value.evaluate() if isinstance(edit.value, ScaledTensor) else edit.value
         group = int_attribute(edit.node, "group", 1) if edit.node.op_type == "ConvTranspose" else 1

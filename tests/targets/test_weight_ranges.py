@@ -14,6 +14,7 @@ from rich.console import Console
 import bnfold
 from bnfold.engine.weight_ranges import output_axis
 from bnfold.engine.weight_stats import by_channel, channel_stats
+from tests.builders.conv_bn import conv_bn_model
 from tests.builders.qdq import qdq_conv_model
 from tests.targets.graphs import conv_relu_bn_stack, dense_relu_bn, residual_block
 
@@ -127,3 +128,9 @@ def test_a_quantized_layer_has_no_float_weight_to_report() -> None:
     """A QDQ layer's weight is DequantizeLinear of integers: its fold rewrites the scale."""
     (fold,) = bnfold.optimize(qdq_conv_model(), target="quantize").report.folds
     assert fold.pattern == "qdq-conv-bn" and fold.weight_ranges == []
+
+
+def test_a_layer_without_bias_reports_its_weight_only() -> None:
+    """The fold adds the Conv's bias input; only the weight has output channels to report."""
+    (fold,) = bnfold.optimize(conv_bn_model(bias=False), target="quantize").report.folds
+    assert [change.weight for change in fold.weight_ranges] == ["W"]
