@@ -91,6 +91,13 @@ class SequentialPlan:
     ``margin``: δ as a fraction; ``max_pairs``: the planned maximum (information fraction 1);
     ``first_look``: pairs before any verdict (at least 2: the interval needs a spread);
     ``batch``: pairs timed between two looks (what the measurement loop should use).
+
+    ``max_pairs`` is the most pairs a setting may take (``--pairs``), not what its share of
+    the budget is expected to fit: a budget that ends first makes a final look that spends
+    all the α left. Shrinking ``max_pairs`` to the pairs that fit stops sooner but makes the
+    last looks stricter: with 16 pairs in the budget, on the simulated ``loaded`` noise, a 5%
+    gain is ``faster`` in 96.6% of runs after 10.2 pairs on average with ``max_pairs=16``,
+    and in 98.6% after 14.2 with 40 (``stress`` noise: 60% against 76%).
     """
 
     confidence: float = DEFAULT_CONFIDENCE
