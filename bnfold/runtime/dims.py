@@ -37,7 +37,7 @@ import onnx
 
 from ..errors import UsageError
 from .builtfor import ShapesAt, built_for
-from .shapeprobe import all_positive, infer, sized_copy
+from .shapeprobe import all_positive, infer, sized_copy, weightless
 from .specs import declared_shape, fmt_declared, fmt_shape
 
 # Sizes tried for spatial dims: powers of two (divisible by every stride product) and the
@@ -200,7 +200,9 @@ def _choose(
                 trial[name][axis] = 1 if _label(free_dim) in batch else size
             return trial
 
-        choice = _capped(_free_size(model, inputs, free, set(others), shapes_at), shapes_at)
+        # Many probes copy the model: copy one without its weights' values.
+        skeleton = weightless(model)
+        choice = _capped(_free_size(skeleton, inputs, free, set(others), shapes_at), shapes_at)
         chosen.update(dict.fromkeys(others, choice))
     return chosen
 

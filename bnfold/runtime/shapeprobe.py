@@ -12,9 +12,43 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import onnx
+from google.protobuf.message import Message
 
 # A tensor's inferred dims: ints where known, None where inference left a dim unknown.
 Dims = tuple[int | None, ...]
+# Initializers up to this many bytes keep their values in ``weightless``: shape tensors
+# (a Reshape's target) are read by inference, weights are not.
+KEPT_VALUE_BYTES = 1 << 12
+
+
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose main-graph initializers above ``KEPT_VALUE_BYTES`` keep their
+    name, type and dims but not their values: what many probes copy (a 500 MB model held in
+    memory would otherwise be copied at every size tried)."""
+    skeleton = onnx.ModelProto()
+    _copy_fields(model, skeleton, skip="graph")
+    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    for tensor in model.graph.initializer:
+        if tensor.ByteSize() <= KEPT_VALUE_BYTES:
+            skeleton.graph.initializer.add().CopyFrom(tensor)
+        else:
+            skeleton.graph.initializer.add(
+                name=tensor.name, data_type=tensor.data_type, dims=tensor.dims
+            )
+    return skeleton
+
+
+def _copy_fields(source: Message, target: Message, *, skip: str) -> None:
+    """Copy every set field of ``source`` into ``target`` but the one named ``skip``."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if isinstance(value, Message):
+            getattr(target, field.name).CopyFrom(value)
+        elif hasattr(value, "extend") and not isinstance(value, (str, bytes)):
+            getattr(target, field.name).extend(value)  # a repeated field
+        else:
+            setattr(target, field.name, value)
 
 
 def sized_copy(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:

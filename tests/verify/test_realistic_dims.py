@@ -14,6 +14,7 @@ import bnfold
 from bnfold.cli import main
 from bnfold.runtime import dims
 from bnfold.runtime.inputs import input_specs
+from bnfold.runtime.shapeprobe import weightless
 from tests.builders.sized_nets import (
     classifier,
     feature_map_model,
@@ -115,3 +116,17 @@ def test_verify_shows_the_input_size_before_its_table(tmp_path: Path) -> None:
     markdown = report.read_text()
     assert markdown.index("H, W set to 28 (the size Gemm 'fc'") < markdown.index("| provider/level")
     assert markdown.count("input 'x' 1x3x28x28") == 1
+
+
+def test_probes_copy_the_model_without_its_large_weights() -> None:
+    """Dozens of shape-inference probes copy the model: its weights' values stay behind."""
+    model = classifier("gemm", strided=2)
+    skeleton = weightless(model)
+    kept = {t.name: t for t in skeleton.graph.initializer}
+    for tensor in model.graph.initializer:
+        assert kept[tensor.name].dims == tensor.dims
+        assert kept[tensor.name].data_type == tensor.data_type
+    assert not kept["fc_w"].raw_data and not kept["fc_w"].float_data  # 15,680 bytes
+    assert kept["w0"] == next(t for t in model.graph.initializer if t.name == "w0")  # 864 bytes
+    assert list(skeleton.graph.node) == list(model.graph.node)
+    assert skeleton.opset_import == model.opset_import and skeleton.ir_version == model.ir_version
