@@ -1,5 +1,6 @@
 """bnfold before int8 quantization: what onnxruntime's static quantization leaves in float.
 
+    .venv/bin/python benchmarks/quantize_handoff.py            # the hand-off: quantize_handoff.md
     .venv/bin/python benchmarks/quantize_handoff.py --forms    # BN forms by hand: quantize_forms.md
 
 Every model is quantized by onnxruntime's pipeline (``quant_pre_process`` then
@@ -13,12 +14,19 @@ Every model is quantized by onnxruntime's pipeline (``quant_pre_process`` then
   ``--eval`` other random batches (seed 1) flattened together;
 - **latency**: median over ``--sessions`` fresh sessions (``ORT_ENABLE_ALL``, CPU,
   ``--threads`` intra-op threads) of each session's median of ``--runs`` runs after 5 warm-up
-  runs; the models' sessions are interleaved, so load on the machine falls on all of them.
+  runs; the models' runs are interleaved, so load on the machine falls on all of them alike.
+  Speedups are given by these medians and by the best sessions (each model's lowest).
 
 ``--forms`` applies, by hand (numpy + onnx), each form a BN after an activation can take
 before quantizing, on 4 × [Conv 3×3 → Relu → BN] (onnxruntime issue #9938): bnfold's split
 (scale into the Conv, the shift ``t = β − μ·s`` one Add after the Relu, exact for ``s > 0``),
 the BN lowered to a 1×1 depthwise Conv, the BN as Mul + Add, and nothing.
+
+The hand-off (the default) compares, per model (``Conv → Relu → BN``, Keras' ``Dense → Relu →
+BN`` as BatchNormalization and as Mul + Add, a real Keras model when ``keras`` imports on the
+torch backend, a residual block), onnxruntime's pipeline alone with bnfold first:
+``bnfold.optimize(target="quantize")`` (``bnfold optimize --target quantize``) and the default
+profile, and checks issue 25's thresholds on the ``quantize`` rows.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader
 
+import bnfold
 from bnfold.integrations.quantization import (
     FLOAT_COMPUTE_OPS,
     optimized_ops,
@@ -49,7 +58,13 @@ from bnfold.integrations.quantization import (
 
 HERE = Path(__file__).resolve().parent
 EPS = 1e-5
+# onnxruntime's integer kernels besides QLinear*: what a quantized Gemm/MatMul/Conv becomes
+INT8_KERNELS = frozenset({"QGemm", "MatMulInteger", "MatMulIntegerToFloat", "ConvInteger"})
 WARMUP = 5
+BEST_SESSION = (
+    "the best session (the lowest of those medians) is the one least disturbed by other work "
+    "on the machine, the second speedup."
+)
 
 
 @dataclass(frozen=True)
@@ -59,9 +74,10 @@ class Settings:
     channels: int = 64
     size: int = 56
     width: int = 512
+    batch: int = 32  # rows of the Dense models, and any free dimension
     calibration: int = 16
     eval: int = 8
-    sessions: int = 5
+    sessions: int = 7
     runs: int = 50
     threads: int = 1
 
@@ -74,6 +90,7 @@ class Row:
     pipeline: str
     ops: dict[str, int]  # onnxruntime's ORT_ENABLE_ALL graph of the int8 model
     cosine: float
+    same_as: str | None = None  # an earlier row whose int8 file is byte for byte this one's
     latencies_ms: list[float] = field(default_factory=list)
 
     @property
@@ -81,8 +98,31 @@ class Row:
         return {op: n for op, n in self.ops.items() if op in FLOAT_COMPUTE_OPS}
 
     @property
+    def quantized(self) -> dict[str, int]:
+        return {
+            op: n for op, n in self.ops.items() if op in INT8_KERNELS or op.startswith("QLinear")
+        }
+
+    @property
     def latency_ms(self) -> float:
         return statistics.median(self.latencies_ms)
+
+    @property
+    def latency_text(self) -> str:
+        spread = f"{min(self.latencies_ms):.2f}–{max(self.latencies_ms):.2f}"
+        return f"{self.latency_ms:.2f} [{spread}]"
+
+    def speedups(self, baseline: Row) -> tuple[float, float]:
+        """How many times faster than ``baseline``: by the sessions' medians, and by their best
+        sessions (the least disturbed by other work on the machine)."""
+        return (
+            baseline.latency_ms / self.latency_ms,
+            min(baseline.latencies_ms) / min(self.latencies_ms),
+        )
+
+    def speedup_text(self, baseline: Row) -> str:
+        median, best = self.speedups(baseline)
+        return f"{median:.2f}× ({best:.2f}×)"
 
 
 # -- building blocks ----------------------------------------------------------------------------
@@ -223,14 +263,105 @@ def conv_relu_bn(
     return _model(nodes, inits, {"x": [1, c, settings.size, settings.size]}, x)
 
 
+def dense_relu_bn(settings: Settings, form: str = "batchnorm", layers: int = 3) -> onnx.ModelProto:
+    """Keras' ``Dense → Relu → BN``: ``layers`` × [MatMul → bias Add → Relu → BN], then a Dense
+    head; the BN as ``BatchNormalization`` (``form="batchnorm"``) or as ``Mul(s) → Add(t)``
+    (``"mul-add"``, how Keras' exporters write it)."""
+    rng = np.random.default_rng(1)
+    c, nodes, inits, x = settings.width, [], [], "x"
+    for i in range(layers + 1):
+        width = c if i < layers else 16
+        inits += [
+            _tensor(f"W{i}", rng.standard_normal([c, width]) * (2.0 / c) ** 0.5),
+            _tensor(f"b{i}", rng.standard_normal(width) * 0.1),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [x, f"W{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", f"b{i}"], [f"d{i}"]),
+        ]
+        x = f"d{i}"
+        if i == layers:
+            break
+        nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+        bn = BatchNorm.random(rng, c)
+        if form == "batchnorm":
+            more, params = bn.node(f"bn{i}", f"r{i}", f"n{i}")
+        else:
+            more = [
+                helper.make_node("Mul", [f"r{i}", f"s{i}"], [f"k{i}"], name=f"bn{i}_mul"),
+                helper.make_node("Add", [f"k{i}", f"t{i}"], [f"n{i}"], name=f"bn{i}_add"),
+            ]
+            params = [_tensor(f"s{i}", bn.scale), _tensor(f"t{i}", bn.shift)]
+        nodes += more
+        inits += params
+        x = f"n{i}"
+    return _model(nodes, inits, {"x": [settings.batch, c]}, x)
+
+
+def residual(settings: Settings, blocks: int = 2) -> onnx.ModelProto:
+    """``blocks`` × [Conv → BN → Relu → Conv → BN → Add(skip) → Relu], ResNet's basic block."""
+    rng = np.random.default_rng(2)
+    c, nodes, inits, x = settings.channels, [], [], "x"
+    for i in range(blocks):
+        for j in (0, 1):
+            name, source = f"b{i}c{j}", x if j == 0 else f"b{i}r0"
+            w, b = _conv_weights(rng, c, c, 3)
+            conv, params = _conv(name, source, f"{name}_y", w, b, pads=[1, 1, 1, 1])
+            norm, bn_params = BatchNorm.random(rng, c).node(f"{name}_bn", f"{name}_y", f"{name}_n")
+            nodes += [*conv, *norm]
+            inits += params + bn_params
+            if j == 0:
+                nodes.append(helper.make_node("Relu", [f"{name}_n"], [f"b{i}r0"]))
+        nodes += [
+            helper.make_node("Add", [f"b{i}c1_n", x], [f"b{i}sum"]),
+            helper.make_node("Relu", [f"b{i}sum"], [f"b{i}out"]),
+        ]
+        x = f"b{i}out"
+    return _model(nodes, inits, {"x": [1, c, settings.size, settings.size]}, x)
+
+
+def keras_dense_relu_bn(settings: Settings) -> tuple[onnx.ModelProto, onnx.ModelProto] | None:
+    """A Keras 3 model (``Dense(relu) → BN`` twice, then a Dense head) on the torch backend:
+    Keras' own export, and ``bnfold.integrations.keras_export.export_keras``'s folded file
+    (bnfold's default profile, verified against ``model.predict``). None without keras."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras
+    except ImportError:
+        return None
+    from bnfold.integrations.keras_export import export_keras
+
+    keras.utils.set_random_seed(3)
+    c = settings.width
+    layers = [keras.Input((c,))]
+    for _ in range(2):
+        layers += [keras.layers.Dense(c, activation="relu"), keras.layers.BatchNormalization()]
+    model = keras.Sequential([*layers, keras.layers.Dense(16)])
+    rng = np.random.default_rng(3)
+    for layer in model.layers:  # as if trained: Keras starts BN as identity and biases at 0
+        if isinstance(layer, keras.layers.BatchNormalization):
+            bn = BatchNorm.random(rng, c)
+            layer.set_weights([bn.gamma, bn.beta, bn.mean, bn.var])
+        else:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.standard_normal(bias.shape) * 0.1])
+    model(np.zeros((settings.batch, c), np.float32))  # Keras exports only a model once called
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, folded = Path(tmp) / "raw.onnx", Path(tmp) / "folded.onnx"
+        model.export(str(raw), format="onnx", verbose=False)
+        export_keras(model, folded)
+        return onnx.load(raw), onnx.load(folded)
+
+
 # -- measuring ----------------------------------------------------------------------------------
 
 
 class RandomBatches(CalibrationDataReader):
-    """``count`` standard-normal batches for every graph input (float32, fixed shapes)."""
+    """``count`` standard-normal batches for every graph input (float32, a free dimension
+    ``free`` long)."""
 
-    def __init__(self, model: onnx.ModelProto, count: int, seed: int) -> None:
-        self.batches = list(random_batches(model, count, seed))
+    def __init__(self, model: onnx.ModelProto, count: int, seed: int, free: int) -> None:
+        self.batches = list(random_batches(model, count, seed, free))
         self.position = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -241,11 +372,13 @@ class RandomBatches(CalibrationDataReader):
 
 
 def random_batches(
-    model: onnx.ModelProto, count: int, seed: int
+    model: onnx.ModelProto, count: int, seed: int, free: int
 ) -> Iterator[dict[str, np.ndarray]]:
+    """Standard-normal float32 inputs; a dimension without a value is ``free`` long."""
     rng = np.random.default_rng(seed)
     inputs = [
-        (i.name, [d.dim_value for d in i.type.tensor_type.shape.dim]) for i in model.graph.input
+        (i.name, [d.dim_value or free for d in i.type.tensor_type.shape.dim])
+        for i in model.graph.input
     ]
     for _ in range(count):
         yield {name: rng.standard_normal(shape).astype(np.float32) for name, shape in inputs}
@@ -275,7 +408,7 @@ def quantize(float_model: onnx.ModelProto, folder: Path, name: str, settings: Se
     """onnxruntime's pipeline on ``float_model``, calibrated on random batches; the int8 file."""
     source, target = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
     onnx.save(float_model, source)
-    calibration = RandomBatches(float_model, settings.calibration, seed=0)
+    calibration = RandomBatches(float_model, settings.calibration, 0, settings.batch)
     quantize_with_onnxruntime(source, target, calibration, per_channel=True)
     return target
 
@@ -284,21 +417,19 @@ def measure(
     original: onnx.ModelProto, candidates: dict[str, onnx.ModelProto], name: str, settings: Settings
 ) -> list[Row]:
     """Quantize each float candidate of ``original`` and measure it (islands, cosine, latency)."""
-    evaluation = list(random_batches(original, settings.eval, seed=1))
+    evaluation = list(random_batches(original, settings.eval, 1, settings.batch))
     reference = outputs(original, evaluation)
-    rows, files = [], {}
+    rows, files, seen = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, (pipeline, candidate) in enumerate(candidates.items()):
             path = quantize(candidate, Path(tmp), f"m{index}", settings)
             files[pipeline] = path
-            rows.append(
-                Row(
-                    name,
-                    pipeline,
-                    optimized_ops(path),
-                    cosine(outputs(path, evaluation), reference),
-                )
+            row = Row(
+                name, pipeline, optimized_ops(path), cosine(outputs(path, evaluation), reference)
             )
+            row.same_as = seen.get(path.read_bytes())
+            seen.setdefault(path.read_bytes(), pipeline)
+            rows.append(row)
         time_interleaved(rows, files, evaluation[0], settings)
     return rows
 
@@ -306,18 +437,22 @@ def measure(
 def time_interleaved(
     rows: list[Row], files: dict[str, Path], feeds: dict, settings: Settings
 ) -> None:
-    """Per round, one fresh session per model, each timed ``runs`` times: its median, in ms."""
+    """Per round, a fresh session per model, run in turn ``runs`` times (one run of each model,
+    then the next), so a burst of load on the machine falls on every model alike; each
+    session's median, in ms, goes to its row."""
     for _ in range(settings.sessions):
-        for row in rows:
-            run = session(files[row.pipeline], settings.threads)
+        sessions = [session(files[row.pipeline], settings.threads) for row in rows]
+        for run in sessions:
             for _ in range(WARMUP):
                 run.run(None, feeds)
-            times = []
-            for _ in range(settings.runs):
+        times: list[list[float]] = [[] for _ in rows]
+        for _ in range(settings.runs):
+            for run, spent in zip(sessions, times, strict=True):
                 start = time.perf_counter()
                 run.run(None, feeds)
-                times.append(time.perf_counter() - start)
-            row.latencies_ms.append(statistics.median(times) * 1e3)
+                spent.append(time.perf_counter() - start)
+        for row, spent in zip(rows, times, strict=True):
+            row.latencies_ms.append(statistics.median(spent) * 1e3)
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -347,15 +482,15 @@ def ops_text(ops: dict[str, int]) -> str:
 
 
 def forms_table(rows: list[Row], baseline: str) -> list[str]:
-    base = next(r.latency_ms for r in rows if r.pipeline == baseline)
+    base = next(r for r in rows if r.pipeline == baseline)
     lines = [
-        "| form before quantizing | float ops left | onnxruntime's graph of the int8 model | cosine to float | int8 ms (median) | speedup vs BN kept |",
+        "| form before quantizing | float ops left | onnxruntime's graph of the int8 model | cosine to float | int8 ms: median [sessions' min–max] | speedup vs BN kept: medians (best sessions) |",
         "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in rows:
         lines.append(
             f"| {row.pipeline} | {ops_text(row.islands)} | {ops_text(row.ops)} | {row.cosine:.5f} | "
-            f"{row.latency_ms:.2f} | {base / row.latency_ms:.2f}× |"
+            f"{row.latency_text} | {row.speedup_text(base)} |"
         )
     return lines
 
@@ -377,9 +512,143 @@ def run_forms(settings: Settings, out: Path, command: str) -> None:
         f"channel, MinMax on {settings.calibration} random batches). Float ops: BatchNormalization, "
         "Mul, Add, Conv, ... nodes of onnxruntime's `ORT_ENABLE_ALL` graph of the int8 model. "
         f"Cosine over {settings.eval} other random batches. Latency: median over {settings.sessions} "
-        f"fresh sessions of each one's median of {settings.runs} runs, interleaved.",
+        f"fresh sessions of each one's median of {settings.runs} runs, the models' runs interleaved; "
+        f"{BEST_SESSION}",
         "",
         *forms_table(rows, baseline="nothing (BN kept)"),
+    ]
+    out.write_text("\n".join(doc) + "\n")
+    print("\n".join(doc))
+
+
+# -- the hand-off: onnxruntime alone against bnfold first ---------------------------------------
+
+ALONE = "onnxruntime alone"
+QUANTIZE = "bnfold `--target quantize`, then onnxruntime"
+DEFAULT = "bnfold default, then onnxruntime"
+AFFINE = ("BatchNormalization", "Mul", "Add", "Sub", "Div")  # a BN or what it can become
+COSINE_SLACK = 0.001  # issue 25: cosine no worse than onnxruntime alone, within this
+SPEEDUP_FLOOR = 1.05  # issue 25: on the Conv → Relu → BN model
+
+
+def folded(model: onnx.ModelProto, target: str) -> tuple[onnx.ModelProto, str]:
+    """bnfold's output for ``target`` and what it did, in a few words."""
+    result = bnfold.optimize(model, target=target)
+    done = f"{len(result.report.folds)} folded"
+    kept = sorted({s.reason for s in result.report.skipped})
+    return result.model, done + (f"; kept: {', '.join(kept)}" if kept else "")
+
+
+def handoff_models(settings: Settings, keras: bool) -> Iterator[tuple[str, onnx.ModelProto, dict]]:
+    """(name, float model, pipeline → (float model handed to onnxruntime, what bnfold did))."""
+    built = {
+        "conv-relu-bn (#9938)": conv_relu_bn(settings),
+        "dense-relu-bn (BatchNormalization)": dense_relu_bn(settings),
+        "dense-relu-bn (Mul + Add)": dense_relu_bn(settings, form="mul-add"),
+        "residual block": residual(settings),
+    }
+    for name, model in built.items():
+        yield (
+            name,
+            model,
+            {
+                ALONE: (model, ""),
+                QUANTIZE: folded(model, "quantize"),
+                DEFAULT: folded(model, "default"),
+            },
+        )
+    exported = keras_dense_relu_bn(settings) if keras else None
+    if exported is not None:
+        raw, by_export_keras = exported
+        yield (
+            "keras dense-relu-bn (torch backend)",
+            raw,
+            {
+                ALONE: (raw, ""),
+                QUANTIZE: folded(raw, "quantize"),
+                DEFAULT: (by_export_keras, "export_keras"),
+            },
+        )
+
+
+def run_handoff(settings: Settings, keras: bool) -> tuple[list[Row], dict[tuple[str, str], str]]:
+    rows, notes = [], {}
+    for name, original, candidates in handoff_models(settings, keras):
+        rows += measure(
+            original, {p: model for p, (model, _) in candidates.items()}, name, settings
+        )
+        notes.update({(name, p): note for p, (_, note) in candidates.items()})
+        print(f"measured {name}", flush=True)
+    return rows, notes
+
+
+def handoff_table(rows: list[Row], notes: dict[tuple[str, str], str]) -> list[str]:
+    alone = {r.model: r for r in rows if r.pipeline == ALONE}
+    lines = [
+        "| model | pipeline | what bnfold did | float ops left | int8 kernels | cosine to float | int8 ms: median [sessions' min–max] | speedup vs onnxruntime alone: medians (best sessions) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for row in rows:
+        lines.append(
+            f"| {row.model} | {row.pipeline} | {_did(row, notes[(row.model, row.pipeline)])} | "
+            f"{ops_text(row.islands)} | {ops_text(row.quantized)} | {row.cosine:.5f} | "
+            f"{row.latency_text} | "
+            f"{row.speedup_text(alone[row.model])} |"
+        )
+    return lines
+
+
+def _did(row: Row, note: str) -> str:
+    same = f" (same int8 file as {row.same_as})" if row.same_as else ""
+    return (note or "–") + same
+
+
+def done_when(rows: list[Row]) -> list[str]:
+    """Issue 25's thresholds for the ``--target quantize`` rows, one line per model."""
+    alone = {r.model: r for r in rows if r.pipeline == ALONE}
+    lines = []
+    for row in (r for r in rows if r.pipeline == QUANTIZE):
+        affine = {op: n for op, n in row.islands.items() if op in AFFINE}
+        base = alone[row.model]
+        checks = [
+            f"float BN/Mul/Add left: {ops_text(affine)} ({'ok' if not affine else 'FAIL'})",
+            f"cosine {row.cosine:.5f} vs {base.cosine:.5f} alone "
+            f"({'ok' if row.cosine >= base.cosine - COSINE_SLACK else 'FAIL'})",
+        ]
+        if row.model.startswith("conv-relu-bn"):
+            verdict = "ok" if min(row.speedups(base)) >= SPEEDUP_FLOOR else "FAIL"
+            checks.append(
+                f"int8 speedup {row.speedup_text(base)} (both ≥ {SPEEDUP_FLOOR}×: {verdict})"
+            )
+        lines.append(f"- **{row.model}**: " + "; ".join(checks))
+    return lines
+
+
+def write_handoff(settings: Settings, keras: bool, out: Path, command: str) -> None:
+    rows, notes = run_handoff(settings, keras)
+    doc = [
+        "# The quantization hand-off: onnxruntime alone against bnfold first",
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"bnfold {bnfold.__version__} from `{Path(bnfold.__file__).parent}`.",
+        f"Machine: {machine(settings)}.",
+        "",
+        "Each float model goes through `quant_pre_process` and `quantize_static` (QDQ, uint8 "
+        "activations, int8 weights per channel, MinMax on "
+        f"{settings.calibration} random batches) as it is, after `bnfold optimize --target "
+        "quantize`, and after bnfold's default profile. Float ops: BatchNormalization, Mul, Add, "
+        "Conv, MatMul, ... nodes of onnxruntime's `ORT_ENABLE_ALL` graph of the int8 model "
+        f"(quantized nodes are `QLinear*` kernels there). Cosine over {settings.eval} other random "
+        f"batches. Latency: median over {settings.sessions} fresh sessions of each one's median "
+        f"of {settings.runs} runs, the models' runs interleaved; {BEST_SESSION} Conv models: {settings.channels} channels, "
+        f"{settings.size}×{settings.size}, batch 1; Dense models: width {settings.width}, "
+        f"batch {settings.batch}.",
+        "",
+        *handoff_table(rows, notes),
+        "",
+        "## Issue 25's thresholds (`--target quantize` rows)",
+        "",
+        *done_when(rows),
     ]
     out.write_text("\n".join(doc) + "\n")
     print("\n".join(doc))
@@ -388,6 +657,7 @@ def run_forms(settings: Settings, out: Path, command: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--forms", action="store_true", help="the BN forms by hand (#9938 shape)")
+    parser.add_argument("--no-keras", action="store_true", help="leave out the Keras model")
     parser.add_argument("--out", type=Path, default=None, help="the Markdown file to write")
     defaults = Settings()
     for name, value in vars(defaults).items():
@@ -401,6 +671,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.forms:
         run_forms(settings, args.out or HERE / "quantize_forms.md", command)
+    else:
+        write_handoff(
+            settings, not args.no_keras, args.out or HERE / "quantize_handoff.md", command
+        )
 
 
 if __name__ == "__main__":
