@@ -156,7 +156,8 @@ def interval_words(estimate: SpeedupEstimate) -> str:
 
 
 def _percent(fraction: float) -> str:
-    return f"{fraction * 100:.1f}%"
+    """``0.017`` -> ``1.7%``; from 100% on, as a factor: ``2.5`` -> ``3.5×``."""
+    return f"{fraction * 100:.1f}%" if fraction < 1.0 else f"{1.0 + fraction:.3g}×"
 
 
 def noise_floor_text(comparison: ComparisonLike) -> str:
