@@ -308,3 +308,20 @@ def test_a_failed_verification_is_in_the_report_too(model_path: Path, tmp_path: 
     data = json.loads(report.read_text())
     assert data["verify"]["passed"] is False and "bench" not in data
     assert not (tmp_path / "m.folded.onnx").exists()
+
+
+def test_fail_if_slower_through_optimize_exits_5_after_writing_everything(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _record_bench(monkeypatch)
+
+    def slower(self: RecordedReport) -> None:
+        raise bnfold.errors.CandidateSlower("cpu/all: slower")
+
+    monkeypatch.setattr(RecordedReport, "raise_for_status", slower)
+    report = tmp_path / "r.json"
+    args = ["optimize", str(model_path), "--bench", "--fail-if-slower", "--dim", "N=2"]
+    result = CliRunner().invoke(main, [*args, "--report", str(report)])
+    assert result.exit_code == 5, result.output
+    assert calls[0]["fail_if_slower"] is True  # alone: the margin
+    assert (tmp_path / "m.folded.onnx").exists() and json.loads(report.read_text())["bench"]
