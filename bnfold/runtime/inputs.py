@@ -4,8 +4,9 @@ Rules (each default used is returned as a note so the report can state it):
 
 - The inputs are the graph inputs that are not initializers, matched by name (``specs.py``).
 - Shapes: ``--shape``, ``--dim``, the declared size, ``--default-dim``, else a size derived
-  from the graph: a Conv's spatial size at least its receptive field (``dims.py``).
-  ``dim_value <= 0`` is a symbolic dim.
+  from the graph (``dims.py``, docs/inputs.md): the batch 1, other dims the size the layers
+  were built for, else 224 for an image, else a size every Conv/pool accepts, else 1.
+  ``dim_value <= 0`` is a symbolic dim. One ``ShapeNote`` per input says what was chosen.
 - Values: floats ``N(0, 1)`` or ``--range``; integers ``[0, 10)`` or the valid index range of
   the Gather they feed (``valueranges.py``); generation in ``generate.py``.
 - Real data: ``.npz`` files (``npz.py``). The CLI strings are parsed in ``bnfold.commands.parsing``.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import onnx
 
 from ..errors import UsageError
-from .dims import resolve_shapes
+from .dims import ShapeNote, resolve_shapes
 from .generate import generate_inputs
 from .npz import check_inputs, describe_inputs, load_inputs, save_inputs
 from .specs import InputSpec, declared_shape, graph_inputs, is_floating, numpy_dtype
@@ -37,7 +38,7 @@ def input_specs(
     """Specs for every fed graph input, and notes stating each default that was used.
 
     ``default_dim=None`` derives the free dims from the graph (``dims.py``); an int sets
-    them all. Raises ``UsageError`` when an option names an input or symbol the model does
+    them all. The notes include one ``ShapeNote`` per input with a chosen dim. Raises ``UsageError`` when an option names an input or symbol the model does
     not have, when ``--shape`` contradicts a static dim, or when an input is not a supported
     tensor.
     """
@@ -77,6 +78,7 @@ def input_specs(
 __all__ = [
     "DEFAULT_INT_RANGE",
     "InputSpec",
+    "ShapeNote",
     "check_inputs",
     "declared_shape",
     "describe_inputs",
