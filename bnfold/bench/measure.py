@@ -163,7 +163,6 @@ class Measurement:
                     )
                     setting.looks = replace(
                         setting.looks,
-                        max_pairs=setting.schedule.pairs,
                         first_look=min(setting.looks.first_look, setting.schedule.pairs),
                     )
                 final = pair >= setting.schedule.pairs or not setting.clock.another_fits()
@@ -275,10 +274,14 @@ class Measurement:
             timed_s=self.plan.timed_seconds(),
             rounds=self.plan.rounds,
         )
+        # The information fraction is over --pairs, not the pairs the share fits: a budget
+        # that ends first makes a final look spending all the alpha left, which keeps the
+        # last looks less strict (sequential.SequentialPlan). A share too small for the
+        # first look moves it to the last pair, so that look can still decide.
         looks = SequentialPlan(
             confidence=self.design.confidence,
             margin=self.design.margin,
-            max_pairs=schedule.pairs,
+            max_pairs=self.plan.pairs,
             first_look=min(DEFAULT_FIRST_LOOK, schedule.pairs),
             batch=DEFAULT_BATCH,
         )
