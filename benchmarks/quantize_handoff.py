@@ -22,9 +22,9 @@ before quantizing, on 4 × [Conv 3×3 → Relu → BN] (onnxruntime issue #9938)
 (scale into the Conv, the shift ``t = β − μ·s`` one Add after the Relu, exact for ``s > 0``),
 the BN lowered to a 1×1 depthwise Conv, the BN as Mul + Add, and nothing.
 
-The hand-off (the default) compares, per model (``Conv → Relu → BN``, Keras' ``Dense → Relu →
-BN`` as BatchNormalization and as Mul + Add, a real Keras model when ``keras`` imports on the
-torch backend, a residual block), onnxruntime's pipeline alone with bnfold first:
+The hand-off (the default) compares, per model (``Conv → Relu → BN``, the same with every
+other γ < 0, Keras' ``Dense → Relu → BN`` as BatchNormalization and as Mul + Add, a real Keras
+model when ``keras`` imports on the torch backend, a residual block), onnxruntime's pipeline alone with bnfold first:
 ``bnfold.optimize(target="quantize")`` (``bnfold optimize --target quantize``) and the default
 profile, and checks issue 25's thresholds on the ``quantize`` rows.
 """
