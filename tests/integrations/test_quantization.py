@@ -5,6 +5,8 @@ in float; ``--target quantize`` first leaves none."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,7 @@ from bnfold.integrations.quantization import (
 from tests.targets.graphs import conv_relu_bn_stack
 
 LAYERS = 4
+RECIPE = Path(__file__).resolve().parents[2] / "docs" / "quantize.md"
 
 
 class Batches(CalibrationDataReader):
@@ -79,3 +82,23 @@ def test_onnxruntime_quantization_is_imported_only_when_used() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", RECIPE.read_text(), re.S)
+
+
+def test_the_documented_recipe_runs(model: onnx.ModelProto, tmp_path: Path) -> None:
+    """docs/quantize.md as a user runs it: the shell steps, then every Python block."""
+    onnx.save(model, tmp_path / "model.onnx")  # input "x" (N, 3, 10, 10), as the recipe feeds
+    programs = {"bnfold": [sys.executable, "-m", "bnfold"], "python": [sys.executable]}
+    for line in _blocks("bash")[0].splitlines():
+        program, *args = shlex.split(line)
+        subprocess.run([*programs[program], *args], cwd=tmp_path, check=True, capture_output=True)
+    code = "\n".join(_blocks("python"))
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-2:] == [f"{LAYERS} folded", "{}"]
+    assert float_islands(tmp_path / "model.int8.onnx") == {}
