@@ -1,0 +1,674 @@
+"""Does ``bnfold bench`` decide right and fast at its defaults? Issue 26's "Done when", measured.
+
+    .venv/bin/python benchmarks/bench_decisions.py --label after            # the record (N=40)
+    .venv/bin/python benchmarks/bench_decisions.py --label before --aa-runs 10
+    .venv/bin/python benchmarks/bench_decisions.py --parts wall --label after   # one part again
+
+Every number comes from the real CLI (``bnfold bench ORIGINAL CANDIDATE --report R.json``, a
+subprocess at bench's defaults): verdicts from the JSON report, wall time from the clock around
+the process (start-up, session creation, warm-up and timing: what a user waits for). Three parts:
+
+1. ``aa`` (false verdicts): the bundled ``models/resnet_tiny.onnx`` against a copy that differs
+   only in ``doc_string`` (byte-different, the same graph), ``--aa-runs`` times. Any ``faster``
+   or ``slower`` is a false verdict; counted per setting (bench times the levels ``disable`` and
+   ``all`` by default) and per run (a run is wrong when any of its settings is).
+2. ``power``: a chain of n 3x3 Conv+Relu layers (the candidate) against the same chain with 2
+   more layers (the original): n = 40 for a 5 % gain, 20 for 10 %. onnxruntime cannot remove a
+   layer at any level (each has its own weights and feeds the next), so the work ratio is the
+   gain; the true time ratio is measured independently at each level by onnxruntime directly
+   (``--true-pairs`` fresh session pairs of interleaved rounds; the geometric mean over pairs
+   of ``median(original) / median(candidate)``) and printed beside the verdicts of
+   ``--power-runs`` benches.
+3. ``wall``: a default bench of a model against its fold (``bnfold optimize``) for the bundled
+   model, onnx's ``light_resnet50.onnx`` and a generated Gemm+BatchNormalization net of
+   ``--large-mb`` MB of float32 weights (written under ``--work``, never committed); a bench
+   still running after ``--timeout`` seconds is stopped and recorded as such.
+
+Results go to ``WORK/LABEL.json`` and to the section ``LABEL`` of ``--out`` (default
+``benchmarks/bench_decisions.md``; other sections are kept), with the machine: CPU model,
+cores, ``nproc``, load average before and after each part, date, bnfold commit. ``--bench-args``
+adds options to every bench (``tests/benchmarks/test_bench_decisions.py`` makes them tiny: it
+checks that the harness runs, not the speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BUNDLED = REPO / "models" / "resnet_tiny.onnx"
+LIGHT_RESNET50 = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
+IR_VERSION, OPSET = 9, 17
+FALSE_VERDICTS = ("faster", "slower")
+GAINS = (1.05, 1.10)
+# issue 26: at most 1 false verdict in 40; a 10 % gain faster 5/5, 5 % at least 4/5
+POWER_GOAL = {1.05: 0.8, 1.10: 1.0}
+WALL_GOAL_S = {"bundled resnet_tiny": 10.0, "light_resnet50": 60.0, "large": 90.0}
+ORT_LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
+
+
+# --- the machine -----------------------------------------------------------------------------
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on: the CPU model, cores, nproc and date."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    import onnxruntime
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# --- one bench, through the real CLI ---------------------------------------------------------
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO).stdout.strip()
+
+
+# ``python -c LAUNCHER SOURCE ARGS...``: bnfold from SOURCE. The editable install's import hook
+# (a sys.meta_path finder) would win over PYTHONPATH and load the working tree again.
+LAUNCHER = """
+import runpy, sys
+sys.meta_path = [f for f in sys.meta_path if not f.__module__.startswith("__editable__")]
+sys.path.insert(0, sys.argv[1])
+sys.argv = ["bnfold", *sys.argv[2:]]
+runpy.run_module("bnfold", run_name="__main__", alter_sys=True)
+"""
+
+
+def cli_at(rev: str | None, work: Path) -> tuple[tuple[str, ...], str]:
+    """The command that runs bnfold, and what it runs.
+
+    Without ``rev``: the ``bnfold`` beside this Python, i.e. this checkout's working tree, work
+    in progress included. With ``rev``: that commit's ``bnfold/`` unpacked under
+    ``WORK/src-COMMIT`` (``git archive``) and run by ``LAUNCHER``, so others' uncommitted
+    edits in a shared tree cannot change the numbers.
+    """
+    if rev is None:
+        here = shutil.which("bnfold", path=str(Path(sys.executable).parent)) or "bnfold"
+        return (here,), f"{_git('rev-parse', '--short', 'HEAD')} + working tree"
+    commit = _git("rev-parse", "--short", rev)
+    if not commit:
+        sys.exit(f"--rev {rev}: not a commit of {REPO}; give a hash or branch name")
+    source = work / f"src-{commit}"
+    if not (source / "bnfold").is_dir():
+        source.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit, "bnfold"], capture_output=True, check=True, cwd=REPO
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    return (sys.executable, "-c", LAUNCHER, str(source)), f"{commit} (committed)"
+
+
+@dataclass
+class BenchRun:
+    """One ``bnfold bench`` process: its wall time, exit code and verdict per setting."""
+
+    wall_s: float
+    exit_code: int | None  # None: stopped at the timeout
+    verdicts: dict[str, str] = field(default_factory=dict)  # "cpu/all/batch 1" -> verdict
+    speedups: dict[str, float | None] = field(default_factory=dict)
+    reported_s: float | None = None  # the report's own duration
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Bench:
+    """How to call the CLI: the executable, extra options, the time limit, the scratch folder."""
+
+    bnfold: tuple[str, ...]  # the command that runs the CLI
+    extra: tuple[str, ...]
+    timeout_s: float
+    work: Path
+
+    def run(self, original: Path, candidate: Path, tag: str) -> BenchRun:
+        report = self.work / "reports" / f"{tag}.json"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.unlink(missing_ok=True)
+        command = [
+            *self.bnfold,
+            "bench",
+            str(original),
+            str(candidate),
+            "--report",
+            str(report),
+            "--quiet",
+            *self.extra,
+        ]
+        start = time.monotonic()
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, cwd=REPO, timeout=self.timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            return BenchRun(
+                time.monotonic() - start, None, error=f"stopped at {self.timeout_s:g} s"
+            )
+        wall = time.monotonic() - start
+        if not report.exists():
+            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+            return BenchRun(wall, done.returncode, error=last)
+        return parse_report(json.loads(report.read_text()), wall, done.returncode)
+
+
+def setting_name(comparison: dict) -> str:
+    """``cpu/all`` or, for a model whose batch bench sets, ``cpu/all/batch 1``."""
+    name = f"{comparison.get('provider')}/{comparison.get('level')}"
+    return name if comparison.get("batch") is None else f"{name}/batch {comparison['batch']}"
+
+
+def parse_report(report: dict, wall_s: float, exit_code: int) -> BenchRun:
+    """The verdicts of a bench JSON report, one per compared setting."""
+    run = BenchRun(wall_s, exit_code, reported_s=report.get("settings", {}).get("duration_s"))
+    for comparison in report.get("comparisons", []):
+        name = setting_name(comparison)
+        run.verdicts[name] = str(comparison.get("verdict"))
+        run.speedups[name] = comparison.get("speedup")
+    return run
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, path)
+    return path
+
+
+def doc_string_copy(source: Path, target: Path) -> Path:
+    """``source`` with another ``doc_string``: other bytes, the same graph."""
+    model = onnx.load_model(source)
+    model.doc_string = f"A/A copy of {source.name}: only this doc_string differs"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, target)  # ir_version kept: the copy must be the same model
+    return target
+
+
+def _model(
+    nodes: list, inits: list, x_shape: list[int], y: str, y_shape: list[int]
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "bench_decisions",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, y_shape)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+@dataclass(frozen=True)
+class ConvChain:
+    """``layers`` 3x3 Conv+Relu on a ``channels`` x ``hw`` x ``hw`` map, batch 1.
+
+    Each layer has its own random weights and feeds the next, so onnxruntime can neither drop
+    nor merge one at any level: a chain with ``k`` more layers does ``k`` layers more work.
+    """
+
+    layers: int
+    channels: int = 32
+    hw: int = 32
+
+    def model(self) -> onnx.ModelProto:
+        rng = np.random.default_rng(0)
+        c, nodes, inits, x = self.channels, [], [], "x"
+        for i in range(self.layers):
+            weight = rng.standard_normal((c, c, 3, 3)).astype(np.float32) / math.sqrt(9 * c)
+            inits.append(numpy_helper.from_array(weight, f"w{i}"))
+            nodes += [
+                helper.make_node("Conv", [x, f"w{i}"], [f"conv{i}"], pads=[1, 1, 1, 1]),
+                helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"]),
+            ]
+            x = f"relu{i}"
+        shape = [1, c, self.hw, self.hw]
+        return _model(nodes, inits, shape, x, shape)
+
+
+def gemm_width(megabytes: float, layers: int) -> int:
+    """width = sqrt(megabytes * 1e6 / (4 * layers)), rounded to 16 (at least 16).
+
+    ``layers`` float32 width x width weights then total ``4 * layers * width**2`` bytes:
+    472 MB in 8 layers -> width 3840, 471.9 MB.
+    """
+    return max(16, round(math.sqrt(megabytes * 1e6 / (4 * layers)) / 16) * 16)
+
+
+def large_gemm_bn(megabytes: float, layers: int = 8) -> onnx.ModelProto:
+    """``layers`` x (Gemm -> BatchNormalization -> Relu) on a [1, width] input, ~``megabytes``."""
+    width = gemm_width(megabytes, layers)
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(layers):
+        weight = rng.standard_normal((width, width), dtype=np.float32) / np.float32(
+            math.sqrt(width)
+        )
+        bn = {
+            "scale": rng.uniform(0.5, 1.5, width),
+            "bias": rng.standard_normal(width) * 0.1,
+            "mean": rng.standard_normal(width) * 0.1,
+            "var": rng.uniform(0.5, 1.5, width),
+        }
+        inits.append(numpy_helper.from_array(weight, f"w{i}"))
+        inits += [numpy_helper.from_array(v.astype(np.float32), f"{k}{i}") for k, v in bn.items()]
+        nodes += [
+            helper.make_node("Gemm", [x, f"w{i}"], [f"gemm{i}"], transB=1),
+            helper.make_node(
+                "BatchNormalization", [f"gemm{i}", *(f"{k}{i}" for k in bn)], [f"bn{i}"]
+            ),
+            helper.make_node("Relu", [f"bn{i}"], [f"relu{i}"]),
+        ]
+        x = f"relu{i}"
+    return _model(nodes, inits, [1, width], x, [1, width])
+
+
+def fold(bnfold: Sequence[str], source: Path, target: Path) -> Path:
+    """``bnfold optimize SOURCE -o TARGET`` (the fold a user would bench)."""
+    target.unlink(missing_ok=True)
+    done = subprocess.run(
+        [*bnfold, "optimize", str(source), "-o", str(target)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if done.returncode != 0 or not target.exists():
+        sys.exit(
+            f"bnfold optimize {source} failed (exit {done.returncode}): "
+            f"{(done.stderr or done.stdout).strip()[-300:]}"
+        )
+    return target
+
+
+# --- the true ratio, by onnxruntime directly -------------------------------------------------
+
+
+def pair_medians(paths: Sequence[Path], level: str, pairs: int, rounds: int) -> list[list[float]]:
+    """Per fresh session set, the median latency (s) of each model over interleaved rounds.
+
+    Each pair makes new sessions (default threads, as bench), warms each up ``max(3, rounds
+    // 10)`` runs, then runs them in turn, the order reversed every round so neither always
+    runs first.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel(ORT_LEVELS[level])
+    medians = []
+    for _ in range(pairs):
+        sessions = [
+            ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths
+        ]
+        feeds = [_feed(s) for s in sessions]
+        for session, feed in zip(sessions, feeds, strict=True):
+            for _ in range(max(3, rounds // 10)):
+                session.run(None, feed)
+        times: list[list[float]] = [[] for _ in paths]
+        for r in range(rounds):
+            order = range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))
+            for i in order:
+                start = time.perf_counter()
+                sessions[i].run(None, feeds[i])
+                times[i].append(time.perf_counter() - start)
+        medians.append([statistics.median(t) for t in times])
+    return medians
+
+
+def _feed(session: object) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in session.get_inputs()}  # type: ignore[attr-defined]
+
+
+@dataclass
+class TrueRatio:
+    """original/candidate by onnxruntime directly: geomean over pairs and the pairs' range."""
+
+    level: str
+    ratio: float
+    low: float  # 10th percentile of the per-pair ratios
+    high: float  # 90th percentile
+    pairs: int
+
+
+def true_ratio(original: Path, candidate: Path, level: str, pairs: int, rounds: int) -> TrueRatio:
+    """ratio = exp(mean over pairs of ln(median_original / median_candidate))."""
+    ratios = [o / c for o, c in pair_medians([original, candidate], level, pairs, rounds)]
+    logs = [math.log(r) for r in ratios]
+    deciles = (
+        statistics.quantiles(ratios, n=10, method="inclusive") if len(ratios) > 1 else ratios * 9
+    )
+    return TrueRatio(level, math.exp(statistics.fmean(logs)), deciles[0], deciles[-1], pairs)
+
+
+EXTRA_LAYERS = 2  # what the original adds: n + 2 layers against n, n = 2 / (gain - 1)
+
+
+# --- the three parts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run measures: the parts, run counts, true-ratio pairs, the large model's size."""
+
+    parts: tuple[str, ...]
+    aa_runs: int
+    power_runs: int
+    true_pairs: int
+    true_rounds: int
+    large_mb: float
+
+
+def _logged(name: str, measure: Callable[[], dict]) -> dict:
+    """``measure()`` with the load average before and after it and its duration."""
+    before, start = load_average(), time.monotonic()
+    at = datetime.now(UTC).strftime("%H:%M UTC")
+    print(f"[{name}] start, load {before}", flush=True)
+    result = measure()
+    result.update(
+        at=at,
+        load_before=before,
+        load_after=load_average(),
+        minutes=round((time.monotonic() - start) / 60, 1),
+    )
+    print(f"[{name}] done in {result['minutes']} min, load {result['load_after']}", flush=True)
+    return result
+
+
+def measure_aa(bench: Bench, runs: int) -> dict:
+    copy = doc_string_copy(BUNDLED, bench.work / "aa" / "resnet_tiny.copy.onnx")
+    results = []
+    for i in range(runs):
+        run = bench.run(BUNDLED, copy, f"aa-{i}")
+        print(f"  A/A {i + 1}/{runs}: {run.verdicts or run.error} ({run.wall_s:.1f} s)", flush=True)
+        results.append(asdict(run))
+    return {"model": str(BUNDLED.relative_to(REPO)), "runs": results}
+
+
+def measure_power(bench: Bench, plan: Plan) -> dict:
+    gains = []
+    for gain in GAINS:
+        layers = round(EXTRA_LAYERS / (gain - 1))  # 40 layers for 5 %, 20 for 10 %
+        folder = bench.work / "power"
+        candidate = save(ConvChain(layers).model(), folder / f"candidate-{gain:.2f}.onnx")
+        original = save(
+            ConvChain(layers + EXTRA_LAYERS).model(), folder / f"original-{gain:.2f}.onnx"
+        )
+        truth = [
+            asdict(true_ratio(original, candidate, level, plan.true_pairs, plan.true_rounds))
+            for level in ("disable", "all")
+        ]
+        print(
+            f"  gain {gain}: {layers} vs {layers + EXTRA_LAYERS} layers, true {truth}", flush=True
+        )
+        runs = []
+        for i in range(plan.power_runs):
+            run = bench.run(original, candidate, f"power-{gain:.2f}-{i}")
+            print(f"  gain {gain} run {i + 1}: {run.verdicts or run.error}", flush=True)
+            runs.append(asdict(run))
+        gains.append({"gain": gain, "layers": layers, "true": truth, "runs": runs})
+    return {"chain": asdict(ConvChain(0)), "gains": gains}
+
+
+def measure_wall(bench: Bench, large_mb: float) -> dict:
+    folder = bench.work / "wall"
+    large = save(large_gemm_bn(large_mb), folder / "large.onnx")
+    models = {"bundled resnet_tiny": BUNDLED, "light_resnet50": LIGHT_RESNET50, "large": large}
+    rows = []
+    for name, path in models.items():
+        folded = fold(bench.bnfold, path, folder / f"{path.stem}.folded.onnx")
+        run = bench.run(path, folded, f"wall-{path.stem}")
+        print(f"  {name}: {run.wall_s:.1f} s {run.verdicts or run.error}", flush=True)
+        rows.append(
+            {
+                "name": name,
+                "megabytes": round(path.stat().st_size / 1e6, 1),
+                "goal_s": WALL_GOAL_S[name],
+                "run": asdict(run),
+            }
+        )
+    return {"rows": rows}
+
+
+# --- Markdown --------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def _load(part: dict) -> str:
+    return (
+        f"started {part['at']}, {part['minutes']} min; load average (1/5/15 min) "
+        f"{part['load_before']} before, {part['load_after']} after"
+    )
+
+
+def render_aa(part: dict) -> list[str]:
+    runs = part["runs"]
+    counts: dict[str, Counter[str]] = {}
+    for run in runs:
+        for setting, verdict in run["verdicts"].items():
+            counts.setdefault(setting, Counter())[verdict] += 1
+    kinds = ("faster", "slower", "equivalent", "inconclusive")
+    rows = [
+        [s, *(c[k] for k in kinds), f"**{c['faster'] + c['slower']} / {sum(c.values())}**"]
+        for s, c in sorted(counts.items())
+    ]
+    wrong = sum(any(v in FALSE_VERDICTS for v in r["verdicts"].values()) for r in runs)
+    failed = [r["error"] for r in runs if r["error"]]
+    walls = [r["wall_s"] for r in runs]
+    lines = [
+        f"### A/A: false verdicts ({len(runs)} runs, goal at most 1 in 40)",
+        "",
+        f"`{part['model']}` against a copy with another `doc_string`; {_load(part)}.",
+        "",
+    ]
+    lines += _table(["setting", *kinds, "false verdicts"], rows)
+    lines += [
+        "",
+        f"Runs with a false verdict in any setting: **{wrong} / {len(runs)}**. "
+        f"Wall time per run: median {statistics.median(walls):.1f} s, "
+        f"max {max(walls):.1f} s.",
+    ]
+    if failed:
+        lines.append(f"{len(failed)} run(s) gave no report: {failed[0]}")
+    return lines
+
+
+def render_power(part: dict) -> list[str]:
+    chain = part["chain"]
+    lines = [
+        "### Power: real gains",
+        "",
+        f"Candidate: n 3x3 Conv+Relu layers ({chain['channels']} channels, "
+        f"{chain['hw']}x{chain['hw']}), original: n + {EXTRA_LAYERS} layers, a work ratio of "
+        f"exactly the gain (the per-run overhead makes the true ratio a little lower). True ratio: onnxruntime directly, geomean over fresh session pairs of "
+        f"median(original)/median(candidate), with the 10th-90th percentile of the pairs. "
+        f"{_load(part)}.",
+        "",
+    ]
+    rows = []
+    for gain in part["gains"]:
+        truth = {t["level"]: t for t in gain["true"]}
+        runs = gain["runs"]
+        for setting in sorted({s for r in runs for s in r["verdicts"]}):
+            verdicts = [r["verdicts"].get(setting, "-") for r in runs]
+            level = setting.split("/")[1]
+            t = truth.get(level)
+            true_text = f"{t['ratio']:.3f} [{t['low']:.3f}, {t['high']:.3f}]" if t else "-"
+            faster = verdicts.count("faster")
+            goal = math.ceil(POWER_GOAL[gain["gain"]] * len(runs))
+            speedups = [r["speedups"].get(setting) for r in runs]
+            rows.append(
+                [
+                    f"{(gain['gain'] - 1) * 100:.0f} % ({gain['layers'] + EXTRA_LAYERS} vs {gain['layers']})",
+                    setting,
+                    true_text,
+                    ", ".join(verdicts),
+                    ", ".join(f"{s:.3f}" if s else "-" for s in speedups),
+                    f"**{faster} / {len(runs)}** (goal {goal})",
+                ]
+            )
+    header = ["gain sized", "setting", "true ratio", "bench verdicts", "bench speedups", "faster"]
+    return lines + _table(header, rows)
+
+
+def render_wall(part: dict) -> list[str]:
+    rows = []
+    for row in part["rows"]:
+        run = row["run"]
+        verdicts = ", ".join(f"{s.split('/')[1]}: {v}" for s, v in run["verdicts"].items())
+        wall = f"{run['wall_s']:.1f}" if run["exit_code"] is not None else f"> {run['wall_s']:.0f}"
+        met = not run["error"] and run["wall_s"] <= row["goal_s"]
+        reported = run["reported_s"]
+        rows.append(
+            [
+                row["name"],
+                f"{row['megabytes']:g} MB",
+                f"**{wall}**",
+                f"{reported:.1f}" if reported is not None else "-",
+                verdicts or run["error"],
+                f"<= {row['goal_s']:g} s: {'met' if met else 'MISSED'}",
+            ]
+        )
+    lines = [
+        "### Wall time of a default bench (model against its fold)",
+        "",
+        f"Seconds by the clock around the process; the report's own `duration_s` beside it. "
+        f"{_load(part)}.",
+        "",
+    ]
+    return lines + _table(["model", "file", "wall s", "report s", "verdicts", "goal"], rows)
+
+
+RENDERERS = {"aa": render_aa, "power": render_power, "wall": render_wall}
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        f"<!-- section {results['label']} -->",
+        f"## {results['label']}: {m['date']}, bnfold {results['bnfold']}",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, nproc {m['nproc']}; onnxruntime "
+        f"{m['onnxruntime']}, Python {m['python']}. Shared with other engineers' test runs "
+        f"(the load averages below). Bench options: "
+        f"{' '.join(results['bench_args']) or 'the defaults'}.",
+    ]
+    for name, render_part in RENDERERS.items():
+        if name in results:
+            lines += ["", *render_part(results[name])]
+    return "\n".join(lines) + f"\n<!-- end {results['label']} -->\n"
+
+
+def write_section(out: Path, label: str, section: str) -> None:
+    """Replace section ``label`` of ``out`` (or append it), keeping everything else."""
+    text = out.read_text() if out.exists() else "# bench decisions\n"
+    start, end = f"<!-- section {label} -->", f"<!-- end {label} -->\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    out.write_text(text)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="after", help="section name in --out (before/after)")
+    parser.add_argument("--parts", default="aa,power,wall", help="comma list of aa, power, wall")
+    parser.add_argument("--aa-runs", type=int, default=40)
+    parser.add_argument("--power-runs", type=int, default=5)
+    parser.add_argument("--true-pairs", type=int, default=20, help="pairs of the true ratio")
+    parser.add_argument("--true-rounds", type=int, default=100, help="rounds per pair")
+    parser.add_argument("--large-mb", type=float, default=472.0)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per bench")
+    parser.add_argument("--bench-args", default="", help="extra bench options, one string")
+    parser.add_argument("--rev", help="time bnfold as committed at REV (default: working tree)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bnfold_bench_decisions"))
+    parser.add_argument("--out", type=Path, default=HERE / "bench_decisions.md")
+    args = parser.parse_args(argv)
+    unknown = set(args.parts.split(",")) - set(RENDERERS)
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}: use {', '.join(RENDERERS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = Plan(
+        tuple(args.parts.split(",")),
+        args.aa_runs,
+        args.power_runs,
+        args.true_pairs,
+        args.true_rounds,
+        args.large_mb,
+    )
+    bnfold, version = cli_at(args.rev, args.work)
+    bench = Bench(bnfold, tuple(shlex.split(args.bench_args)), args.timeout, args.work)
+    saved = args.work / f"{args.label}.json"
+    # a run of some parts keeps the label's other parts
+    results = json.loads(saved.read_text()) if saved.exists() else {}
+    results.update(
+        label=args.label, machine=machine(), bnfold=version, bench_args=list(bench.extra)
+    )
+    measures = {
+        "aa": lambda: measure_aa(bench, plan.aa_runs),
+        "power": lambda: measure_power(bench, plan),
+        "wall": lambda: measure_wall(bench, plan.large_mb),
+    }
+    for part in plan.parts:
+        results[part] = _logged(part, measures[part])
+    args.work.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(results, indent=1))
+    write_section(args.out, args.label, render(results))
+    print(f"wrote {args.out} (section {args.label}) and {saved}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
