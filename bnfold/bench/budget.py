@@ -53,7 +53,7 @@ MAX_DEFAULT_BUDGET_S = 50.0  # what the default may grow to for a model with cos
 MIN_PLANNED_PAIRS = 6  # the default grows until this many pairs of each setting fit
 MIN_PAIRS = 2  # an interval needs a spread: every setting takes at least this many
 MIN_PAIR_SECONDS = 0.05  # shortest timed phase of a pair (one batch size)
-MIN_ROUNDS = 5  # fewest timed rounds of a pair: its median must not be one outlier
+MIN_ROUNDS = 3  # fewest timed rounds of a pair: a median of 3 outvotes one preempted round
 WARMUP_FRACTION = 0.1  # each session is warmed up for this fraction of its timed phase
 
 Clock = Callable[[], float]

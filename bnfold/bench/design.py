@@ -35,10 +35,11 @@ DEFAULT_LEVELS = ("disable", "all")  # each its own setting: as shipped, and as 
 DEFAULT_MARGIN_PCT = DEFAULT_MARGIN * 100.0
 DEFAULT_DIM = 1  # bench()'s size of free dims (the command line chooses them per graph)
 DEFAULT_PAIRS = DEFAULT_MAX_PAIRS
-# A fresh session's first run is untimed and recorded apart; a few more runs fault in the
-# rest of its memory and wake its threads (and at least budget.WARMUP_FRACTION of its
-# timed phase).
-DEFAULT_WARMUP = 2
+# A fresh session's first run is untimed and recorded apart; one more run and at least
+# budget.WARMUP_FRACTION of its timed phase fault in the rest of its memory and wake its
+# threads (a fast model gets hundreds of runs from the fraction; for a 300 ms model every
+# extra run would cost each pair 0.6 s that tells nothing).
+DEFAULT_WARMUP = 1
 MAX_ROUNDS = 200_000  # bounds memory (1.6 MB per model and pair)
 
 
