@@ -33,7 +33,8 @@ JSON schema (``to_dict``), stable keys::
     inconclusive: bool               a weak output is uncovered: not a pass
     seeds: [int], runs: int, input_files: [str], inputs: [{name, dtype, shape, low, high, source}]
     tolerances: {defaults: {dtype: {atol, rtol}}, atol_override, rtol_override}
-    notes: [str], failing_inputs: str | null, rerun_command: str | null
+    input_notes: [str] (how each input's shape was chosen), notes: [str],
+    failing_inputs: str | null, rerun_command: str | null
     onnxruntime_version, bnfold_version, duration_s
 
 Written by ``storage.results.to_json``: keys sorted, and a non-finite number (an infinite
@@ -417,7 +418,8 @@ class VerifyReport:
                 },
             },
             "inconclusive": self.inconclusive,
-            "notes": list(self.notes),
+            "input_notes": list(self.shape_notes),
+            "notes": list(self.other_notes),
             "failing_inputs": self.failing_inputs,
             "rerun_command": self.rerun_command,
             "onnxruntime_version": self.onnxruntime_version,

@@ -3,6 +3,7 @@ an image, else the receptive-field rule; the choice is shown before verify's tab
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,11 +104,10 @@ def test_verify_shows_the_input_size_before_its_table(tmp_path: Path) -> None:
     model = classifier("gemm", strided=2)
     folded = bnfold.optimize(model).model
     original, candidate = save(model, tmp_path / "m.onnx"), save(folded, tmp_path / "f.onnx")
-    report = tmp_path / "r.md"
+    report, data = tmp_path / "r.md", tmp_path / "r.json"
+    args = ["verify", str(original), str(candidate), "--providers", "cpu"]
     result = CliRunner().invoke(
-        main,
-        ["verify", str(original), str(candidate), "--providers", "cpu", "--markdown", str(report)],
-        env={"COLUMNS": "200"},
+        main, [*args, "--markdown", str(report), "--report", str(data)], env={"COLUMNS": "200"}
     )
     assert result.exit_code == 0, result.output
     text = result.output
@@ -116,6 +116,9 @@ def test_verify_shows_the_input_size_before_its_table(tmp_path: Path) -> None:
     markdown = report.read_text()
     assert markdown.index("H, W set to 28 (the size Gemm 'fc'") < markdown.index("| provider/level")
     assert markdown.count("input 'x' 1x3x28x28") == 1
+    notes = json.loads(data.read_text())
+    assert [n[:26] for n in notes["input_notes"]] == ["input 'x' 1x3x28x28: N set"]
+    assert not any("1x3x28x28" in note for note in notes["notes"])
 
 
 def test_probes_copy_the_model_without_its_large_weights() -> None:
