@@ -14,7 +14,13 @@ import pytest
 from rich.console import Console
 
 from bnfold.bench import BenchReport, RichProgress, bench
-from bnfold.bench.formatting import format_speedup, noise_floor_text, verdict_text
+from bnfold.bench.formatting import (
+    format_speedup,
+    interval_words,
+    level_text,
+    noise_floor_text,
+    verdict_text,
+)
 from bnfold.bench.plot import require_matplotlib, write_plot
 from bnfold.bench.report import Unavailable
 from bnfold.bench.stats import speedup_over_pairs
@@ -308,3 +314,38 @@ def test_plot_body_ends_below_hiccups_that_reach_p99() -> None:
     assert _body_top(sample) < 0.2
     steady = rng.normal(0.1, 0.005, 1000)
     assert _body_top(steady) == pytest.approx(np.percentile(steady, 99))
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "words"),
+    [
+        (1.017, 1.043, "at least 1.7% faster, not shown to exceed the 3% margin"),
+        (1.061, 1.102, "at least 6.1% faster, beyond the 3% margin"),
+        (0.90, 0.95, "at least 5.3% slower, beyond the 3% margin"),
+        (0.98, 0.99, "at least 1.0% slower, not shown to exceed the 3% margin"),
+        (0.988, 1.014, "between 1.2% slower and 1.4% faster, within the ±3% margin"),
+        (0.95, 1.10, "between 5.3% slower and 10.0% faster, no difference shown"),
+        (0.2, 0.5, "at least 2× slower, beyond the 3% margin"),
+    ],
+)
+def test_every_interval_is_said_in_words(low: float, high: float, words: str) -> None:
+    """What the interval establishes, whatever the verdict (issue 26: 1.030× [1.017, 1.043]
+    read as 'faster by 1.7-4.3%' when it was inconclusive)."""
+    estimate = speedup_over_pairs([0.0, 0.01, -0.01], margin=0.03)
+    estimate = dataclasses.replace(estimate, ci_low=low, ci_high=high)
+    assert interval_words(estimate) == words
+
+
+def test_too_few_pairs_have_no_interval_to_say() -> None:
+    estimate = dataclasses.replace(
+        speedup_over_pairs([0.0, 0.01], margin=0.03), ci_low=0.0, ci_high=float("inf")
+    )
+    assert interval_words(estimate).startswith("no interval: 2 pair(s)")
+
+
+@pytest.mark.parametrize(
+    ("confidence", "text"),
+    [(0.95, "95%"), (0.974, "97.4%"), (0.9927, "99.27%"), (0.999989, "99.9989%")],
+)
+def test_a_look_level_keeps_the_digits_that_tell_it_from_100(confidence: float, text: str) -> None:
+    assert level_text(confidence) == text
