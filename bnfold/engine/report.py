@@ -134,23 +134,34 @@ class FoldReport:
         return "\n".join(head + self._markdown_tables("Folded") + self._markdown_ranges())
 
     def _markdown_ranges(self) -> list[str]:
-        """Per fold into a float weight, its range and int8 error (``weight_ranges``)."""
+        """Per fold into a float weight, its range and int8 error (``weight_stats``)."""
+        columns = self._range_columns()
+        if not columns:
+            return []
+        lines = ["", self._ranges_title(), ""]
+        lines += ["| " + " | ".join(_cell(name) for name in columns) + " |"]
+        lines += ["|" + "---|" * len(columns)]
+        rows = zip(*columns.values(), strict=True)
+        lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
+        return lines
+
+    def _ranges_title(self) -> str:
+        return f"Weight ranges (--target {self.target}): symmetric int8 rounding error"
+
+    def _range_columns(self, separator: str = ", ") -> dict[str, list[str]]:
+        """The weight-range table's columns, one row per weight a fold rewrote; {} if none.
+        ``separator``: between the worst channels' entries (``worst_text``)."""
         rows = [(fold, change) for fold in self.folds for change in fold.weight_ranges]
         if not rows:
-            return []
-        lines = [
-            "",
-            f"Weight ranges (--target {self.target}): int8 rounding error of each weight, "
-            "symmetric, per-tensor and per-channel (worst channels first)",
-            "",
-            "| node | weight | range and int8 error |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| `{fold.bn}` | `{change.weight}` | {_cell(change.summary())} |"
-            for fold, change in rows
-        ]
-        return lines
+            return {}
+        return {
+            "node": [fold.bn for fold, _ in rows],
+            "weight": [change.weight for _, change in rows],
+            "max|w|": [change.range_text() for _, change in rows],
+            "median|w|": [change.median_text() for _, change in rows],
+            "per-tensor": [change.worst_text(separator) for _, change in rows],
+            "per-channel": [change.per_channel_text() for _, change in rows],
+        }
 
     def _markdown_tables(self, verb: str) -> list[str]:
         """The folds (headed ``verb: counts``), the kept nodes and the function actions."""
@@ -201,16 +212,14 @@ class FoldReport:
         self.render_ranges(console)
 
     def render_ranges(self, console: Any) -> None:
-        """One line per fold into a float weight: its range and int8 error, worst channels."""
-        rows = [(fold, change) for fold in self.folds for change in fold.weight_ranges]
-        if rows:
-            console.print(f"Weight ranges (--target {self.target}, int8 symmetric):")
-        for fold, change in rows:
-            console.print(
-                f"  {fold.bn} → {change.weight}: {change.summary()}",
-                markup=False,
-                highlight=False,
-            )
+        """One row per weight a fold rewrote: its range and int8 error, worst channels named."""
+        from ..storage.textfit import print_table
+
+        columns = self._range_columns(separator="\n")  # one worst channel per line
+        if columns:
+            width = getattr(console, "width", 80)
+            table = _fitted_table(self._ranges_title(), columns, ("node", "weight"), width)
+            print_table(console, table)
 
     def render_tables(self, console: Any, verb: str) -> None:
         """The folds (titled ``verb: counts``), the kept nodes and the function actions.

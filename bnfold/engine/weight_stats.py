@@ -53,21 +53,27 @@ class WeightRange:
         errors = self.after.per_tensor_error
         return sorted(range(len(errors)), key=lambda c: (-errors[c], c))[:count]
 
-    def summary(self) -> str:
-        """``max|w| 0.48→1.2, median|w| 0.12→0.15; per-tensor int8 error: channel 5 5.8% (was
-        0.72%), 1 4.1% (was 0.6%), 0 3% (was 0.5%); per-channel ≤ 0.56% (was ≤ 0.56%)``."""
-        before, after = self.before, self.after
-        worst = ", ".join(
-            f"{c} {_percent(after.per_tensor_error[c])} (was {_percent(before.per_tensor_error[c])})"
-            for c in self.worst_channels()
+    def range_text(self) -> str:
+        """``0.481→1.23``: ``max|W|`` before and after."""
+        return f"{self.before.max_abs:.3g}→{self.after.max_abs:.3g}"
+
+    def median_text(self) -> str:
+        """``0.128→0.0937``: ``median|W|`` before and after."""
+        return f"{self.before.median_abs:.3g}→{self.after.median_abs:.3g}"
+
+    def worst_text(self, separator: str = ", ") -> str:
+        """``5: 5.8% (was 0.51%), 1: 3.6% (was 0.64%), …``: per-tensor int8 error of the worst
+        channels after the fold, and before it, one entry per channel joined by ``separator``."""
+        before, after = self.before.per_tensor_error, self.after.per_tensor_error
+        return separator.join(
+            f"{c}: {_percent(after[c])} (was {_percent(before[c])})" for c in self.worst_channels()
         )
-        return (
-            f"max|w| {before.max_abs:.3g}→{after.max_abs:.3g}, "
-            f"median|w| {before.median_abs:.3g}→{after.median_abs:.3g}; "
-            f"per-tensor int8 error: channel {worst}; per-channel ≤ "
-            f"{_percent(max(after.per_channel_error, default=0.0))} "
-            f"(was ≤ {_percent(max(before.per_channel_error, default=0.0))})"
-        )
+
+    def per_channel_text(self) -> str:
+        """``≤ 0.56%``: the largest per-channel int8 error after (and before, if it moved)."""
+        after = _percent(max(self.after.per_channel_error, default=0.0))
+        before = _percent(max(self.before.per_channel_error, default=0.0))
+        return f"≤ {after}" if after == before else f"≤ {after} (was ≤ {before})"
 
 
 def _percent(error: float) -> str:

@@ -117,11 +117,16 @@ def test_json_markdown_and_terminal_show_the_ranges() -> None:
     }
     markdown = report.to_markdown()
     assert "Weight ranges (--target quantize)" in markdown
-    assert "| `bn0` | `conv0_W` | max\\|w\\| " in markdown  # escaped: one cell
+    header = "| node | weight | max\\|w\\| | median\\|w\\| | per-tensor | per-channel |"
+    assert header in markdown  # "|" escaped: one cell each
+    change = report.folds[0].weight_ranges[0]
+    assert f"| bn0 | conv0_W | {change.range_text()} | {change.median_text()} |" in markdown
     out = io.StringIO()
-    report.render(Console(file=out, width=200))
-    lines = [line for line in out.getvalue().splitlines() if "→ conv" in line]
-    assert len(lines) == 4 and all("per-tensor int8 error: channel " in line for line in lines)
+    report.render(Console(file=out, width=80))
+    terminal = out.getvalue().splitlines()
+    assert max(len(line) for line in terminal) <= 80
+    (row,) = [line for line in terminal if line.startswith("bn0 ") and "conv0_W" in line]
+    assert f" {change.worst_channels()[0]}: " in row  # the worst channel, on the fold's row
 
 
 def test_a_quantized_layer_has_no_float_weight_to_report() -> None:
