@@ -107,14 +107,13 @@ def judge_step_options(command: F) -> F:
         _require(given & (bench.names - shared | {"plot_path"}), {"--bench"} & running, "--bench")
         _require(given & (shared | set(JUDGE_INPUTS)), running, "--verify or --bench")
         values = {name: kwargs.pop(name) for name in names}
-        if running:
-            context = click.get_current_context()
-            for name, default in defaults.items():
-                if name not in given:
-                    values[name] = default(context)
         for judge in (verify, bench):
-            taken = {name: values[name] for name in judge.names}
-            kwargs[judge.keyword] = judge.build(**taken) if judge.flag in running else None
+            kwargs[judge.keyword] = None
+            if judge.flag in running:
+                taken = {name: values[name] for name in judge.names}
+                for name in judge.names & defaults.keys() - given:
+                    taken[name] = defaults[name](click.get_current_context())
+                kwargs[judge.keyword] = judge.build(**taken)
         return command(*args, **kwargs)
 
     # What click.option does for each option: remember it on the function, innermost first.

@@ -192,6 +192,21 @@ def test_import_and_optimize_load_neither_onnxruntime_nor_verify_nor_bench(
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+def test_optimize_verify_loads_no_part_of_bench(model_path: Path) -> None:
+    """bench's option defaults are library constants: read only when --bench runs."""
+    code = (
+        "from bnfold.cli import main\n"
+        "try:\n"
+        f"    main(['optimize', {str(model_path)!r}, '-q', '--verify', '--dim', 'N=2',"
+        " '--providers', 'cpu'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "import sys; print(sorted(m for m in sys.modules if m.startswith('bnfold.bench')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def test_verify_and_bench_stay_callable_however_they_were_imported() -> None:
     code = (
         "import bnfold.verify.report, bnfold.bench.stats, bnfold\n"
