@@ -32,6 +32,7 @@ import onnx
 
 from ..api import optimize
 from ..engine.report import FoldReport
+from ..errors import OutputWriteError
 
 # Ops that do arithmetic in float when onnxruntime runs them: affine (what a BN is, or
 # becomes as Mul/Add or a 1×1 depthwise Conv) and linear layers, fused or in NCHWc layout.
@@ -77,12 +78,16 @@ def quantize_int8(
     """Fold for ``target``, run ``quant_pre_process``, then ``quantize_static`` to ``output``.
 
     ``calibration`` is an ``onnxruntime.quantization.CalibrationDataReader`` over the model's
-    inputs. The format is QDQ, activations uint8 and weights int8 (onnxruntime's choice for
-    x86 CPUs), weights ``per_channel``. The intermediate files go to ``work`` (default: beside
-    ``output``, named ``OUTPUT.prep.onnx`` and ``OUTPUT.prep.pre.onnx``).
+    inputs. The format is QDQ, activations uint8 and weights int8 (U8S8), weights
+    ``per_channel``. The intermediate files go to ``work`` (default: beside ``output``), named
+    ``OUTPUT.prep.onnx`` and ``OUTPUT.prep.pre.onnx``. A missing folder raises
+    ``OutputWriteError`` before any work.
     """
     output = Path(output)
     folder = Path(work) if work is not None else output.parent
+    for needed in (folder, output.parent):
+        if not needed.is_dir():
+            raise OutputWriteError(f"folder {needed} does not exist", hint="create it first")
     prepared = folder / f"{output.stem}.prep.onnx"
     preprocessed = folder / f"{output.stem}.prep.pre.onnx"
     result = optimize(model, target=target)

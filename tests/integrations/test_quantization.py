@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnxruntime.quantization import CalibrationDataReader
 
-from bnfold.errors import UsageError
+from bnfold.errors import OutputWriteError, UsageError
 from bnfold.integrations.quantization import (
     float_islands,
     optimized_ops,
@@ -72,6 +72,14 @@ def test_default_profile_keeps_the_bn_after_relu(model: onnx.ModelProto, tmp_pat
 def test_unknown_target_writes_nothing(model: onnx.ModelProto, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown target"):
         quantize_int8(model, tmp_path / "int8.onnx", Batches(), target="tpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_folder_is_one_error_before_any_work(
+    model: onnx.ModelProto, tmp_path: Path
+) -> None:
+    with pytest.raises(OutputWriteError, match="does not exist"):
+        quantize_int8(model, tmp_path / "int8.onnx", Batches(), work=tmp_path / "missing")
     assert list(tmp_path.iterdir()) == []
 
 
