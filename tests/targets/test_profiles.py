@@ -128,6 +128,13 @@ def test_a_form_named_by_hand_wins_over_the_profile() -> None:
     assert op_types(result.model) == ["Mul", "Add", "Relu"]
 
 
+def test_lower_standalone_alone_means_the_profiles_form() -> None:
+    result = bnfold.optimize(BUILT["bn_on_input"](), target="npu", lower_standalone=True)
+    assert op_types(result.model) == ["Conv", "Relu"]
+    default = bnfold.optimize(BUILT["bn_on_input"](), lower_standalone=True)
+    assert op_types(default.model) == ["Mul", "Add", "Relu"]
+
+
 @pytest.mark.parametrize("target", LOWERING)
 def test_unlowerable_batchnorm_is_refused_with_its_reason(target: str) -> None:
     """The refusal quantize and npu add: a BN whose input rank is unknown stays."""
