@@ -17,7 +17,12 @@ Its width is the stride product of the path (``ceil(s/32) = 7`` for ``s`` in 193
 size chosen is the one inside it divisible by the largest power of two: the size whose strides
 the head undoes (``224 = 7·32``). The head used is the first, in graph order, whose quantity
 depends on the spatial size (probed at two sizes): a MatMul over a sequence's hidden features
-does not, so a sequence model finds no head here.
+does not, so a sequence model finds no head here. Pools come after the layer heads: a pool
+ending in Flatten may still leave a 7×7 map to a Gemm (VGG's last MaxPool has a 2×2 kernel),
+so the Gemm or Reshape behind it says more surely what was meant.
+
+A size too small for some op's receptive field gives dims of zero or below (whose products may
+be positive again), so any non-positive inferred dim counts as "too small" for the bisection.
 """
 
 from __future__ import annotations
