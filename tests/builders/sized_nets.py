@@ -46,16 +46,18 @@ def classifier(
 ) -> onnx.ModelProto:
     """An image classifier: a stride-``2**strided`` Conv path, then ``head``.
 
-    - ``gemm``: Flatten -> Gemm 'fc' whose weight takes ``8·side·side`` features;
+    - ``gemm`` (``matmul``): Flatten -> Gemm (MatMul) 'fc' whose weight takes ``8·side·side``
+      features;
     - ``pool``: AveragePool 'pool' with a ``side``×``side`` kernel -> Flatten (no Gemm);
     - ``global``: GlobalAveragePool -> Flatten -> Gemm (any size fits).
     """
     rng = np.random.default_rng(0)
     nodes, weights, source = _stride_path(rng, strided, 8, "x")
-    if head == "gemm":
+    if head in ("gemm", "matmul"):
         weights["fc_w"] = rng.standard_normal((8 * side * side, 10)).astype(np.float32)
         nodes.append(helper.make_node("Flatten", [source], ["flat"]))
-        nodes.append(helper.make_node("Gemm", ["flat", "fc_w"], ["y"], name="fc"))
+        layer = "Gemm" if head == "gemm" else "MatMul"
+        nodes.append(helper.make_node(layer, ["flat", "fc_w"], ["y"], name="fc"))
     elif head == "pool":
         pooled = [side, side]
         nodes.append(

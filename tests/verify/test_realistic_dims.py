@@ -33,6 +33,7 @@ from tests.builders.verify_models import save
         ("gemm", 5, 7, 224, "the size Gemm 'fc' expects after a stride-32 path"),
         ("gemm", 2, 7, 28, "the size Gemm 'fc' expects after a stride-4 path"),
         ("gemm", 3, 5, 40, "the size Gemm 'fc' expects after a stride-8 path"),
+        ("matmul", 4, 3, 48, "the size MatMul 'fc' expects after a stride-16 path"),
         ("pool", 3, 7, 56, "the size AveragePool 'pool' expects after a stride-8 path"),
         ("global", 5, 7, 224, "the default for an image input"),
     ],
