@@ -4,7 +4,7 @@
 large gain is clear after a handful of pairs; a model on a quiet machine is clearly
 equivalent after a few more. Looking at the 95% interval after every batch and stopping at
 the first verdict would, however, give noise many chances to cross a boundary: at margin 0
-on simulated A/A runs it errs in 23% of runs instead of 5% (``tests/bench``). The looks
+on simulated A/A runs it errs in 22% of runs instead of 5% (``tests/bench``). The looks
 must share one error budget.
 
 **The loop** (one ``decide`` call per look; each call is pure)::
@@ -96,8 +96,8 @@ class SequentialPlan:
     the budget is expected to fit: a budget that ends first makes a final look that spends
     all the α left. Shrinking ``max_pairs`` to the pairs that fit stops sooner but makes the
     last looks stricter: with 16 pairs in the budget, on the simulated ``loaded`` noise, a 5%
-    gain is ``faster`` in 96.6% of runs after 10.2 pairs on average with ``max_pairs=16``,
-    and in 98.6% after 14.2 with 40 (``stress`` noise: 60% against 76%).
+    gain is ``faster`` in 96.6% of runs after 10.3 pairs on average with ``max_pairs=16``,
+    and in 98.3% after 14.3 with 40 (``stress`` noise: 58% against 75%).
     """
 
     confidence: float = DEFAULT_CONFIDENCE

@@ -15,12 +15,20 @@ slower" symmetric). Over the ``K`` pairs, a 20%-trimmed mean with the Tukey-McLa
 (Yuen) t-interval (Wilcox, *Introduction to Robust Estimation and Hypothesis Testing*, 4th
 ed., §4.4.1), with ``g = floor(0.2 K)`` pairs trimmed from each end::
 
-    m   = mean of d_(g+1) ... d_(K-g)                    (sorted; the trimmed mean)
-    s_w = sd of the d_k winsorized at d_(g+1) and d_(K-g)   (ddof 1)
-    h   = t_{K-2g-1, (1+c)/2} · s_w / ((1 - 2g/K) · sqrt(K))
-    speedup = exp(m),  interval = [exp(m - h), exp(m + h)]
+    m    = mean of d_(g+1) ... d_(K-g)                    (sorted; the trimmed mean)
+    s_w  = sd of the d_k winsorized at d_(g+1) and d_(K-g)   (ddof 1)
+    n    = K - 2g                                           (pairs kept)
+    se   = s_w · sqrt((K - 1) / (n (n - 1)))
+    half = t_{n-1, (1+c)/2} · se
+    speedup = exp(m),  interval = [exp(m - half), exp(m + half)]
 
-With no trimming (``K < 5``) this is the plain Student-t interval of the mean. Why trimmed:
+``se`` is Tukey & McLaughlin's (1963) form, the winsorized sum of squares over
+``n (n - 1)``; the common large-sample form ``s_w / ((1 - 2g/K) sqrt(K))`` is 2-9% narrower
+below 20 pairs, and on simulated normal pairs it missed 1 in 6.6% of runs at 6 pairs and
+6.5% at 10 where this one misses 5.9% and 5.8% (the t approximation of a trimmed mean is
+still a little liberal for light-tailed pairs; on the heavy-tailed pairs measured on a busy
+machine both are at or below 5%). With no trimming (``K < 5``) this is the plain Student-t
+interval of the mean. Why trimmed:
 on a busy machine a multi-threaded session sometimes has most of a pair's runs preempted
 (a 1 ms model measured at 29 ms), which makes that one pair's ratio 20× or 0.1×; a plain
 mean and sd let one such pair widen the interval to [0.93, 1.93], while the trimmed
@@ -187,8 +195,15 @@ def trimmed_interval(log_speedups: ArrayLike, confidence: float) -> tuple[float,
     g = trimmed_count(pairs)
     mean = float(np.mean(d[g : pairs - g]))
     sd = float(np.std(np.clip(d, d[g], d[pairs - g - 1]), ddof=1))
-    half = t_quantile(confidence, pairs - 2 * g - 1) * sd / ((1 - 2 * g / pairs) * math.sqrt(pairs))
-    return mean, half, sd
+    kept = pairs - 2 * g
+    return mean, t_quantile(confidence, kept - 1) * sd * standard_error_factor(pairs), sd
+
+
+def standard_error_factor(pairs: int) -> float:
+    """``se / s_w = sqrt((K - 1) / (n (n - 1)))`` for ``K`` pairs, ``n = K - 2g`` kept (about
+    ``1 / ((1 - 2γ) sqrt(K))``)."""
+    kept = pairs - 2 * trimmed_count(pairs)
+    return math.sqrt((pairs - 1) / (kept * (kept - 1)))
 
 
 def trimmed_count(pairs: int) -> int:
@@ -217,9 +232,9 @@ def pairs_needed(
     """About how many pairs make the interval decisive if mean and spread stay as measured.
 
     The interval must shrink to the distance between the estimate and the margin,
-    ``gap = | |m| - L |``: ``t · s_w / ((1 - 2γ) sqrt(K')) < gap`` gives
-    ``K' > (t · s_w / ((1 - 2γ) gap))²`` (``γ = TRIM``; t for the new K', found by
-    iterating). None when the answer exceeds ``MAX_PAIRS_NEEDED`` (the estimate sits on the
+    ``gap = | |m| - L |``: ``t · s_w · f(K') < gap`` with ``f = standard_error_factor``
+    (about ``1 / ((1 - 2γ) sqrt(K'))``, ``γ = TRIM``) gives
+    ``K' > K · (t · s_w · f(K) / gap)²`` (t and ``f`` at the new K', found by iterating). None when the answer exceeds ``MAX_PAIRS_NEEDED`` (the estimate sits on the
     margin: no practical run decides).
     """
     gap = abs(abs(mean) - math.log1p(margin))
@@ -230,8 +245,8 @@ def pairs_needed(
     needed = pairs
     for _ in range(20):
         df = max(needed - 2 * trimmed_count(needed) - 1, 1)
-        scale = 1 - 2 * trimmed_count(needed) / needed
-        guess = math.ceil((t_quantile(confidence, df) * sd / (scale * gap)) ** 2) + 1
+        half = t_quantile(confidence, df) * sd * standard_error_factor(needed)
+        guess = math.ceil(needed * (half / gap) ** 2) + 1
         if guess > MAX_PAIRS_NEEDED:
             return None
         if guess == needed:

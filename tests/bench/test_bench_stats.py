@@ -94,12 +94,12 @@ def test_below_five_pairs_it_is_the_t_interval_of_the_mean() -> None:
 
 
 def test_ten_pairs_use_the_20_percent_trimmed_mean_and_winsorized_sd() -> None:
-    """Tukey-McLaughlin by hand: g = 2, df = 10 - 4 - 1 = 5, SE = s_w / (0.6 sqrt(10))."""
+    """Tukey-McLaughlin by hand: g = 2, n = 6 kept, df = 5, SE = s_w sqrt(9 / (6 · 5))."""
     d = np.array([0.30, -0.20, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.11, 0.12])
     ordered = np.sort(d)  # -0.20 0.05 | 0.06 ... 0.11 | 0.12 0.30
     trimmed_mean = ordered[2:8].mean()
     winsorized = np.clip(d, ordered[2], ordered[7])
-    half = 2.5706 * np.std(winsorized, ddof=1) / (0.6 * math.sqrt(10))
+    half = 2.5706 * np.std(winsorized, ddof=1) * math.sqrt(9 / 30)
     estimate = speedup_over_pairs(d, margin=0.03)
     assert estimate.speedup == pytest.approx(math.exp(trimmed_mean))
     assert estimate.ci_low == pytest.approx(math.exp(trimmed_mean - half), rel=1e-4)

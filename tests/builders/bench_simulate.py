@@ -18,6 +18,7 @@ The candidate's true latency is ``base / effect``: ``effect = 1.1`` is a 10% spe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +29,7 @@ from bnfold.bench.stats import (
     EQUIVALENT,
     FASTER,
     INCONCLUSIVE,
+    standard_error_factor,
     t_quantile,
     trimmed_count,
     trimmed_interval,
@@ -117,23 +119,32 @@ def simulate_log_ratios(
 
 
 def run_sequential(
-    log_ratios: np.ndarray, plan: SequentialPlan, *, budget_pairs: int | None = None
+    log_ratios: np.ndarray,
+    plan: SequentialPlan,
+    *,
+    budget_pairs: int | None = None,
+    looks: Sequence[int] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """Each row of ``log_ratios`` through bench's loop: a look after every ``plan.batch``
-    pairs with ``decide``, stopping at the first final decision; the look at
-    ``budget_pairs`` (the wall-clock budget ran out; default ``plan.max_pairs``) is final.
-    Returns the verdicts and the pairs each run used."""
+    """Each row of ``log_ratios`` through bench's loop: a look with ``decide`` after every
+    ``plan.batch`` pairs (or after each count in ``looks``, increasing), stopping at the
+    first final decision; the look at ``budget_pairs`` (the wall-clock budget ran out;
+    default ``plan.max_pairs``) or at the last of ``looks`` is final. Returns the verdicts
+    and the pairs each run used."""
     last = min(budget_pairs or plan.max_pairs, plan.max_pairs, log_ratios.shape[1])
+    if looks is None:
+        looks = [*range(plan.batch, last, plan.batch), last]
     verdicts: list[str] = []
     used = np.zeros(len(log_ratios), dtype=np.intp)
     for row, d in enumerate(log_ratios):
         decision: Decision | None = None
-        pairs = 0
-        while decision is None or not decision.final:
-            pairs = min(pairs + plan.batch, last)
-            decision = decide(d[:pairs].tolist(), plan, previous=decision, final=pairs == last)
+        for pairs in looks:
+            final = pairs == looks[-1]
+            decision = decide(d[:pairs].tolist(), plan, previous=decision, final=final)
+            if decision.final:
+                break
+        assert decision is not None
         verdicts.append(decision.verdict)
-        used[row] = pairs
+        used[row] = decision.pairs
     return verdicts, used
 
 
@@ -158,14 +169,14 @@ def run_naive_peeking(log_ratios: np.ndarray, plan: SequentialPlan) -> list[str]
 
 def print_levels(plan: SequentialPlan) -> None:
     """Each look of ``plan``: its level, its level were it final, and the half-width of its
-    interval in units of the winsorized sd ``s_w`` (``t / ((1 - 2g/n) √n)``)."""
+    interval in units of the winsorized sd ``s_w`` (``t · stats.standard_error_factor``)."""
     print("| pairs | α spent here | level | level if final | half-width / s_w |")
     print("|---|---|---|---|---|")
     previous = None
     for pairs in range(plan.first_look, plan.max_pairs + 1, plan.batch):
         level = plan.level_at(pairs, previous)
-        g = trimmed_count(pairs)
-        scale = t_quantile(level, pairs - 2 * g - 1) / ((1 - 2 * g / pairs) * math.sqrt(pairs))
+        kept = pairs - 2 * trimmed_count(pairs)
+        scale = t_quantile(level, kept - 1) * standard_error_factor(pairs)
         final = plan.level_at(pairs, previous, final=True)
         print(f"| {pairs} | {1 - level:.2e} | {level:.6f} | {final:.4f} | {scale:.3g} |")
         previous = pairs
