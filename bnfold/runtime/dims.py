@@ -11,7 +11,7 @@ dims, sequence lengths) are set together to one size ``s``, the first rule that 
    shape, a fixed-kernel pool ending the spatial path. ResNet-50 with a 7×7 AveragePool after
    a stride-32 path: 224.
 2. **224 for an image input** (``IMAGE_SIZE``): rank 4 with at most 4 channels on axis 1
-   (NCHW) or axis 3 (NHWC), the input size of most vision models.
+   (NCHW) or axis 3 (NHWC) and both spatial axes free, the input size of most vision models.
 3. Otherwise, when the graph has spatial ops (Conv, ConvTranspose, pooling), **twice the
    smallest size they accept**: those need an input at least as large as their receptive
    field, which depends on every kernel, stride, dilation and pad on the way. Rather than
@@ -227,19 +227,20 @@ def _free_size(
 
 
 def _spatial_axes(inputs: list[onnx.ValueInfoProto], name: str) -> tuple[int, ...]:
-    """The H and W axes of input ``name`` when it is an image (NCHW or NHWC), else ()."""
+    """The H and W axes of input ``name`` when it is an image, else ().
+
+    An image has rank 4, at most ``IMAGE_MAX_CHANNELS`` static channels on axis 1 (NCHW) or
+    axis 3 (NHWC), and both other axes free: an attention mask ``[N, 1, 1, T]`` is no image.
+    """
     declared = next((declared_shape(vi) for vi in inputs if vi.name == name), None)
     if declared is None or len(declared) != 4:
         return ()
-
-    def channels(dim: int | str | None) -> bool:
-        return isinstance(dim, int) and dim <= IMAGE_MAX_CHANNELS
-
-    if channels(declared[1]) and not channels(declared[3]):
-        return (2, 3)
-    if channels(declared[3]) and not channels(declared[1]):
-        return (1, 2)
-    return (2, 3) if channels(declared[1]) else ()
+    for channel, spatial in ((1, (2, 3)), (3, (1, 2))):
+        dim = declared[channel]
+        few_channels = isinstance(dim, int) and dim <= IMAGE_MAX_CHANNELS
+        if few_channels and not any(isinstance(declared[axis], int) for axis in spatial):
+            return spatial
+    return ()
 
 
 def _ladder_size(model: onnx.ModelProto, shapes_at: ShapesAt) -> Choice:

@@ -149,3 +149,13 @@ def light_model_with_symbolic_size(name: str) -> onnx.ModelProto:
                 dims[axis].dim_param = symbol
     model.ir_version = 8  # the light models say 3; what onnxruntime reads either way
     return model
+
+
+def attention_mask_model() -> onnx.ModelProto:
+    """``mask [N, 1, 1, T]`` (rank 4, one channel, but T is a sequence) -> Neg."""
+    nodes = [helper.make_node("Neg", ["mask"], ["y"])]
+    return make_model(
+        nodes,
+        [tensor("mask", TensorProto.FLOAT, ["N", 1, 1, "T"])],
+        [tensor("y", TensorProto.FLOAT, ["N", 1, 1, "T"])],
+    )

@@ -17,6 +17,7 @@ from bnfold.runtime import dims
 from bnfold.runtime.inputs import input_specs
 from bnfold.runtime.shapeprobe import weightless
 from tests.builders.sized_nets import (
+    attention_mask_model,
     classifier,
     feature_map_model,
     light_model_with_symbolic_size,
@@ -73,6 +74,7 @@ def test_onnx_light_models_made_symbolic_get_224_back(name: str, head: str) -> N
     [
         (mlp, (1, 784), "N set to 1 (the batch); override"),
         (sequence_model, (1, 1, 16), "T set to 1 (no spatial op reads them)"),
+        (attention_mask_model, (1, 1, 1, 1), "T set to 1 (no spatial op reads them)"),
         (feature_map_model, (1, 16, 8, 8), "H, W set to 8 (every Conv/pool accepts 4; doubled)"),
     ],
 )
