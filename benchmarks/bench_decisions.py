@@ -147,6 +147,8 @@ class BenchRun:
     exit_code: int | None  # None: stopped at the timeout
     verdicts: dict[str, str] = field(default_factory=dict)  # "cpu/all/batch 1" -> verdict
     speedups: dict[str, float | None] = field(default_factory=dict)
+    pairs: dict[str, int | None] = field(default_factory=dict)  # the session pairs timed
+    stopped_by: dict[str, str | None] = field(default_factory=dict)  # a sequential bench's
     reported_s: float | None = None  # the report's own duration
     error: str = ""
 
@@ -203,6 +205,8 @@ def parse_report(report: dict, wall_s: float, exit_code: int) -> BenchRun:
         name = setting_name(comparison)
         run.verdicts[name] = str(comparison.get("verdict"))
         run.speedups[name] = comparison.get("speedup")
+        run.pairs[name] = comparison.get("pairs")
+        run.stopped_by[name] = comparison.get("stopped_by")
     return run
 
 
@@ -487,14 +491,20 @@ def _load(part: dict) -> str:
 def render_aa(part: dict) -> list[str]:
     runs = part["runs"]
     counts: dict[str, Counter[str]] = {}
+    pairs: dict[str, list[int]] = {}
     for run in runs:
         for setting, verdict in run["verdicts"].items():
             counts.setdefault(setting, Counter())[verdict] += 1
+            timed = run.get("pairs", {}).get(setting)
+            pairs.setdefault(setting, []).extend([timed] if timed else [])
     kinds = ("faster", "slower", "equivalent", "inconclusive")
     rows = [
-        [s, *(c[k] for k in kinds), f"**{c['faster'] + c['slower']} / {sum(c.values())}**"]
+        [
+            s, *(c[k] for k in kinds), f"**{c['faster'] + c['slower']} / {sum(c.values())}**",
+            f"{statistics.median(pairs[s]):g} ({min(pairs[s])}-{max(pairs[s])})" if pairs[s] else "-",
+        ]
         for s, c in sorted(counts.items())
-    ]
+    ]  # fmt: skip
     wrong = sum(any(v in FALSE_VERDICTS for v in r["verdicts"].values()) for r in runs)
     failed = [r["error"] for r in runs if r["error"]]
     walls = [r["wall_s"] for r in runs]
@@ -504,7 +514,7 @@ def render_aa(part: dict) -> list[str]:
         f"`{part['model']}` against a copy with another `doc_string`; {_load(part)}.",
         "",
     ]
-    lines += _table(["setting", *kinds, "false verdicts"], rows)
+    lines += _table(["setting", *kinds, "false verdicts", "pairs: median (range)"], rows)
     lines += [
         "",
         f"Runs with a false verdict in any setting: **{wrong} / {len(runs)}**. "
@@ -554,11 +564,19 @@ def render_power(part: dict) -> list[str]:
     return lines + _table(header, rows)
 
 
+def _verdict_text(run: dict, setting: str) -> str:
+    """``all: equivalent (12 pairs, stopped by decided)``; what the report says of its stop."""
+    level, verdict = setting.split("/")[1], run["verdicts"][setting]
+    said = [f"{run[key][setting]}{unit}" for key, unit in (("pairs", " pairs"), ("stopped_by", ""))
+            if run.get(key, {}).get(setting)]  # fmt: skip
+    return f"{level}: {verdict}" + (f" ({', stopped by '.join(said)})" if said else "")
+
+
 def render_wall(part: dict) -> list[str]:
     rows = []
     for row in part["rows"]:
         run = row["run"]
-        verdicts = ", ".join(f"{s.split('/')[1]}: {v}" for s, v in run["verdicts"].items())
+        verdicts = ", ".join(_verdict_text(run, s) for s in run["verdicts"])
         wall = f"{run['wall_s']:.1f}" if run["exit_code"] is not None else f"> {run['wall_s']:.0f}"
         met = not run["error"] and run["wall_s"] <= row["goal_s"]
         reported = run["reported_s"]
@@ -617,14 +635,22 @@ def write_section(out: Path, label: str, section: str) -> None:
 # --- main ------------------------------------------------------------------------------------
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="after", help="section name in --out (before/after)")
     parser.add_argument("--parts", default="aa,power,wall", help="comma list of aa, power, wall")
-    parser.add_argument("--aa-runs", type=int, default=40)
-    parser.add_argument("--power-runs", type=int, default=5)
-    parser.add_argument("--true-pairs", type=int, default=20, help="pairs of the true ratio")
-    parser.add_argument("--true-rounds", type=int, default=100, help="rounds per pair")
+    parser.add_argument("--aa-runs", type=_at_least_one, default=40)
+    parser.add_argument("--power-runs", type=_at_least_one, default=5)
+    parser.add_argument(
+        "--true-pairs", type=_at_least_one, default=20, help="pairs of the true ratio"
+    )
+    parser.add_argument("--true-rounds", type=_at_least_one, default=100, help="rounds per pair")
     parser.add_argument("--large-mb", type=float, default=472.0)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per bench")
     parser.add_argument("--bench-args", default="", help="extra bench options, one string")

@@ -38,7 +38,10 @@ bd = _harness()
 
 
 def _comparison(level: str, verdict: str, batch: int | None = 1) -> dict:
-    return {"provider": "cpu", "level": level, "batch": batch, "verdict": verdict, "speedup": 1.01}
+    return {
+        **{"provider": "cpu", "level": level, "batch": batch, "verdict": verdict},
+        **{"speedup": 1.01, "pairs": 6, "stopped_by": "decided"},
+    }
 
 
 def test_a_report_gives_one_verdict_per_setting() -> None:
@@ -49,6 +52,10 @@ def test_a_report_gives_one_verdict_per_setting() -> None:
     run = bd.parse_report(report, wall_s=9.0, exit_code=0)
     assert run.verdicts == {"cpu/disable/batch 1": "faster", "cpu/all": "equivalent"}
     assert (run.wall_s, run.reported_s, run.error) == (9.0, 7.5, "")
+    assert (
+        bd._verdict_text(bd.asdict(run), "cpu/all")
+        == "all: equivalent (6 pairs, stopped by decided)"
+    )
 
 
 def test_aa_counts_false_verdicts_per_setting_and_per_run() -> None:
@@ -59,9 +66,9 @@ def test_aa_counts_false_verdicts_per_setting_and_per_run() -> None:
     part = {"model": "m.onnx", "runs": [bd.asdict(r) for r in runs]}
     part.update(at="11:00 UTC", minutes=0.1, load_before="1", load_after="2")
     lines = bd.render_aa(part)
-    # setting | faster | slower | equivalent | inconclusive | false verdicts
-    assert "| cpu/all/batch 1 | 0 | 1 | 1 | 0 | **1 / 2** |" in lines
-    assert "| cpu/disable/batch 1 | 0 | 0 | 1 | 1 | **0 / 2** |" in lines
+    # setting | faster | slower | equivalent | inconclusive | false verdicts | pairs
+    assert "| cpu/all/batch 1 | 0 | 1 | 1 | 0 | **1 / 2** | 6 (6-6) |" in lines
+    assert "| cpu/disable/batch 1 | 0 | 0 | 1 | 1 | **0 / 2** | 6 (6-6) |" in lines
     assert any("any setting: **1 / 2**" in line for line in lines)
 
 
