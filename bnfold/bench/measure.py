@@ -359,16 +359,17 @@ class Measurement:
                 seconds_per_pair=float(np.mean(setting.clock.pair_seconds)),
                 timed_seconds_per_pair=setting.schedule.timed_s,
                 schedule=setting.schedule.describe(),
-                stopped_by=_stopped_by(decision, setting.schedule),
+                stopped_by=_stopped_by(decision, self.plan.pairs),
             )
         )
 
 
-def _stopped_by(decision: Decision, schedule: PairSchedule) -> str:
-    """``decided``, ``pairs`` (every planned pair was timed) or ``budget``."""
+def _stopped_by(decision: Decision, max_pairs: int) -> str:
+    """``decided``, ``pairs`` (all ``--pairs`` were timed) or ``budget`` (the setting's share
+    ran out first, whether before its planned pairs or by planning fewer)."""
     if decision.verdict != INCONCLUSIVE:
         return "decided"
-    return "pairs" if decision.pairs >= schedule.pairs else "budget"
+    return "pairs" if decision.pairs >= max_pairs else "budget"
 
 
 def _estimate(

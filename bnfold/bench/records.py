@@ -103,7 +103,7 @@ class Comparison:
     timed_seconds_per_pair: float | None = None
     decision: Decision | None = None
     schedule: str | None = None
-    # Why the setting stopped: "decided", "pairs" (the planned pairs were done) or "budget".
+    # Why the setting stopped: "decided", "pairs" (all --pairs were timed) or "budget".
     stopped_by: str | None = None
 
     @property
@@ -160,7 +160,7 @@ class Comparison:
         if self.stopped_by == "budget":
             return f"{text}; its share of the budget was spent"
         if self.stopped_by == "pairs":
-            return f"{text}; the planned pairs were all timed"
+            return f"{text}; all --pairs were timed"
         return text
 
 
