@@ -51,6 +51,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader
 
 import bnfold
+from bnfold.engine.report import FoldReport
 from bnfold.integrations.quantization import (
     FLOAT_COMPUTE_OPS,
     optimized_ops,
@@ -325,10 +326,11 @@ def residual(settings: Settings, blocks: int = 2) -> onnx.ModelProto:
     return _model(nodes, inits, {"x": [1, c, settings.size, settings.size]}, x)
 
 
-def keras_dense_relu_bn(settings: Settings) -> tuple[onnx.ModelProto, onnx.ModelProto] | None:
+def keras_dense_relu_bn(settings: Settings) -> tuple[onnx.ModelProto, onnx.ModelProto, str] | None:
     """A Keras 3 model (``Dense(relu) → BN`` twice, then a Dense head) on the torch backend:
     Keras' own export, and ``bnfold.integrations.keras_export.export_keras``'s folded file
-    (bnfold's default profile, verified against ``model.predict``). None without keras."""
+    (bnfold's default profile, verified against ``model.predict``) with what it folded. None
+    without keras."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
     try:
         import keras
@@ -354,8 +356,8 @@ def keras_dense_relu_bn(settings: Settings) -> tuple[onnx.ModelProto, onnx.Model
     with tempfile.TemporaryDirectory() as tmp:
         raw, folded = Path(tmp) / "raw.onnx", Path(tmp) / "folded.onnx"
         model.export(str(raw), format="onnx", verbose=False)
-        export_keras(model, folded)
-        return onnx.load(raw), onnx.load(folded)
+        exported = export_keras(model, folded)
+        return onnx.load(raw), onnx.load(folded), f"export_keras: {what_folded(exported.report)}"
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -540,10 +542,15 @@ CONV_MODEL = "conv-relu-bn (#9938)"
 def folded(model: onnx.ModelProto, target: str) -> tuple[onnx.ModelProto, str]:
     """bnfold's output for ``target`` and what it did, in a few words."""
     result = bnfold.optimize(model, target=target)
-    patterns = collections.Counter(fold.pattern for fold in result.report.folds)
+    return result.model, what_folded(result.report)
+
+
+def what_folded(report: FoldReport) -> str:
+    """``2 conv-bn-split; kept: negative-scale``: folds by pattern, then the reasons kept."""
+    patterns = collections.Counter(fold.pattern for fold in report.folds)
     done = ", ".join(f"{n} {pattern}" for pattern, n in sorted(patterns.items())) or "nothing"
-    kept = sorted({s.reason for s in result.report.skipped})
-    return result.model, done + (f"; kept: {', '.join(kept)}" if kept else "")
+    kept = sorted({s.reason for s in report.skipped})
+    return done + (f"; kept: {', '.join(kept)}" if kept else "")
 
 
 def handoff_models(settings: Settings, keras: bool) -> Iterator[tuple[str, onnx.ModelProto, dict]]:
@@ -567,14 +574,14 @@ def handoff_models(settings: Settings, keras: bool) -> Iterator[tuple[str, onnx.
         )
     exported = keras_dense_relu_bn(settings) if keras else None
     if exported is not None:
-        raw, by_export_keras = exported
+        raw, by_export_keras, note = exported
         yield (
             "keras dense-relu-bn (torch backend)",
             raw,
             {
                 ALONE: (raw, ""),
                 QUANTIZE: folded(raw, "quantize"),
-                DEFAULT: (by_export_keras, "export_keras"),
+                DEFAULT: (by_export_keras, note),
             },
         )
 

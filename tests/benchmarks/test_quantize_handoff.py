@@ -3,7 +3,8 @@
 The script is loaded as a module (it is not a package) and run at its smallest settings: one
 session of two runs, 8 channels, 8×8 maps, Dense width 16. What is asserted is what the
 quantized graphs hold (float islands, int8 kernels) and a cosine bound: the thresholds of
-issue 25 that do not depend on the machine.
+issue 25 that do not depend on the machine. The Keras model (slow: Keras and torch load) is
+skipped without the keras extra.
 """
 
 from __future__ import annotations
@@ -76,3 +77,18 @@ def test_script_writes_its_table(tmp_path: Path, mode: tuple[str, ...]) -> None:
     text = out.read_text()
     assert text.startswith("# ") and "Written by `python benchmarks/quantize_handoff.py" in text
     assert text.count("\n| ") >= (4 if mode else 3 * 4)  # a row per form / model × pipeline
+
+
+@pytest.mark.slow
+def test_keras_export_leaves_float_sub_alone_and_nothing_after_bnfold(
+    script: ModuleType, settings: object
+) -> None:
+    exported = script.keras_dense_relu_bn(settings)
+    if exported is None:
+        pytest.skip("keras is not installed (the keras extra)")
+    raw, by_export_keras, note = exported
+    assert note == "export_keras: 2 bn-matmul"
+    candidates = {script.ALONE: raw, script.DEFAULT: by_export_keras}
+    alone, folded = script.measure(raw, candidates, "keras", settings)
+    assert alone.islands == {"Sub": 2}  # x − μ of each BN: onnxruntime does not quantize Sub
+    assert folded.islands == {} and folded.cosine >= alone.cosine - script.COSINE_SLACK
