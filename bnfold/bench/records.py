@@ -151,17 +151,24 @@ class Comparison:
         return setting_label(self.provider, self.level, self.batch)
 
     def stop_text(self) -> str | None:
-        """Why this setting stopped, in words (A1's reason, and what ended an undecided
-        run: ``its share of the budget was spent``)."""
-        if self.decision is None:
+        """When and why this setting stopped: ``decided after 12 pairs (3 looks; this
+        interval at 99.974%)``, ``stopped after 11 pairs (1 look; ...): its share of the
+        budget was spent``. The interval itself is said beside the verdict; JSON keeps
+        ``sequential``'s full reason as ``stop_reason``."""
+        decision = self.decision
+        if decision is None:
             return None
-        level = level_text(self.estimate.confidence)
-        text = f"{self.decision.reason} (interval at {level})"
-        if self.stopped_by == "budget":
-            return f"{text}; its share of the budget was spent"
-        if self.stopped_by == "pairs":
-            return f"{text}; all --pairs were timed"
-        return text
+        looks = f"{decision.looks} look{'s' if decision.looks != 1 else ''}"
+        when = f"after {decision.pairs} pairs ({looks}; this interval at "
+        when += f"{level_text(self.estimate.confidence)})"
+        if self.stopped_by == "decided":
+            return f"decided {when}"
+        why = (
+            "all --pairs were timed"
+            if self.stopped_by == "pairs"
+            else "its share of the budget was spent"
+        )
+        return f"stopped {when}: {why}"
 
 
 @dataclass
