@@ -233,12 +233,22 @@ def test_a_false_verdict_at_the_margin_stays_below_its_one_sided_level(
     assert _rate(run_naive_peeking(d, plan), (wrong,)) > 0.04
 
 
-def test_a_budget_that_ends_early_spends_the_rest_and_stays_nominal() -> None:
+@pytest.mark.parametrize("noise", [LOADED, QUIET], ids=["loaded", "quiet"])
+def test_a_budget_that_ends_early_costs_nothing_for_the_looks(noise: PairNoise) -> None:
+    """The budget ends at 14 of 40 pairs: the last look spends what is left, so the whole
+    procedure errs no more than one 95% interval over the same 14 pairs (at most half a
+    point more: the early looks spend 0.1%). That interval's own rate is what remains, at
+    most 5% on loaded noise; on quiet noise the trimmed interval is a little liberal at
+    14 pairs (docs/bench-verdicts.md), and so is the procedure, by the same amount."""
     plan = SequentialPlan(margin=0.0, max_pairs=40, first_look=6, batch=2)
-    d = simulate_log_ratios(np.random.default_rng(29), RUNS, 40, LOADED)
+    d = simulate_log_ratios(np.random.default_rng(29), RUNS, 40, noise)
     sequential, used = run_sequential(d, plan, budget_pairs=14)
+    intervals = [trimmed_interval(row[:14], 0.95) for row in d]
+    fixed = [verdict(math.exp(m - h), math.exp(m + h), 0.0) for m, h, _ in intervals]
     assert used.max() == 14
-    assert _rate(sequential, DECISIVE) <= 0.05
+    assert _rate(sequential, DECISIVE) <= _rate(fixed, DECISIVE) + 0.005
+    if noise is LOADED:
+        assert _rate(sequential, DECISIVE) <= 0.05
 
 
 def test_looks_at_unplanned_times_stay_nominal() -> None:
