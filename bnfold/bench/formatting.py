@@ -145,19 +145,28 @@ def interval_words(estimate: SpeedupEstimate) -> str:
     if low > 1.0:
         beyond = low > 1.0 + margin
         tail = f"beyond the {bound} margin" if beyond else f"not shown to exceed the {bound} margin"
-        return f"at least {_percent(low - 1.0)} faster, {tail}"
+        return f"at least {_percent(low - 1.0, margin)} faster, {tail}"
     if high < 1.0:
         beyond = high < 1.0 / (1.0 + margin)
         tail = f"beyond the {bound} margin" if beyond else f"not shown to exceed the {bound} margin"
-        return f"at least {_percent(1.0 / high - 1.0)} slower, {tail}"
-    span = f"between {_percent(1.0 / low - 1.0)} slower and {_percent(high - 1.0)} faster"
+        return f"at least {_percent(1.0 / high - 1.0, margin)} slower, {tail}"
+    span = (
+        f"between {_percent(1.0 / low - 1.0, margin)} slower and "
+        f"{_percent(high - 1.0, margin)} faster"
+    )
     within = 1.0 / (1.0 + margin) <= low and high <= 1.0 + margin
     return f"{span}, " + (f"within the ±{bound} margin" if within else "no difference shown")
 
 
-def _percent(fraction: float) -> str:
-    """``0.017`` -> ``1.7%``; from 100% on, as a factor: ``2.5`` -> ``3.5×``."""
-    return f"{fraction * 100:.1f}%" if fraction < 1.0 else f"{1.0 + fraction:.3g}×"
+def _percent(fraction: float, margin: float) -> str:
+    """``0.017`` -> ``1.7%``; one more digit where one would read as the margin itself
+    (``3.04%`` beside a 3% margin); from 100% on, as a factor: ``2.5`` -> ``3.5×``."""
+    if fraction >= 1.0:
+        return f"{1.0 + fraction:.3g}×"
+    text = f"{fraction * 100:.1f}"
+    if float(text) == round(margin * 100, 1) and fraction != margin:
+        text = f"{fraction * 100:.2f}"
+    return f"{text}%"
 
 
 def noise_floor_text(comparison: ComparisonLike) -> str:

@@ -246,7 +246,9 @@ class BenchReport:
                 f"| {u.provider}/{u.level} | - | - | - | unavailable: {_escape_md(u.reason)} | - |"
             )
         lines += ["", STATISTIC_TEXT, ""]
-        lines += [f"- {_escape_md(line.strip())}" for line in self.setting_lines()]
+        for line in self.setting_lines():  # a setting's own lines nest under it
+            bullet = "  - " if line.startswith(" ") else "- "
+            lines.append(bullet + _escape_md(line.strip()))
         lines += [f"- noise floor {_escape_md(line)}" for line in self.noise_lines()]
         lines += [
             "",

@@ -326,6 +326,7 @@ def test_plot_body_ends_below_hiccups_that_reach_p99() -> None:
         (0.988, 1.014, "between 1.2% slower and 1.4% faster, within the ±3% margin"),
         (0.95, 1.10, "between 5.3% slower and 10.0% faster, no difference shown"),
         (0.2, 0.5, "at least 2× slower, beyond the 3% margin"),
+        (1.0304, 1.05, "at least 3.04% faster, beyond the 3% margin"),
     ],
 )
 def test_every_interval_is_said_in_words(low: float, high: float, words: str) -> None:
