@@ -124,8 +124,9 @@ class FoldReport:
 
     def to_markdown(self) -> str:
         c = self.counts
+        profile = "" if self.target == DEFAULT_TARGET else f" (--target {self.target})"
         head = [
-            f"### bnfold optimize: `{self.model}`",
+            f"### bnfold optimize: `{self.model}`{profile}",
             "",
             f"BatchNormalization {c.get('batchnorm_before', 0)} → {c.get('batchnorm_after', 0)}, "
             f"nodes {c.get('nodes_before', 0)} → {c.get('nodes_after', 0)}",

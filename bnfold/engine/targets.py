@@ -96,5 +96,8 @@ TARGET_NAMES: tuple[str, ...] = tuple(PROFILES)
 
 
 def profile(name: str) -> Profile:
-    """The profile named ``name`` (one of ``TARGET_NAMES``)."""
+    """The profile named ``name`` (one of ``TARGET_NAMES``; ``api`` turns another into a
+    usage error before folding)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown target {name!r}: choose from {', '.join(TARGET_NAMES)}")
     return PROFILES[name]

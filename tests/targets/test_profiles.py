@@ -10,7 +10,7 @@ import pytest
 from onnx import helper
 
 import bnfold
-from bnfold.engine.targets import TARGET_NAMES
+from bnfold.engine.targets import TARGET_NAMES, profile
 from bnfold.errors import UsageError
 from tests.builders.graphs import assert_equivalent, batchnorm_count, make_model, op_types, tensor
 from tests.targets.graphs import BUILT, bn_of_unknown_rank, conv_relu_bn_stack
@@ -166,6 +166,20 @@ def test_same_input_same_bytes_and_a_second_fold_is_a_no_op(name: str, target: s
 def test_report_names_its_target(target: str) -> None:
     report = _fold(conv_relu_bn_stack(), target).report
     assert report.target == target and report.to_dict()["target"] == target
+
+
+def test_markdown_heading_names_a_profile_other_than_default() -> None:
+    heading = _fold(conv_relu_bn_stack(), "npu").report.to_markdown().splitlines()[0]
+    assert heading == "### bnfold optimize: `<in-memory model>` (--target npu)"
+    default = _fold(conv_relu_bn_stack(), "default").report.to_markdown().splitlines()[0]
+    assert default == "### bnfold optimize: `<in-memory model>`"
+
+
+def test_an_unknown_profile_is_named_in_the_engine_too() -> None:
+    with pytest.raises(
+        ValueError, match="unknown target 'tpu': choose from default, quantize, npu"
+    ):
+        profile("tpu")
 
 
 def test_unknown_target_is_a_usage_error() -> None:
