@@ -86,7 +86,7 @@ PROFILES: dict[str, Profile] = {
         # A quantized standalone BN is rejected by Arm Ethos-U/TOSA lowering (executorch
         # #17241, PR #11148); a 1×1 depthwise Conv is an op every NPU compiler maps.
         lower_kept=(DWCONV, MUL_ADD),
-        # NPUs run int8, often per-tensor: the same precision question as quantize.
+        # An NPU runs the model in int8: the same precision question as quantize.
         weight_ranges=True,
         kept_batchnorm_fails=True,
     ),
