@@ -84,7 +84,7 @@ PROFILES: dict[str, Profile] = {
         # must arrive with every exact fold done.
         split_feature_maps=True,
         # A quantized standalone BN is rejected by Arm Ethos-U/TOSA lowering (executorch
-        # #17241, PR #11148); a 1×1 depthwise Conv is an op every NPU compiler maps.
+        # #17241, PR #11148); a 1×1 depthwise Conv is an ordinary convolution instead.
         lower_kept=(DWCONV, MUL_ADD),
         # An NPU runs the model in int8: the same precision question as quantize.
         weight_ranges=True,
