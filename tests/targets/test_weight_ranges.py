@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 from rich.console import Console
@@ -139,3 +141,15 @@ def test_a_layer_without_bias_reports_its_weight_only() -> None:
     """The fold adds the Conv's bias input; only the weight has output channels to report."""
     (fold,) = bnfold.optimize(conv_bn_model(bias=False), target="quantize").report.folds
     assert [change.weight for change in fold.weight_ranges] == ["W"]
+
+
+def test_a_weight_left_in_its_file_reports_what_memory_would(tmp_path: Path) -> None:
+    """A ≥ 1 MiB weight read from a file is folded as a recipe (``storage.recipes``): its
+    ranges are those of the same fold computed in memory."""
+    model = conv_relu_bn_stack(layers=2, channels=256)  # conv1_W: 256·256·9 floats, 2.4 MB
+    source = tmp_path / "big.onnx"
+    onnx.save(model, source)
+    from_file = bnfold.optimize(source, target="quantize").report.folds[1].weight_ranges
+    in_memory = bnfold.optimize(model, target="quantize").report.folds[1].weight_ranges
+    assert [change.weight for change in from_file] == ["conv1_W"]
+    assert from_file == in_memory
