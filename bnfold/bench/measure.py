@@ -96,6 +96,28 @@ class _SettingPlan:
     schedule: PairSchedule
     looks: SequentialPlan
     clock: SettingClock
+    pairs: int = 0
+
+    @property
+    def share_s(self) -> float:
+        return self.schedule.share_s
+
+    def pair_done(self, seconds: float, max_pairs: int) -> None:
+        """Count a pair that took ``seconds``; after the first, re-plan the pair count from
+        what it really cost (before any look, so the looks keep a plan fixed in advance)."""
+        self.clock.pair_done(seconds)
+        self.pairs += 1
+        if self.pairs == 1:
+            self.schedule = self.schedule.after_first_pair(seconds, max_pairs)
+            first_look = min(self.looks.first_look, self.schedule.pairs)
+            self.looks = replace(self.looks, first_look=first_look)
+
+    def final(self) -> bool:
+        """No further pair: the planned pairs are done or another would end too late."""
+        return self.pairs >= self.schedule.pairs or not self.clock.another_fits()
+
+    def look_due(self) -> bool:
+        return self.pairs % self.looks.batch == 0
 
 
 class Measurement:
@@ -136,14 +158,15 @@ class Measurement:
         clock = self.budget.clock
         started = clock()
         progress = self.progress
+        label = f"{provider}/{level}"
+        first_share = self.budget.share(started)  # a default budget may grow on the first pair
         if progress is not None:
-            progress.begin(f"{provider}/{level}", self.budget.share(started), "s")
+            progress.begin(label, first_share, "s")
         setting: _SettingPlan | None = None
-        pair = 0
         try:
             while any(record.open for record in records):
                 began = clock()
-                sessions = self._sessions(pair, provider, level)
+                sessions = self._sessions(0 if setting is None else setting.pairs, provider, level)
                 if isinstance(sessions, tuple):
                     self._record_unavailable(*sessions, feed_sets, explicit=explicit)
                     return
@@ -152,22 +175,16 @@ class Measurement:
                 del sessions  # the runs hold the sessions; dropped with them below
                 if setting is None:
                     setting = self._plan_setting(started, began, runs)
+                    if progress is not None and setting.share_s != first_share:
+                        progress.end()  # the bar's length is the share it now has
+                        progress.begin(label, setting.share_s, "s")
                 for record, record_runs in zip(measured, runs, strict=True):
                     self._time_pair(record, record_runs, setting.schedule)
                 del runs  # release the sessions (and their thread pools) before the next pair
-                setting.clock.pair_done(clock() - began)
-                pair += 1
-                if pair == 1:
-                    setting.schedule = setting.schedule.after_first_pair(
-                        clock() - began, self.plan.pairs
-                    )
-                    setting.looks = replace(
-                        setting.looks,
-                        first_look=min(setting.looks.first_look, setting.schedule.pairs),
-                    )
-                final = pair >= setting.schedule.pairs or not setting.clock.another_fits()
+                setting.pair_done(clock() - began, self.plan.pairs)
+                final = setting.final()
                 for record in measured:
-                    if final or pair % setting.looks.batch == 0:
+                    if final or setting.look_due():
                         record.decision = decide(
                             record.log_speedups,
                             setting.looks,
