@@ -115,8 +115,8 @@ def bench(
     (then an unavailable provider is reported, not an error). ``levels``: onnxruntime
     optimization levels, each its own setting (default ``disable,all``). ``batches``: sizes
     for dimension 0 of the inputs whose dimension 0 is symbolic (see ``feeds``). ``budget``:
-    wall-clock seconds for the whole call (None: 8 s, grown to at most 50 s when a pair's
-    sessions are so slow that 6 pairs of every setting do not fit; see ``budget``).
+    wall-clock seconds for the whole call (None: ``budget.DEFAULT_BUDGET_S``, grown up to
+    ``MAX_DEFAULT_BUDGET_S`` when ``MIN_PLANNED_PAIRS`` pairs of every setting need more).
     ``pairs``: the most fresh session pairs per setting (fewer when the budget buys fewer or
     the verdict is decided early); ``iters``: timed rounds per pair, or ``min_time``: timed
     seconds per setting spread over ``pairs`` (default: each pair's length is planned from
