@@ -87,3 +87,34 @@ def test_built_graph_output_is_unchanged(name: str, tmp_path: Path) -> None:
     source = tmp_path / "in.onnx"
     onnx.save(build(), source)
     assert _written_digest(source, tmp_path, target="default") == digest
+
+
+# --lower-standalone under default: the same forms as before (hashes from 783fc0d too).
+LOWERED = {
+    (
+        "conv_relu_bn_stack",
+        "mul-add",
+    ): "ed910f36ee8c2d771c6b725768b1304a72d078931f1079fbdf123f7b160b883d",
+    (
+        "conv_relu_bn_stack",
+        "dwconv",
+    ): "f457962ff7d7a4f408a9aaf6764f9e0c3c26f8873bbf8a786f0d4e2d9a550095",
+    (
+        "negative_scale_after_relu",
+        "mul-add",
+    ): "606836d3d6956f19ca3302f85e728c904ed600062fc08b92fdc442ad666d37fa",
+    (
+        "negative_scale_after_relu",
+        "dwconv",
+    ): "e4ead22c4476815239193a4975172cee6d0edb71228e3c631a52f86dd0b71cd9",
+    ("bn_on_input", "mul-add"): "9fa3dad6eb082a84675a1ea9119a410aae1ddd29d8c9b1011eb25b5120e34b13",
+    ("bn_on_input", "dwconv"): "7ae4d7ff638e1c850af3d01c2e54ee7b01d9a2700cead5a8086b545900a4659d",
+}
+
+
+@pytest.mark.parametrize(("name", "form"), sorted(LOWERED))
+def test_lowered_output_is_unchanged(name: str, form: str, tmp_path: Path) -> None:
+    source = tmp_path / "in.onnx"
+    onnx.save(BUILT[name](), source)
+    digest = _written_digest(source, tmp_path, target="default", lower_standalone=form)
+    assert digest == LOWERED[(name, form)]
