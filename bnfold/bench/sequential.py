@@ -153,7 +153,7 @@ class Decision:
     ``[low, high]`` at ``confidence_used``, after ``pairs`` pairs and ``looks`` looks that
     could decide. ``final``: stop measuring (decided, or no more looks: budget or
     ``max_pairs`` reached). ``reason``: why it stopped or why it is not decided, in words.
-    ``pair_sd``: the winsorized sd of the ``d_k`` (nan before the first look)."""
+    ``pair_sd``: the winsorized sd of the ``d_k`` (nan with one pair)."""
 
     verdict: str
     speedup: float
@@ -191,9 +191,7 @@ def decide(
     looks = 0 if previous is None else previous.looks
     level = plan.level_at(pairs, previous_pairs, final=final)
     if pairs < plan.first_look:
-        speedup = math.exp(sorted(log_ratios)[(pairs - 1) // 2])
-        reason = f"no verdict before {plan.first_look} pairs: only {pairs} measured"
-        return Decision(INCONCLUSIVE, speedup, 0.0, math.inf, level, pairs, looks, final, reason)
+        return _before_first_look(log_ratios, plan, looks=looks, final=final)
     mean, half, sd = trimmed_interval(log_ratios, level)
     low, high = math.exp(mean - half), _exp_or_inf(mean + half)
     outcome = verdict(low, high, plan.margin)
@@ -207,6 +205,30 @@ def decide(
         looks=looks + 1,
         final=final or outcome != INCONCLUSIVE,
         reason=_reason(outcome, low, high, pairs, plan.margin),
+        pair_sd=sd,
+    )
+
+
+def _before_first_look(
+    log_ratios: Sequence[float], plan: SequentialPlan, *, looks: int, final: bool
+) -> Decision:
+    """No verdict and no interval yet; the speedup is already the trimmed mean (the one
+    statistic of every table)."""
+    pairs = len(log_ratios)
+    if pairs == 1:
+        mean, sd = log_ratios[0], math.nan
+    else:
+        mean, _, sd = trimmed_interval(log_ratios, plan.confidence)
+    return Decision(
+        verdict=INCONCLUSIVE,
+        speedup=math.exp(mean),
+        low=0.0,
+        high=math.inf,
+        confidence_used=1.0,
+        pairs=pairs,
+        looks=looks,
+        final=final,
+        reason=f"no verdict before {plan.first_look} pairs: only {pairs} measured",
         pair_sd=sd,
     )
 

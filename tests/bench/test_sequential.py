@@ -105,8 +105,12 @@ def _gain(percent: float, pairs: int, spread: float = 0.005) -> list[float]:
 def test_before_the_first_look_there_is_no_verdict() -> None:
     decision = decide(_gain(20, 4), PLAN, previous=None, final=False)
     assert (decision.verdict, decision.looks, decision.final) == (INCONCLUSIVE, 0, False)
-    assert (decision.low, decision.high) == (0.0, math.inf)
+    assert (decision.low, decision.high, decision.confidence_used) == (0.0, math.inf, 1.0)
+    assert decision.speedup == pytest.approx(1.2)  # the mean of 1.2 ± 0.5%, in logs
     assert decision.reason == "no verdict before 6 pairs: only 4 measured"
+    single = decide([math.log(1.1)], PLAN, previous=None, final=False)
+    assert single.speedup == pytest.approx(1.1)
+    assert math.isnan(single.pair_sd)
 
 
 def test_a_large_gain_stops_after_two_looks() -> None:
