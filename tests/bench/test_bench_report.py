@@ -34,6 +34,7 @@ RESULT_KEYS = {
     "provider",
     "level",
     "batch",
+    "latency_ms",
     "p50_ms",
     "p90_ms",
     "p99_ms",
@@ -64,6 +65,13 @@ COMPARISON_KEYS = {
     "pair_speedups",
     "calibration",
     "noise_floor",
+    "original_ms",
+    "candidate_ms",
+    "established",
+    "looks",
+    "stop_reason",
+    "stopped_by",
+    "schedule",
 }
 
 
@@ -73,6 +81,7 @@ def test_json_schema(slow_report: BenchReport) -> None:
     settings = data["settings"]
     assert (settings["pairs"], settings["rounds"], settings["margin_pct"]) == (3, 20, 3.0)
     assert settings["threads"]["intra_op_threads"] == 1
+    assert settings["budget_s"] > 0 and settings["overrun_s"] >= 0
     assert settings["duration_s"] > 0
     assert data["machine"]["cpu_count"] >= 1
     assert data["machine"]["platform"]
