@@ -37,13 +37,16 @@ data). Above 1 the candidate is faster.
 
 **Verdict with a margin of practical equivalence δ** (``L = ln(1 + δ)``)::
 
-    faster       m - h >  L       (the whole interval beyond +δ)
-    slower       m + h < -L       (the whole interval beyond -δ: latency up by more than δ)
-    equivalent   -L <= m - h  and  m + h <= L   (the whole interval within ±δ)
+    faster       m - half >  L       (the whole interval beyond +δ)
+    slower       m + half < -L       (the whole interval beyond -δ: latency up by more than δ)
+    equivalent   -L <= m - half  and  m + half <= L   (the whole interval within ±δ)
     inconclusive otherwise; ``pairs_needed`` says how many pairs would decide
 
 A difference smaller than δ is never called faster or slower, however precise: this is what
-keeps the noise a machine makes between sessions from becoming a verdict.
+keeps the noise a machine makes between sessions from becoming a verdict. ``reading`` says
+in words what an interval establishes beside its verdict ("at least 1.7 % faster, not shown
+to exceed the 3 % margin"). ``sequential`` looks at the same interval after every batch of
+pairs, each look at the level its share of the error rate allows (``trimmed_interval``).
 """
 
 from __future__ import annotations
