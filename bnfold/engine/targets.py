@@ -24,8 +24,9 @@ DEFAULT_TARGET = "default"
 QUANTIZE_TARGET = "quantize"
 NPU_TARGET = "npu"
 
-# The lowered forms (``lowering.LOWERING_FORMS``), named here too: ``lowering`` imports nothing
-# of this module, and a profile names a form the way ``--lower-as`` does.
+# The lowered forms, as ``lowering.LOWERING_FORMS`` and ``--lower-as`` name them. Spelled here,
+# not imported: the CLI reads TARGET_NAMES while it defines its options, and this module must
+# not load numpy and onnx (``lowering`` does) before a command runs. A test holds them equal.
 DWCONV, MUL_ADD = "dwconv", "mul-add"
 
 NOT_LOWERABLE = "not-lowerable"  # the refusal a lowering profile adds

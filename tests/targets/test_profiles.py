@@ -10,7 +10,9 @@ import pytest
 from onnx import helper
 
 import bnfold
-from bnfold.engine.targets import TARGET_NAMES, profile
+from bnfold.engine import lowering
+from bnfold.engine.lowering import LOWERING_FORMS
+from bnfold.engine.targets import DWCONV, MUL_ADD, TARGET_NAMES, profile
 from bnfold.errors import UsageError
 from tests.builders.graphs import assert_equivalent, batchnorm_count, make_model, op_types, tensor
 from tests.targets.graphs import BUILT, bn_of_unknown_rank, conv_relu_bn_stack
@@ -180,6 +182,11 @@ def test_an_unknown_profile_is_named_in_the_engine_too() -> None:
         ValueError, match="unknown target 'tpu': choose from default, quantize, npu"
     ):
         profile("tpu")
+
+
+def test_profiles_name_the_forms_lowering_writes() -> None:
+    assert {form for p in TARGET_NAMES for form in profile(p).lower_kept} <= set(LOWERING_FORMS)
+    assert (DWCONV, MUL_ADD) == (lowering.DWCONV, lowering.MUL_ADD)
 
 
 def test_unknown_target_is_a_usage_error() -> None:
