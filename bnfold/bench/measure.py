@@ -113,8 +113,14 @@ class _SettingPlan:
             self.looks = replace(self.looks, first_look=first_look)
 
     def final(self) -> bool:
-        """No further pair: the planned pairs are done or another would end too late."""
-        return self.pairs >= self.schedule.pairs or not self.clock.another_fits()
+        """No further pair: the planned pairs are done or another would end too late. A
+        budget that ends before the first look makes this last look the first (no alpha
+        was spent before it, and the time, not the data, decided it), so it can decide."""
+        if self.pairs < self.schedule.pairs and self.clock.another_fits():
+            return False
+        if self.pairs < self.looks.first_look:
+            self.looks = replace(self.looks, first_look=max(2, self.pairs))
+        return True
 
     def look_due(self) -> bool:
         return self.pairs % self.looks.batch == 0

@@ -20,6 +20,7 @@ from bnfold.bench.budget import (
     default_budget,
     plan_pairs,
 )
+from bnfold.bench.sequential import DEFAULT_FIRST_LOOK
 from tests.builders.bench_models import fast_model
 
 
@@ -153,3 +154,27 @@ def test_a_generous_budget_stops_at_the_verdict_or_the_planned_pairs(
     else:
         assert comparison.stopped_by == "decided"
     assert report.settings["overrun_s"] == 0
+
+
+class SlowingClock(FakeClock):
+    """Each reading later than the last by half as much again: pairs grow dearer, so the
+    deadline comes before the pairs planned from the first one (a machine getting busy)."""
+
+    def __call__(self) -> float:
+        self.tick *= 1.5
+        return super().__call__()
+
+
+def test_a_budget_that_ends_before_the_first_look_still_gets_a_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_budget(monkeypatch, SlowingClock(tick=0.001))
+    report = bench(
+        fast_model(), fast_model(), providers="cpu", levels="disable", iters=20, budget=3.0
+    )
+    (comparison,) = report.comparisons
+    decision = comparison.decision
+    assert decision is not None and decision.final
+    assert MIN_PAIRS <= decision.pairs < DEFAULT_FIRST_LOOK
+    assert decision.looks == 1 and decision.high < float("inf")  # a real interval, at 95%
+    assert decision.confidence_used == pytest.approx(0.95)
