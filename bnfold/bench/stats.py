@@ -44,8 +44,8 @@ data). Above 1 the candidate is faster.
 
 A difference smaller than δ is never called faster or slower, however precise: this is what
 keeps the noise a machine makes between sessions from becoming a verdict. ``reading`` says
-in words what an interval establishes beside its verdict ("at least 1.7 % faster, not shown
-to exceed the 3 % margin"). ``sequential`` looks at the same interval after every batch of
+in words what an interval establishes beside its verdict ("at least 1.7% faster, not shown
+to exceed the 3% margin"). ``sequential`` looks at the same interval after every batch of
 pairs, each look at the level its share of the error rate allows (``trimmed_interval``).
 """
 
@@ -261,55 +261,51 @@ def pairs_needed(
     return max(needed, pairs + 1)
 
 
-def reading(low: float, high: float, margin: float, verdict_name: str) -> str:
-    """What the interval ``[low, high]`` establishes, in words that match its verdict.
+def reading(low: float, high: float, margin: float) -> str:
+    """What the interval ``[low, high]`` establishes against the margin, in words.
 
-    Percentages: ``faster by x %`` is ``speedup - 1``; ``slower by x %`` is ``1 / speedup - 1``
-    (latency up by x %), the same convention as the ``slower`` rule. Examples at δ = 3 %::
+    Faster by x% is ``speedup - 1``; slower by x% is ``1 / speedup - 1`` (latency up by
+    x%), the convention of the ``slower`` rule. At δ = 3%::
 
-        faster        [1.041, 1.098]  faster: at least 4.1 % (up to 9.8 %)
-        slower        [0.901, 0.950]  slower: at least 5.3 % (up to 11.0 %)
-        equivalent    [0.990, 1.020]  within ±3 %: equivalent
-        inconclusive  [1.017, 1.043]  at least 1.7 % faster, not shown to exceed the 3 % margin
-        inconclusive  [0.950, 1.015]  between 5.3 % slower and 1.5 % faster: inconclusive
+        [1.017, 1.043]  at least 1.7% faster, not shown to exceed the 3% margin
+        [1.061, 1.102]  at least 6.1% faster, beyond the 3% margin           (faster)
+        [0.900, 0.950]  at least 5.3% slower, beyond the 3% margin           (slower)
+        [0.980, 0.990]  at least 1.0% slower, within the ±3% margin          (equivalent)
+        [0.988, 1.014]  between 1.2% slower and 1.4% faster, within the ±3% margin
+        [0.950, 1.100]  between 5.3% slower and 10.0% faster, no difference shown
 
-    An unbounded interval (fewer than two pairs, or before the first look) establishes
-    nothing. Raises ValueError when ``verdict_name`` is not the verdict of this interval.
+    There is no verdict argument: the verdict is a function of the same three numbers
+    (``verdict``), so the words cannot contradict it; "beyond" is ``faster``/``slower`` and
+    "within" is ``equivalent``. An unbounded interval (one pair, or before the first look)
+    establishes nothing.
     """
-    bounded = 0.0 < low <= high < math.inf
-    if bounded and verdict_name != verdict(low, high, margin):
-        raise ValueError(
-            f"the interval [{low:.3f}, {high:.3f}] at a {_percent(margin)} margin is "
-            f"{verdict(low, high, margin)}, not {verdict_name}"
-        )
-    if not bounded:
-        return "no interval yet: nothing established"
-    if verdict_name == FASTER:
-        return f"faster: at least {_faster(low)} (up to {_faster(high)})"
-    if verdict_name == SLOWER:
-        return f"slower: at least {_slower(high)} (up to {_slower(low)})"
-    if verdict_name == EQUIVALENT:
-        return f"within ±{_percent(margin)}: equivalent"
+    if not 0.0 < low <= high < math.inf:
+        return "no interval: nothing established"
+    bound = f"{margin * 100:g}%"
+    claim = {
+        FASTER: f"beyond the {bound} margin",
+        SLOWER: f"beyond the {bound} margin",
+        EQUIVALENT: f"within the ±{bound} margin",
+    }.get(verdict(low, high, margin))
     if low > 1.0:
-        return f"at least {_faster(low)} faster, not shown to exceed the {_percent(margin)} margin"
-    if high < 1.0:
-        return f"at least {_slower(high)} slower, not shown to exceed the {_percent(margin)} margin"
-    return f"between {_slower(low)} slower and {_faster(high)} faster: inconclusive"
+        established = f"at least {_percent(low - 1.0, margin)} faster"
+    elif high < 1.0:
+        established = f"at least {_percent(1.0 / high - 1.0, margin)} slower"
+    else:
+        slower, faster = _percent(1.0 / low - 1.0, margin), _percent(high - 1.0, margin)
+        return f"between {slower} slower and {faster} faster, {claim or 'no difference shown'}"
+    return f"{established}, {claim or f'not shown to exceed the {bound} margin'}"
 
 
-def _faster(speedup: float) -> str:
-    return _percent(speedup - 1.0, digits=1)
-
-
-def _slower(speedup: float) -> str:
-    return _percent(1.0 / speedup - 1.0, digits=1)
-
-
-def _percent(fraction: float, digits: int | None = None) -> str:
-    """``0.03`` -> ``3 %``; with ``digits``, fixed decimals (``0.017`` -> ``1.7 %``)."""
-    if digits is None:
-        return f"{fraction * 100:g} %"
-    return f"{fraction * 100:.{digits}f} %"
+def _percent(fraction: float, margin: float) -> str:
+    """``0.017`` -> ``1.7%``; one more digit where one would read as the margin itself
+    (``3.04%`` beside a 3% margin); from 100% on, as a factor: ``1.0`` -> ``2×``."""
+    if fraction >= 1.0:
+        return f"{1.0 + fraction:.3g}×"
+    text = f"{fraction * 100:.1f}"
+    if float(text) == round(margin * 100, 1) and fraction != margin:
+        text = f"{fraction * 100:.2f}"
+    return f"{text}%"
 
 
 def slower_beyond(ci_high: float, percent: float) -> bool:
