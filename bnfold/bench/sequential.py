@@ -241,8 +241,8 @@ def _exp_or_inf(x: float) -> float:
 
 def _reason(outcome: str, low: float, high: float, pairs: int, margin: float) -> str:
     """Why a look stopped or did not: ``decided after 8 pairs: the interval [1.061, 1.102]
-    lies wholly above the 3 % margin``."""
-    bound = f"{margin * 100:g} % margin"
+    lies wholly above the 3% margin``."""
+    bound = f"{margin * 100:g}% margin"
     where = {
         FASTER: f"lies wholly above the {bound}",
         SLOWER: f"lies wholly below the -{bound}",

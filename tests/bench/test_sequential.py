@@ -129,7 +129,7 @@ def test_a_large_gain_stops_after_two_looks() -> None:
     assert decision.confidence_used == pytest.approx(PLAN.level_at(8, 6))
     assert decision.low > 1.03
     assert decision.reason.startswith("decided after 8 pairs: the interval [1.052, 1.151]")
-    assert decision.reason.endswith("lies wholly above the 3 % margin")
+    assert decision.reason.endswith("lies wholly above the 3% margin")
 
 
 def test_the_interval_is_the_trimmed_interval_at_the_looks_level() -> None:
@@ -153,14 +153,14 @@ def test_a_final_look_says_why_it_is_not_decided() -> None:
     decision = decide(d, PLAN, previous=None, final=True)
     assert (decision.verdict, decision.final) == (INCONCLUSIVE, True)
     assert decision.reason.startswith("not decided after 12 pairs: the interval [")
-    assert decision.reason.endswith("is beyond 1 but not wholly beyond the 3 % margin")
+    assert decision.reason.endswith("is beyond 1 but not wholly beyond the 3% margin")
 
 
 @pytest.mark.parametrize(
     ("percent", "spread", "words"),
     [
-        (-3.0, 0.01, "is below 1 but not wholly beyond the -3 % margin"),
-        (0.0, 0.05, "contains 1 and reaches beyond the ±3 % margin"),
+        (-3.0, 0.01, "is below 1 but not wholly beyond the -3% margin"),
+        (0.0, 0.05, "contains 1 and reaches beyond the ±3% margin"),
     ],
 )
 def test_inconclusive_reasons_say_where_the_interval_lies(
