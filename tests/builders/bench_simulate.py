@@ -197,8 +197,8 @@ def print_rates(plan: SequentialPlan, runs: int, seed: int = 2026) -> None:
     """Error rates and power of ``plan`` for each noise profile and budget, and what
     peeking at the unadjusted interval would have erred."""
     print(
-        "| noise | budget (pairs) | A/A ±1.5 %: faster/slower | A/A: equivalent (pairs) "
-        "| 5 % gain: faster (pairs) | 10 % gain: faster (pairs) |"
+        "| noise | budget (pairs) | A/A ±1.5%: faster/slower | A/A: equivalent (pairs) "
+        "| 5% gain: faster (pairs) | 10% gain: faster (pairs) |"
     )
     print("|---|---|---|---|---|---|")
     for name, noise in (("quiet", QUIET), ("loaded", LOADED), ("stress", STRESS)):
@@ -219,7 +219,7 @@ def print_rates(plan: SequentialPlan, runs: int, seed: int = 2026) -> None:
                 cells.append(f"{rate:.3f}" + ("" if bias else f" ({used.mean():.1f})"))
             print(f"| {name} | {budget} | " + " | ".join(cells) + " |")
     print()
-    print("| truth, margin, noise | wrong verdict | sequential | peeking at 95 % |")
+    print("| truth, margin, noise | wrong verdict | sequential | peeking at 95% |")
     print("|---|---|---|---|")
     for effect, margin, noise_name, wrong in (
         (1.0, 0.0, "loaded", DECISIVE),
