@@ -129,9 +129,11 @@ class BenchReport:
         return float(self.settings.get("margin", DEFAULT_MARGIN))
 
     def summary_line(self) -> str:
-        """One line per report: each setting's verdict and speedup, and the time spent."""
+        """One line per report: each setting's verdict, speedup and what its interval
+        establishes, and the budget spent."""
         parts = [
-            f"{c.setting_label()}: {c.verdict} ({format_speedup(c.estimate)})"
+            f"{c.setting_label()}: {c.verdict} ({format_speedup(c.estimate)}: "
+            f"{interval_words(c.estimate)})"
             for c in self.comparisons
         ]
         parts += [f"{u.provider}/{u.level}: unavailable" for u in self.unavailable]

@@ -231,7 +231,8 @@ def test_narrow_terminal_keeps_the_columns_that_fit(slow_report: BenchReport) ->
 
 def test_summary_line(slow_report: BenchReport) -> None:
     line = slow_report.summary_line()
-    assert line.count("slower") == 4
+    assert line.count(": slower (") == 4
+    assert line.count("× slower, beyond the 3% margin)") == 4  # what each interval establishes
     assert "cpu/all/batch 2" in line
     assert "(margin ±3%, budget " in line and ", took " in line
 
