@@ -25,14 +25,14 @@ so pairs come first; when sessions are expensive fewer pairs fit and each is tim
 (``4 pairs of 0.8 s: creating a pair's sessions took 1.9 s``). Explicit ``--iters`` or
 ``--min-time`` fix ``τ`` and the budget only decides how many pairs fit.
 
+The first pair is then timed with that ``τ``, and ``n`` is re-planned once from what the
+whole first pair really took (session teardown and a busy machine are in it), before the
+first look.
+
 **Default budget.** ``DEFAULT_BUDGET_S`` for a model whose pairs are cheap; when the first
 pair shows that ``MIN_PLANNED_PAIRS`` pairs of every setting do not fit in it, the default
 grows to what they need, at most ``MAX_DEFAULT_BUDGET_S``. An explicit ``--budget`` is
 never stretched.
-
-The first pair is then timed with that ``τ``, and ``n`` is re-planned once from what the
-whole first pair really took (session teardown and a busy machine are in it), before the
-first look.
 
 **Stopping.** Before each further pair the setting checks that another pair of the mean
 cost so far still ends before its deadline; it never starts one that does not. Every
@@ -49,7 +49,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 DEFAULT_BUDGET_S = 7.0  # a small model's default bench, ~1.5 s of imports aside: <= 10 s
-MAX_DEFAULT_BUDGET_S = 50.0  # what the default may grow to for a model with costly pairs
+# What the default may grow to for a model with costly pairs: with the ~3 s outside the
+# budget (imports, reading the files), onnx's light resnet50 ends within a minute.
+MAX_DEFAULT_BUDGET_S = 50.0
 MIN_PLANNED_PAIRS = 6  # the default grows until this many pairs of each setting fit
 MIN_PAIRS = 2  # an interval needs a spread: every setting takes at least this many
 MIN_PAIR_SECONDS = 0.05  # shortest timed phase of a pair (one batch size)
