@@ -5,9 +5,10 @@ For ``z = W·(s ⊙ x + t) + b`` with the affine on W's input axis K:
     W' = W with its input-channel slices scaled by s,     b' = b + W·t
 
 - MatMul ``x[…, K] · W[K, N]``: ``W'[k, n] = s[k]·W[k, n]``, ``b' = b + t·W`` (the bias is the
-  constant ``Add`` after the MatMul, or a new one). With the constant on the left,
-  ``W[M, K] · x[…, K, N]`` and the affine on x's axis −2: ``W'[m, k] = W[m, k]·s[k]``,
-  ``b'[m] = b[m] + (W·t)[m]``, added per row (shape ``[M, 1]``).
+  constant ``Add`` after the MatMul, or a new one; under a profile that asks, also the Add
+  behind no-op Casts, ``MatMul → Cast → Add(b)`` as Keras 3 on torch exports a Dense). With
+  the constant on the left, ``W[M, K] · x[…, K, N]`` and the affine on x's axis −2:
+  ``W'[m, k] = W[m, k]·s[k]``, ``b'[m] = b[m] + (W·t)[m]``, added per row (shape ``[M, 1]``).
 - Gemm ``α·A'·B' + β·C``: the affine acts on A's K axis; B's K axis is scaled and
   ``C' = β·C + α·(t·B')``, written with ``β = 1``.
 - Conv: ``W'[o, j] = s[g(o)·C/g + j]·W[o, j]``, ``b'[o] = b[o] + Σ W[o, j, k…]·t[g(o)·C/g + j]``.
@@ -38,7 +39,7 @@ from ..engine.foldmath import (
     round_to,
     scale_along,
 )
-from ..engine.graph import float_attribute, int_attribute
+from ..engine.graph import GraphView, float_attribute, int_attribute
 from ..engine.outcomes import Fold, Skip
 from ..engine.plan import (
     AddConstant,
@@ -57,6 +58,7 @@ from ..engine.sites import AffineSite
 from .carriers import has_padding
 from .consumer_walk import Branch, consumer_slots
 from .layer_checks import constant_weight, optional_bias
+from .optable import NOOP, role
 from .producer import tensor_base
 from .registry import CONSUMER, register
 from .sides import CONSUMER as CONSUMER_SIDE
@@ -244,10 +246,19 @@ def _bias_add_after(
     ctx: FoldContext, node: onnx.NodeProto, *, rank: int, axis: int, channels: int
 ) -> tuple[onnx.NodeProto, int, np.ndarray] | None:
     """The constant ``Add`` that alone reads ``node``'s output and adds a bias per feature on
-    ``axis``, with its bias operand."""
+    ``axis``, with its bias operand.
+
+    Under a profile with ``bias_across_noop_casts`` the Add may sit behind Casts to the type
+    their input already has, each the only reader of what it reads (no graph output): such a
+    Cast is the identity, so ``b + W·t`` there is the same function as a new Add before it,
+    one node fewer (``engine.targets``).
+    """
     view = ctx.view
     output = node.output[0]
     add = view.only_consumer(output)
+    while ctx.profile.bias_across_noop_casts and add is not None and _is_noop_cast(view, add):
+        output = add.output[0]
+        add = view.only_consumer(output)
     if add is None or add.op_type != "Add" or view.is_graph_output(output):
         return None
     step = elementwise_affine(view, add, rank=rank, axis=axis, channels=channels)
@@ -256,6 +267,11 @@ def _bias_add_after(
     index = 1 if add.input[0] == output else 0
     value = view.constant_value(add.input[index])
     return (add, index, value) if value is not None else None
+
+
+def _is_noop_cast(view: GraphView, node: onnx.NodeProto) -> bool:
+    """``node`` is a ``Cast`` to the element type its input already has (an exporter's)."""
+    return node.op_type == "Cast" and role(node, view.elem_type(node.input[0])) == NOOP
 
 
 @register(CONSUMER)

@@ -4,6 +4,8 @@ compilers stumble over.
 - ``conv_relu_bn_stack``: 4 × [Conv 3×3 → Relu → BN], onnxruntime issue #9938's shape;
 - ``dense_relu_bn``: Dense (MatMul + bias Add) → Relu → BN, as a BatchNormalization or as
   Keras/tf2onnx's per-channel Mul + Add;
+- ``dense_cast_relu_bn``: the same as Keras 3 on torch exports it, a no-op float→float ``Cast``
+  between each MatMul and its bias Add (two before the head's);
 - ``residual_block``: a stem Conv → Relu → BN, then Conv → BN → Relu → Conv → BN + skip → Relu;
 - ``negative_scale_after_relu``: Conv → Relu → BN with some γ < 0 (the split cannot move a
   negative scale across Relu, so the BN stays);
@@ -131,6 +133,39 @@ def dense_relu_bn(
     )
 
 
+def dense_cast_relu_bn(seed: int = 146, *, head_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """``dense_relu_bn`` with the no-op Casts Keras 3 (torch) writes: MatMul → Cast → Add(b)
+    → Relu → BN → MatMul → Cast → Cast → Add(b). Input (N, 6). The head's Casts are to
+    ``head_type``, its bias and output of that type (``DOUBLE``: the first is a real Cast)."""
+    rng = np.random.default_rng(seed)
+    hidden = 12
+    head_dtype = helper.tensor_dtype_to_np_dtype(head_type)
+    inits: dict[str, np.ndarray] = {
+        "W1": rng.standard_normal((6, hidden)).astype(np.float32),
+        "B1": rng.standard_normal(hidden).astype(np.float32),
+        "W2": rng.standard_normal((hidden, 4)).astype(np.float32),
+        "B2": rng.standard_normal(4).astype(head_dtype),
+    } | _bn(rng, "bn", hidden)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["d1"], name="dense1"),
+        helper.make_node("Cast", ["d1"], ["d1c"], name="dense1_cast", to=TensorProto.FLOAT),
+        helper.make_node("Add", ["d1c", "B1"], ["d1b"], name="dense1_bias"),
+        helper.make_node("Relu", ["d1b"], ["r"], name="relu"),
+        _bn_node("bn", "r", "n"),
+        helper.make_node("MatMul", ["n", "W2"], ["d2"], name="dense2"),
+        helper.make_node("Cast", ["d2"], ["d2c"], name="dense2_cast", to=head_type),
+        helper.make_node("Cast", ["d2c"], ["d2cc"], name="dense2_cast2", to=head_type),
+        helper.make_node("Add", ["d2cc", "B2"], ["y"], name="dense2_bias"),
+    ]
+    return make_model(
+        nodes,
+        [tensor("x", ["N", 6])],
+        [tensor("y", ["N", 4], head_type)],
+        list(inits.values()),
+        names=list(inits),
+    )
+
+
 def residual_block(seed: int = 50) -> onnx.ModelProto:
     """Stem Conv → Relu → BN, then Conv → BN → Relu → Conv → BN, + the stem, → Relu."""
     rng = np.random.default_rng(seed)
@@ -208,6 +243,7 @@ BUILT = {
     "dense_relu_mul_add": lambda: dense_relu_bn("mul-add"),
     "dense_relu_bn_tail": lambda: dense_relu_bn(head=False),
     "dense_relu_mul_add_tail": lambda: dense_relu_bn("mul-add", head=False),
+    "dense_cast_relu_bn": dense_cast_relu_bn,
     "residual_block": residual_block,
     "negative_scale_after_relu": negative_scale_after_relu,
     "bn_on_input": bn_on_input,

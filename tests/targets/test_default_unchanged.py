@@ -56,6 +56,7 @@ BUILT_MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {
             "bn_on_input": "4bf0733b826c67fb7786c50048f13739994185dd0598427ac01f9a4cfd008dea",
             "bn_of_unknown_rank": "06805259764f89018fe12427728ed01bb09aba3aebec73c92d3b23bcad165de2",
             "conv_relu_mul_add": "28ebbe4b809cd9a711a4f1dfe03758957d2bab6b3308210890ff8ac8e389cfe0",
+            "dense_cast_relu_bn": "7a7d26847213e17a7cb118864965014665bab6b3f00ec7508e05081c10c91314",
         }.items()
     },
 }
