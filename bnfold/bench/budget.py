@@ -52,7 +52,7 @@ DEFAULT_BUDGET_S = 7.0  # a small model's default bench, ~1.5 s of imports aside
 # What the default may grow to for a model with costly pairs: with the ~3 s outside the
 # budget (imports, reading the files), onnx's light resnet50 ends within a minute.
 MAX_DEFAULT_BUDGET_S = 50.0
-MIN_PLANNED_PAIRS = 6  # the default grows until this many pairs of each setting fit
+MIN_PLANNED_PAIRS = 10  # the default grows until this many pairs of each setting fit
 MIN_PAIRS = 2  # an interval needs a spread: every setting takes at least this many
 MIN_PAIR_SECONDS = 0.05  # shortest timed phase of a pair (one batch size)
 MIN_ROUNDS = 3  # fewest timed rounds of a pair: a median of 3 outvotes one preempted round
