@@ -76,8 +76,9 @@ PROFILES: dict[str, Profile] = {
         lower_kept=(DWCONV, MUL_ADD),
         # Keras 3 (torch) writes MatMul → Cast → Add(b): a fold that stops at the Cast adds a
         # second Add, and once the Cast goes, each Add is one more QLinearAdd per BN. Into the
-        # bias instead, on the Keras Dense → Relu → BN export: cosine to float 0.99985 →
-        # 0.99991, int8 1.52× → 1.69× over onnxruntime alone (benchmarks/quantize_handoff.md).
+        # bias instead, on the Keras Dense → Relu → BN export (2 BNs): no QLinearAdd left
+        # (the new Adds left 2), cosine to float 0.99991 vs 0.99985, int8 1.76× vs 1.60× over
+        # onnxruntime alone in the same run (benchmarks/quantize_handoff.md).
         bias_across_noop_casts=True,
         # Folding s into W scales each output channel's range by |s|: under per-tensor int8
         # a channel whose s is small keeps fewer of the 255 steps (issue 25).
