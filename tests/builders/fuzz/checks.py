@@ -1,6 +1,7 @@
 """The property every model must satisfy under ``bnfold.optimize``, as one checking function.
 
-``check_optimize_is_safe(model, feeds, dtype)``:
+``check_optimize_is_safe(model, feeds, dtype, target=...)``, each ``optimize`` under the
+deployment profile ``target`` (``bnfold.engine.targets``; ``default`` unless named):
 
 1. ``optimize`` does not raise (a refusal is a ``Skip`` in the report, never an exception);
 2. the result is a valid model wherever the input is (onnx checker with ``full_check``,
@@ -51,6 +52,7 @@ import onnx
 
 import bnfold
 from bnfold.engine.functions import batchnorms_per_call
+from bnfold.engine.targets import DEFAULT_TARGET
 from tests.builders.report_truth import assert_reports_true_of_input
 
 TOLERANCE = {
@@ -126,6 +128,7 @@ def check_optimize_is_safe(
     dtype: np.dtype,
     *,
     lower_standalone: bool = False,
+    target: str = DEFAULT_TARGET,
     collect: list[PropertyViolation] | None = None,
 ) -> bnfold.OptimizeResult | None:
     """Assert properties 1-6 above; return the result for further checks. A failure is a
@@ -133,11 +136,12 @@ def check_optimize_is_safe(
     every failure is appended there instead and the checks go on (None if optimize raised).
 
     ``feeds`` may be a list (e.g. one per branch an ``If`` can take): each is checked.
+    ``target`` is the profile of both ``optimize`` calls (the fold and the idempotence rerun).
     """
     found = _Violations(collect)
     original_bytes = model.SerializeToString()
     with found.check("crash"):
-        result = bnfold.optimize(model, lower_standalone=lower_standalone)
+        result = bnfold.optimize(model, lower_standalone=lower_standalone, target=target)
         folded = result.model
     if "crash" in found.failed:
         return None
@@ -177,7 +181,7 @@ def check_optimize_is_safe(
         _assert_same_outputs(model, folded, one_feeds, dtype, report.folds, found)
 
     with found.check("crash"):
-        again = bnfold.optimize(folded, lower_standalone=lower_standalone)
+        again = bnfold.optimize(folded, lower_standalone=lower_standalone, target=target)
         with found.check("non-idempotent"):
             assert not again.report.folds, f"not idempotent: {again.report.folds}"
             assert again.model.SerializeToString() == folded.SerializeToString(), "other bytes"
