@@ -6,10 +6,10 @@ the original."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -69,11 +69,9 @@ def test_a_cast_that_is_not_the_identity_path_keeps_the_new_add(build, target: s
     assert head[:2] == ["MatMul", "Add"] and head.count("Add") == 2
 
 
-def _keras_export() -> onnx.ModelProto:
+def _keras_export(keras: ModuleType) -> onnx.ModelProto:
     """Keras 3's own ONNX export (torch backend) of Dense(relu) → BN → Dense(relu) → BN → Dense,
     BN statistics as if trained."""
-    import keras
-
     keras.utils.set_random_seed(25)
     model = keras.Sequential(
         [
@@ -102,11 +100,10 @@ def _keras_export() -> onnx.ModelProto:
 @pytest.mark.parametrize("target", MERGING)
 def test_keras_torch_export_keeps_one_bias_add_per_dense(target: str) -> None:
     os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is first imported
-    if importlib.util.find_spec("keras") is None:
-        pytest.skip("keras is not installed (pip install 'bnfold[keras]')")
-    if os.environ["KERAS_BACKEND"] != "torch" or importlib.util.find_spec("torch") is None:
-        pytest.skip("the Keras export under test is the torch backend's")
-    original = _keras_export()
+    keras = pytest.importorskip("keras")  # the keras extra, and torch for its backend
+    if keras.backend.backend() != "torch":
+        pytest.skip(f"keras runs on {keras.backend.backend()}; the export under test is torch's")
+    original = _keras_export(keras)
     assert "Cast" in op_types(original)
     result = _fold(original, target)
     assert [fold.pattern for fold in result.report.folds] == ["bn-matmul"] * 2
