@@ -2,7 +2,7 @@
 
 One fp32 rule does not fit every deployment. A profile is one table: a row per situation
 where deployments disagree, each with the decision and the evidence for it (the same table,
-with links, is ``docs/targets.md``). What no row names is the same for every profile: every
+with links, is the README's "Target profiles" section). What no row names is the same for every profile: every
 exact fold the patterns find, every refusal they give.
 
 | rule | ``default`` | ``quantize`` | ``npu`` |

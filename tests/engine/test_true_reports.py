@@ -21,21 +21,46 @@ from tests.builders.report_truth import assert_reports_true_of_input
 ROOT = Path(__file__).parents[2]
 
 
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level ``NAME = "text"`` assignments (a code kept in a constant)."""
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+
 def _emitted_codes() -> set[str]:
-    """Every reason code a ``Skip(...)`` in bnfold/ spells out; any other first argument must
-    pass an existing refusal's code on (``x.reason``)."""
+    """Every reason code a ``Skip(...)`` in bnfold/ spells out, and every code a
+    ``SkippedBatchNorm(label, CODE, ...)`` is built with (a literal or a module constant, such
+    as the profiles' ``NOT_LOWERABLE``); any other code must pass an existing refusal's on
+    (``x.reason``)."""
+    trees = {path: ast.parse(path.read_text()) for path in ROOT.joinpath("bnfold").rglob("*.py")}
+    constants = {
+        name: text for tree in trees.values() for name, text in _string_constants(tree).items()
+    }
     codes: set[str] = set()
-    for path in ROOT.joinpath("bnfold").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Skip"):
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            name = getattr(node.func, "id", None) if isinstance(node, ast.Call) else None
+            if name == "SkippedBatchNorm" and len(node.args) > 1:
+                code = node.args[1]
+            elif name == "Skip":
+                code = (
+                    node.args[0]
+                    if node.args
+                    else next(k.value for k in node.keywords if k.arg == "reason")
+                )
+            else:
                 continue
-            code = (
-                node.args[0]
-                if node.args
-                else next(k.value for k in node.keywords if k.arg == "reason")
-            )
             if isinstance(code, ast.Constant) and isinstance(code.value, str):
                 codes.add(code.value)
+            elif isinstance(code, ast.Name) and code.id in constants:
+                codes.add(constants[code.id])
             else:
                 assert isinstance(code, ast.Attribute) and code.attr == "reason", (
                     f"{path.name}:{node.lineno}: a reason code that is neither a literal nor "

@@ -26,7 +26,8 @@ from bnfold.integrations.quantization import (
 from tests.targets.graphs import conv_relu_bn_stack
 
 LAYERS = 4
-RECIPE = Path(__file__).resolve().parents[2] / "docs" / "quantize.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
+RECIPE_HEADING = "### Before int8 quantization: `--target quantize`"
 
 
 class Batches(CalibrationDataReader):
@@ -92,12 +93,20 @@ def test_onnxruntime_quantization_is_imported_only_when_used() -> None:
     assert done.stdout.strip() == "False"
 
 
+def _recipe() -> str:
+    """The README's quantization recipe: its section, up to the next heading of its level."""
+    text = README.read_text()
+    start = text.index(RECIPE_HEADING)
+    end = text.find("\n### ", start + len(RECIPE_HEADING))
+    return text[start : end if end != -1 else len(text)]
+
+
 def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", RECIPE.read_text(), re.S)
+    return re.findall(rf"```{language}\n(.*?)```", _recipe(), re.S)
 
 
 def test_the_documented_recipe_runs(model: onnx.ModelProto, tmp_path: Path) -> None:
-    """docs/quantize.md as a user runs it: the shell steps, then every Python block."""
+    """The README's recipe as a user runs it: the shell steps, then every Python block."""
     onnx.save(model, tmp_path / "model.onnx")  # input "x" (N, 3, 10, 10), as the recipe feeds
     programs = {"bnfold": [sys.executable, "-m", "bnfold"], "python": [sys.executable]}
     for line in _blocks("bash")[0].splitlines():
