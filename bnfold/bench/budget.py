@@ -55,7 +55,7 @@ MAX_DEFAULT_BUDGET_S = 50.0
 MIN_PLANNED_PAIRS = 10  # the default grows until this many pairs of each setting fit
 MIN_PAIRS = 2  # an interval needs a spread: every setting takes at least this many
 MIN_PAIR_SECONDS = 0.05  # shortest timed phase of a pair (one batch size)
-MIN_ROUNDS = 3  # fewest timed rounds of a pair: a median of 3 outvotes one preempted round
+MIN_ROUNDS = 4  # fewest timed rounds of a pair: two of each order (runner.order_cycle)
 WARMUP_FRACTION = 0.1  # each session is warmed up for this fraction of its timed phase
 
 Clock = Callable[[], float]

@@ -151,7 +151,7 @@ def latency_table(report: ReportView, width: int = 80) -> Table:
     """Per model: the comparison's latency again, then p90/p99/min over all timed rounds, in
     the comparison table's unit; startup times in ms.
 
-    When the full table is wider than ``width``, the startup times are left out (every
+    When the full table is wider than ``width``, columns are left out from the right (every
     number stays whole); the JSON and Markdown reports always carry them.
     """
     measured = report.measured()
@@ -175,8 +175,13 @@ def latency_table(report: ReportView, width: int = 80) -> Table:
         )
     every = ("setting", "model", "latency", "p90", "p99", "min", "create", "1st run")
     widths = {name: cell_width(name, [row[name] for row in rows]) for name in every}
-    wide = sum(widths.values()) + COLUMN_GAP * (len(every) - 1) <= width
-    names = every if wide else every[:6]
+
+    def fits(names: tuple[str, ...]) -> bool:
+        return sum(widths[name] for name in names) + COLUMN_GAP * (len(names) - 1) <= width
+
+    # The columns from the left that fit, always through the comparison's own latency.
+    names = next((every[:n] for n in range(len(every), 3, -1) if fits(every[:n])), every[:3])
+    wide = names == every
     startup = "; startup in ms" if wide else ""
     table = _table(f"Latency ({unit}; p90, p99, min over all rounds{startup})")
     for name in names:
@@ -185,7 +190,7 @@ def latency_table(report: ReportView, width: int = 80) -> Table:
     for row in rows:
         table.add_row(*(row[name] for name in names))
     if not wide:
-        table.caption = "startup times: wider terminal, --report or --markdown"
+        table.caption = "more columns: wider terminal, --report or --markdown"
         table.caption_justify = "left"
     return table
 

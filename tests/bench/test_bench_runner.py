@@ -39,9 +39,26 @@ def test_rounds_interleave_after_warmup_in_alternating_order() -> None:
     calls: list[str] = []
     runs = [lambda: calls.append("A"), lambda: calls.append("B")]
     samples = measure_interleaved(runs, RoundPlan(iters=3, warmup=2))
-    assert calls == ["A", "B"] * 2 + ["A", "B", "B", "A", "A", "B"]
-    assert [len(s) for s in samples] == [3, 3]
+    # 3 rounds are rounded up to 4: each run first and second equally often.
+    assert calls == ["A", "B"] * 2 + ["A", "B", "B", "A", "A", "B", "B", "A"]
+    assert [len(s) for s in samples] == [4, 4]
     assert all(np.all(s >= 0) for s in samples)
+
+
+def test_a_position_effect_cancels_over_whole_cycles() -> None:
+    """The run that comes second in a round takes 10% longer (another's spinning threads);
+    each model's median must not come from its majority position (3 rounds: 1.1x)."""
+    now = [0]
+    calls = [0]
+
+    def run() -> None:
+        calls[0] += 1
+        now[0] += 1_000_000 if calls[0] % 2 else 1_100_000
+
+    for plan in (RoundPlan(iters=3, warmup=0), RoundPlan(iters=4, min_time_s=1e-9, warmup=0)):
+        calls[0] = 0
+        first, second = measure_interleaved([run, run], plan, clock=lambda: now[0])
+        assert np.median(first) == pytest.approx(np.median(second))
 
 
 def test_min_time_runs_until_the_budget_is_spent() -> None:
