@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -39,10 +39,30 @@ def test_rounds_interleave_after_warmup_in_alternating_order() -> None:
     calls: list[str] = []
     runs = [lambda: calls.append("A"), lambda: calls.append("B")]
     samples = measure_interleaved(runs, RoundPlan(iters=3, warmup=2))
-    # 3 rounds are rounded up to 4: each run first and second equally often.
-    assert calls == ["A", "B"] * 2 + ["A", "B", "B", "A", "A", "B", "B", "A"]
+    # A lead-in run of A, then 3 rounds rounded up to 4: each run first and second, and
+    # after itself and after the other, equally often.
+    assert calls == ["A", "B"] * 2 + ["A"] + ["A", "B", "B", "A", "A", "B", "B", "A"]
     assert [len(s) for s in samples] == [4, 4]
     assert all(np.all(s >= 0) for s in samples)
+
+
+def test_running_after_oneself_is_balanced_between_the_models() -> None:
+    """A run right after its own previous run takes 10% less (its threads are awake); a
+    warm-up ending in B must not give B one more such run in 4 rounds."""
+    now = [0]
+    last: list[str] = []
+
+    def run_of(name: str) -> Callable[[], None]:
+        def run() -> None:
+            now[0] += 900_000 if last and last[-1] == name else 1_000_000
+            last.append(name)
+
+        return run
+
+    first, second = measure_interleaved(
+        [run_of("A"), run_of("B")], RoundPlan(iters=4, warmup=1), clock=lambda: now[0]
+    )
+    assert np.median(first) == pytest.approx(np.median(second))
 
 
 def test_a_position_effect_cancels_over_whole_cycles() -> None:
