@@ -32,8 +32,15 @@ from ..errors import BnfoldError, UsageError
 from ..runtime.session import SessionResult, create_session
 from ..runtime.settings import RuntimeChoice
 from ..storage.load import LoadedModel
-from .budget import MIN_ROUNDS, WARMUP_FRACTION, Budget, PairCost, PairSchedule, SettingClock
-from .budget import plan_pairs as plan_pairs_for
+from .budget import (
+    MIN_ROUNDS,
+    WARMUP_FRACTION,
+    Budget,
+    PairCost,
+    PairSchedule,
+    SettingClock,
+    plan_pairs,
+)
 from .design import BenchDesign
 from .feeds import FeedSet, feeds_for
 from .formatting import setting_label
@@ -290,7 +297,7 @@ class Measurement:
         )
         self.budget.settle_default(cost)
         share = self.budget.share(started)
-        schedule = plan_pairs_for(
+        schedule = plan_pairs(
             share,
             cost,
             max_pairs=self.plan.pairs,
