@@ -133,6 +133,7 @@ class Comparison:
             "verdict": estimate.verdict,
             "pairs": estimate.pairs,
             "rounds_per_pair": self.rounds_per_pair,
+            "timed_seconds_per_pair": self.timed_seconds_per_pair,
             "pair_sd_pct": estimate.pair_sd * 100.0,
             "ci_half_width_pct": estimate.half_width * 100.0,
             "pairs_needed": estimate.pairs_needed,
