@@ -24,6 +24,7 @@ from bnfold.bench.formatting import (
 from bnfold.bench.plot import require_matplotlib, write_plot
 from bnfold.bench.report import Unavailable
 from bnfold.bench.stats import speedup_over_pairs
+from bnfold.bench.terminal import latency_table
 from bnfold.errors import UsageError
 from tests.builders.bench_models import QUICK, fast_model
 
@@ -221,12 +222,20 @@ def test_input_sizes_come_before_every_table(slow_report: BenchReport) -> None:
 
 
 def test_narrow_terminal_keeps_the_columns_that_fit(slow_report: BenchReport) -> None:
+    """Below the full table's width, latency columns go from the right and a caption says
+    where they are; numbers are never cut (which columns fit depends on the digits)."""
     buffer = io.StringIO()
     slow_report.render(Console(file=buffer, width=80, color_system=None))
     text = buffer.getvalue()
     assert "…" not in text  # nothing truncated
-    assert "1st run" not in text
-    assert "more columns: wider terminal" in " ".join(text.split())  # the caption may wrap
+    dropped = "1st run" not in text
+    assert dropped == ("more columns: wider terminal" in " ".join(text.split()))
+    table = latency_table(slow_report, width=60)  # too narrow for all eight columns
+    names = [column.header for column in table.columns]
+    assert names[:3] == ["setting", "model", "latency"] and len(names) < 8
+    buffer = io.StringIO()
+    Console(file=buffer, width=60, color_system=None).print(table)
+    assert "…" not in buffer.getvalue()
 
 
 def test_summary_line(slow_report: BenchReport) -> None:
