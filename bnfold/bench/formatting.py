@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-from .stats import INCONCLUSIVE, SpeedupEstimate
+from .stats import INCONCLUSIVE, SpeedupEstimate, reading
 
 LATENCY_UNIT = "ms"  # Markdown's unit; the terminal picks µs or ms (``display_unit``)
 STATISTIC_NAME = "geometric mean of per-pair medians over the pairs the verdict keeps"
@@ -135,38 +135,9 @@ def decisive_run_text(comparison: ComparisonLike) -> str | None:
 
 
 def interval_words(estimate: SpeedupEstimate) -> str:
-    """What the interval establishes, whatever the verdict: ``at least 1.7% faster, not
-    shown to exceed the 3% margin``; ``between 0.8% slower and 1.1% faster, within the
-    ±3% margin``. Slower is said of latency: ``high < 1`` is ``1/high - 1`` slower."""
-    low, high, margin = estimate.ci_low, estimate.ci_high, estimate.margin
-    bound = f"{margin * 100:g}%"
-    if not math.isfinite(high) or low <= 0.0:
-        return f"no interval: {estimate.pairs} pair(s) are too few to bound the speedup"
-    if low > 1.0:
-        beyond = low > 1.0 + margin
-        tail = f"beyond the {bound} margin" if beyond else f"not shown to exceed the {bound} margin"
-        return f"at least {_percent(low - 1.0, margin)} faster, {tail}"
-    if high < 1.0:
-        beyond = high < 1.0 / (1.0 + margin)
-        tail = f"beyond the {bound} margin" if beyond else f"not shown to exceed the {bound} margin"
-        return f"at least {_percent(1.0 / high - 1.0, margin)} slower, {tail}"
-    span = (
-        f"between {_percent(1.0 / low - 1.0, margin)} slower and "
-        f"{_percent(high - 1.0, margin)} faster"
-    )
-    within = 1.0 / (1.0 + margin) <= low and high <= 1.0 + margin
-    return f"{span}, " + (f"within the ±{bound} margin" if within else "no difference shown")
-
-
-def _percent(fraction: float, margin: float) -> str:
-    """``0.017`` -> ``1.7%``; one more digit where one would read as the margin itself
-    (``3.04%`` beside a 3% margin); from 100% on, as a factor: ``2.5`` -> ``3.5×``."""
-    if fraction >= 1.0:
-        return f"{1.0 + fraction:.3g}×"
-    text = f"{fraction * 100:.1f}"
-    if float(text) == round(margin * 100, 1) and fraction != margin:
-        text = f"{fraction * 100:.2f}"
-    return f"{text}%"
+    """What the estimate's interval establishes against its margin, in words
+    (``stats.reading``): ``at least 1.7% faster, not shown to exceed the 3% margin``."""
+    return reading(estimate.ci_low, estimate.ci_high, estimate.margin)
 
 
 def noise_floor_text(comparison: ComparisonLike) -> str:
