@@ -33,7 +33,9 @@ from .stats import DEFAULT_CONFIDENCE, DEFAULT_MARGIN
 
 DEFAULT_LEVELS = ("disable", "all")  # each its own setting: as shipped, and as deployed
 DEFAULT_MARGIN_PCT = DEFAULT_MARGIN * 100.0
-DEFAULT_DIM = 1  # bench()'s size of free dims (the command line chooses them per graph)
+# None: bench() sizes free dims by the rule verify and the command line share (runtime.dims:
+# the batch 1, the size the layers were built for, else 224 for an image input).
+DEFAULT_DIM: int | None = None
 DEFAULT_PAIRS = DEFAULT_MAX_PAIRS
 # A fresh session's first run is untimed and recorded apart; one more run and at least
 # budget.WARMUP_FRACTION of its timed phase fault in the rest of its memory and wake its

@@ -22,6 +22,7 @@ from .options import (
     builds,
     input_arguments,
     input_options,
+    judge_arguments,
     one_inputs_file,
     provider_options,
     report_options,
@@ -292,11 +293,6 @@ def bench_input_arguments(
         **input_arguments(shapes, dims, ranges, default_dim),
         "inputs": one_inputs_file(input_files, "bench"),
     }
-
-
-def judge_arguments(providers: str | None, levels: str) -> dict[str, Any]:
-    """``--providers`` and ``--level`` as ``bnfold.bench`` keywords."""
-    return {"providers": providers, "levels": levels}
 
 
 EXAMPLES = "\b\nExamples:\n  bnfold bench model.onnx model.folded.onnx\n  bnfold bench model.onnx model.folded.onnx --providers cpu --fail-if-slower"

@@ -6,9 +6,10 @@
 
 Each group is a decorator that declares its options where ``--help`` lists them. The values
 reach the command as objects, not one parameter each: ``builds(keyword, build)`` hands the
-command ``keyword=build(...)`` in place of the options ``build`` takes (``input_plan``
-builds the ``InputPlan``, ``runtime_choice`` the ``RuntimeChoice``, ``ReportPaths`` the
-report files), validated once, before the command runs.
+command ``keyword=build(...)`` in place of the options ``build`` takes (``ReportPaths`` the
+report files, ``judge_arguments`` the providers and levels as a judge's keywords; a judge's
+own options arrive as one dict of its keyword arguments, which the library turns into its
+settings object), validated once, before the command runs.
 
 Defaults are the library's: an option shows the constant the library defines
 (``LibraryOption``), read only when click needs it (running that command, or its ``--help``),
@@ -28,7 +29,7 @@ import click
 
 from ..engine.targets import DEFAULT_TARGET, TARGET_NAMES
 from ..errors import UsageError
-from ..runtime.settings import DEFAULT_RUNS, DEFAULT_SEED, InputPlan, RuntimeChoice
+from ..runtime.settings import DEFAULT_RUNS, DEFAULT_SEED
 from .common import ReportPaths
 from .parsing import parse_dim_options, parse_range_options, parse_shape_options
 
@@ -193,8 +194,10 @@ def input_options(command: F) -> F:
                 type=click.IntRange(min=0),
                 default=None,
                 help="Size of every symbolic dim not set otherwise. Default: 1 for the batch "
-                "(axis 0); other dims get a size every Conv/pool in the graph accepts (1 when "
-                "there is none). dim_value <= 0 counts as symbolic.",
+                "(axis 0); other dims get the size the layers were built for (a Gemm/MatMul/"
+                "Reshape/pool that fixes it), else 224 for an image input, else a size every "
+                "Conv/pool accepts (1 when there is none); see docs/inputs.md. dim_value <= 0 "
+                "counts as symbolic.",
             ),
             click.option(
                 "--inputs",
@@ -237,24 +240,6 @@ def input_arguments(
     }
 
 
-def input_plan(
-    shapes: tuple[str, ...],
-    dims: tuple[str, ...],
-    ranges: tuple[str, ...],
-    default_dim: int | None,
-    input_files: tuple[str, ...],
-    seed: int = DEFAULT_SEED,
-    runs: int = DEFAULT_RUNS,
-) -> InputPlan:
-    """The input options as an ``InputPlan`` (each ``--inputs`` file one input set)."""
-    return InputPlan.of(
-        **input_arguments(shapes, dims, ranges, default_dim),
-        seed=seed,
-        runs=runs,
-        inputs=list(input_files) or None,
-    )
-
-
 def one_inputs_file(files: tuple[str, ...], command: str) -> str | None:
     """The single ``--inputs`` file ``bench`` takes (it times one input set)."""
     if len(files) > 1:
@@ -262,31 +247,9 @@ def one_inputs_file(files: tuple[str, ...], command: str) -> str | None:
     return files[0] if files else None
 
 
-def runtime_choice(
-    providers: str | None,
-    levels: str | None,
-    threads: int | None = None,
-    inter_threads: int | None = None,
-    spinning: bool | None = None,
-    cpus: str | None = None,
-    provider_option_args: tuple[str, ...] = (),
-    verbose: bool = False,
-) -> RuntimeChoice:
-    """``--providers``, ``--level``, the thread options, ``--provider-option`` and
-    ``--verbose`` as a ``RuntimeChoice``."""
-    from ..runtime.providers import parse_provider_options
-
-    assert levels is not None, "a judge's command defaults --level"
-    return RuntimeChoice.of(
-        providers=providers,
-        levels=levels,
-        threads=threads,
-        inter_threads=inter_threads,
-        spinning=spinning,
-        cpus=cpus,
-        provider_options=parse_provider_options(provider_option_args),
-        verbose=verbose,
-    )
+def judge_arguments(providers: str | None, levels: str) -> dict[str, Any]:
+    """``--providers`` and ``--level`` as ``bnfold.verify``/``bnfold.bench`` keywords."""
+    return {"providers": providers, "levels": levels}
 
 
 def report_options(command: F) -> F:

@@ -24,6 +24,7 @@ from .options import (
     builds,
     input_arguments,
     input_options,
+    judge_arguments,
     provider_options,
     report_options,
     runs_option,
@@ -160,11 +161,6 @@ def verify_input_arguments(
         **input_arguments(shapes, dims, ranges, default_dim),
         "inputs": list(input_files) or None,
     }
-
-
-def judge_arguments(providers: str | None, levels: str) -> dict[str, Any]:
-    """``--providers`` and ``--level`` as ``bnfold.verify`` keywords."""
-    return {"providers": providers, "levels": levels}
 
 
 def default_candidate(original: str) -> str:

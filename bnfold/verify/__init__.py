@@ -106,7 +106,8 @@ def verify(
     - ``levels``: onnxruntime optimization levels for the candidate (``disable``, ``basic``,
       ``extended``, ``all``); default ``all``, what deployments use.
     - ``shapes`` / ``dims`` / ``ranges`` / ``default_dim``: see ``bnfold.runtime.inputs``;
-      ``default_dim=None`` chooses free dims from the graph (a Conv's receptive field).
+      ``default_dim=None`` sizes free dims from the graph (docs/inputs.md: the batch 1, the
+      size the layers were built for, else 224 for an image input).
     - ``seed`` and ``runs``: input set ``i`` is generated with seed ``seed + i``.
     - ``inputs``: real data instead: an ``.npz`` path, a ``{name: array}`` mapping, or a list
       of either (one input set each); ``runs`` and ``seed`` are then unused.
