@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_decisions.py --label after            # the record (N=40)
     .venv/bin/python benchmarks/bench_decisions.py --label before --aa-runs 10
     .venv/bin/python benchmarks/bench_decisions.py --parts wall --label after   # one part again
+    .venv/bin/python benchmarks/bench_decisions.py --parts power --calibrated-from WORK/after.json
 
 Every number comes from the real CLI (``bnfold bench ORIGINAL CANDIDATE --report R.json``, a
 subprocess at bench's defaults): verdicts from the JSON report, wall time from the clock around
@@ -13,12 +14,14 @@ the process (start-up, session creation, warm-up and timing: what a user waits f
    or ``slower`` is a false verdict; counted per setting (bench times the levels ``disable`` and
    ``all`` by default) and per run (a run is wrong when any of its settings is).
 2. ``power``: a chain of n 3x3 Conv+Relu layers (the candidate) against the same chain with 2
-   more layers (the original): n = 40 for a 5 % gain, 20 for 10 %. onnxruntime cannot remove a
-   layer at any level (each has its own weights and feeds the next), so the work ratio is the
-   gain; the true time ratio is measured independently at each level by onnxruntime directly
-   (``--true-pairs`` fresh session pairs of interleaved rounds; the median over pairs of
-   ``median(original) / median(candidate)``, which a pair hit by a load spike cannot move)
-   and printed beside the verdicts of ``--power-runs`` benches.
+   more layers (the original). onnxruntime cannot remove a layer at any level (each has its
+   own weights and feeds the next), but the time ratio is not the work ratio (a per-run
+   overhead dilutes it, caches and threads bend it), so n is calibrated per level and gain
+   (``calibrated_pair``) until onnxruntime's own ratio is the gain: ``--true-pairs`` fresh
+   session pairs of ``--true-rounds`` interleaved rounds give one ratio each; the median pair
+   (a load spike cannot move it) with its distribution-free 95 % interval is the true ratio,
+   printed beside the verdicts of ``--power-runs`` default benches of that pair at that level.
+   ``--calibrated-from`` reuses the chains of an earlier run (calibration takes minutes).
 3. ``wall``: a default bench of a model against its fold (``bnfold optimize``) for the bundled
    model, onnx's ``light_resnet50.onnx`` and a generated Gemm+BatchNormalization net of
    ``--large-mb`` MB of float32 weights (written under ``--work``, never committed); a bench
@@ -61,6 +64,7 @@ LIGHT_RESNET50 = Path(onnx.__file__).parent / "backend/test/data/light/light_res
 IR_VERSION, OPSET = 9, 17
 FALSE_VERDICTS = ("faster", "slower")
 GAINS = (1.05, 1.10)
+POWER_LEVELS = ("disable", "all")  # bench's default levels: a pair is sized for each
 # issue 26: at most 1 false verdict in 40; a 10 % gain faster 5/5, 5 % at least 4/5
 POWER_GOAL = {1.05: 0.8, 1.10: 1.0}
 WALL_GOAL_S = {"bundled resnet_tiny": 10.0, "light_resnet50": 60.0, "large": 90.0}
@@ -365,27 +369,99 @@ def _feed(session: object) -> dict[str, np.ndarray]:
 
 @dataclass
 class TrueRatio:
-    """original/candidate by onnxruntime directly, from one ratio per fresh session pair."""
+    """original/candidate at ``level`` by onnxruntime directly, one ratio per fresh session
+    pair; the chains compared: ``layers`` + ``EXTRA_LAYERS`` against ``layers``."""
 
     level: str
+    layers: int
     ratio: float  # the median pair: a pair that a load spike hit cannot move it
-    geomean: float
-    low: float  # 10th percentile of the per-pair ratios
-    high: float  # 90th percentile
+    low: float  # the median's 95 % distribution-free interval (median_interval)
+    high: float
     pair_ratios: list[float]
 
 
-def true_ratio(original: Path, candidate: Path, level: str, pairs: int, rounds: int) -> TrueRatio:
-    """Per pair r = median_original / median_candidate; the median r, exp(mean ln r), deciles."""
-    ratios = [o / c for o, c in pair_medians([original, candidate], level, pairs, rounds)]
-    geomean = math.exp(statistics.fmean(math.log(r) for r in ratios))
-    deciles = (
-        statistics.quantiles(ratios, n=10, method="inclusive") if len(ratios) > 1 else ratios * 9
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The order statistics ``(x_(j), x_(n+1-j))`` that hold the median with ``confidence``.
+
+    ``j`` is the largest with ``P(Binomial(n, 1/2) < j) <= (1 - confidence) / 2``: no shape
+    is assumed, so a load-spiked pair widens the interval by one rank at most. Below 6
+    values no ``j >= 1`` qualifies and the interval is the whole range.
+    """
+    ordered, n = sorted(values), len(values)
+    below, j = 0.0, 0
+    while j < n // 2:
+        below += math.comb(n, j) / 2**n  # P(Binomial < j + 1)
+        if below > (1 - confidence) / 2:
+            break
+        j += 1
+    return ordered[max(j, 1) - 1], ordered[n - max(j, 1)]
+
+
+def chain_pair(folder: Path, layers: int) -> tuple[Path, Path]:
+    """The original (``layers + EXTRA_LAYERS`` layers) and the candidate (``layers``)."""
+    return tuple(  # type: ignore[return-value]
+        save(ConvChain(n).model(), folder / f"chain-{n}.onnx")
+        for n in (layers + EXTRA_LAYERS, layers)
     )
-    return TrueRatio(level, statistics.median(ratios), geomean, deciles[0], deciles[-1], ratios)
 
 
-EXTRA_LAYERS = 2  # what the original adds: n + 2 layers against n, n = 2 / (gain - 1)
+def true_ratio(folder: Path, layers: int, level: str, timing: TrueTiming) -> TrueRatio:
+    """Per pair r = median_original / median_candidate; the median r and its interval."""
+    medians = pair_medians(chain_pair(folder, layers), level, timing.pairs, timing.rounds)
+    ratios = [o / c for o, c in medians]
+    low, high = median_interval(ratios)
+    return TrueRatio(level, layers, statistics.median(ratios), low, high, ratios)
+
+
+EXTRA_LAYERS = 2  # what the original adds to the candidate's chain
+CALIBRATION_STEPS = 3  # chain lengths tried per gain and level, at most
+CALIBRATION_TOLERANCE = 0.005  # a measured ratio this close to the gain ends the search
+
+
+@dataclass(frozen=True)
+class TrueTiming:
+    """How the true ratio is timed: ``pairs`` fresh session pairs of ``rounds`` rounds."""
+
+    pairs: int
+    rounds: int
+
+
+def next_layers(gain: float, layers: int, ratio: float) -> int:
+    """The chain length whose 2 extra layers should cost ``gain``, from one measured pair.
+
+    A run of n layers takes ``(n + c) b`` (``b`` a layer, ``c`` the per-run overhead in
+    layers), so ``r = 1 + k / (n + c)``: one pair gives ``c = k / (r - 1) - n`` and the
+    length for the gain is ``n' = k / (gain - 1) - c``, kept within ``[n / 2, 2 n]`` so that
+    one noisy ratio cannot throw the search far. A ratio at or below 1 (noise, or a chain too
+    long to see) halves the chain.
+    """
+    if ratio <= 1.0:
+        return max(1, layers // 2)
+    overhead = EXTRA_LAYERS / (ratio - 1.0) - layers
+    wanted = round(EXTRA_LAYERS / (gain - 1.0) - overhead)
+    return max(1, layers // 2, min(2 * layers, wanted))
+
+
+def calibrated_pair(
+    gain: float, level: str, measure: Callable[[int], TrueRatio]
+) -> tuple[TrueRatio, list[TrueRatio]]:
+    """The chain whose ``EXTRA_LAYERS`` more layers run ``gain`` times slower at ``level``.
+
+    Starts at the work ratio ``n = k / (gain - 1)`` and moves by ``next_layers`` until a
+    measured ratio lies within ``CALIBRATION_TOLERANCE`` of the gain, a length repeats, or
+    ``CALIBRATION_STEPS`` lengths were measured (``measure(n)``: the true ratio of n + k
+    against n layers). Returns the one closest to the gain, and every one tried.
+    """
+    layers, tried = round(EXTRA_LAYERS / (gain - 1.0)), []
+    while len(tried) < CALIBRATION_STEPS:
+        tried.append(measure(layers))
+        print(f"  gain {gain} at {level}: {layers} layers -> {tried[-1].ratio:.4f}", flush=True)
+        if abs(tried[-1].ratio - gain) <= CALIBRATION_TOLERANCE:
+            break
+        layers = next_layers(gain, layers, tried[-1].ratio)
+        if layers in {t.layers for t in tried}:
+            break
+    return min(tried, key=lambda t: abs(t.ratio - gain)), tried
 
 
 # --- the three parts -------------------------------------------------------------------------
@@ -393,14 +469,23 @@ EXTRA_LAYERS = 2  # what the original adds: n + 2 layers against n, n = 2 / (gai
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run measures: the parts, run counts, true-ratio pairs, the large model's size."""
+    """What a run measures: the parts, run counts, the true ratio's timing, the large model."""
 
     parts: tuple[str, ...]
     aa_runs: int
     power_runs: int
-    true_pairs: int
-    true_rounds: int
+    truth: TrueTiming
     large_mb: float
+    calibrated: dict[tuple[float, str], dict] = field(default_factory=dict)  # --calibrated-from
+
+
+def calibrated_rows(saved: Path) -> dict[tuple[float, str], dict]:
+    """The power rows of an earlier run (``WORK/LABEL.json``), by gain and level: their
+    calibrated chains are reused, true ratios and tried lengths included."""
+    power = json.loads(saved.read_text()).get("power", {})
+    if "rows" not in power:
+        sys.exit(f"--calibrated-from {saved}: no calibrated power part in it; run --parts power")
+    return {(row["gain"], row["level"]): row for row in power["rows"]}
 
 
 def _logged(name: str, measure: Callable[[], dict]) -> dict:
@@ -430,28 +515,30 @@ def measure_aa(bench: Bench, runs: int) -> dict:
 
 
 def measure_power(bench: Bench, plan: Plan) -> dict:
-    gains = []
+    """Per gain and level: the calibrated chain pair, then ``power_runs`` default benches of it
+    (both levels are timed, as by default; the verdict that counts is the sized level's)."""
+    folder, rows = bench.work / "power", []
     for gain in GAINS:
-        layers = round(EXTRA_LAYERS / (gain - 1))  # 40 layers for 5 %, 20 for 10 %
-        folder = bench.work / "power"
-        candidate = save(ConvChain(layers).model(), folder / f"candidate-{gain:.2f}.onnx")
-        original = save(
-            ConvChain(layers + EXTRA_LAYERS).model(), folder / f"original-{gain:.2f}.onnx"
-        )
-        truth = [
-            asdict(true_ratio(original, candidate, level, plan.true_pairs, plan.true_rounds))
-            for level in ("disable", "all")
-        ]
-        print(
-            f"  gain {gain}: {layers} vs {layers + EXTRA_LAYERS} layers, true {truth}", flush=True
-        )
-        runs = []
-        for i in range(plan.power_runs):
-            run = bench.run(original, candidate, f"power-{gain:.2f}-{i}")
-            print(f"  gain {gain} run {i + 1}: {run.verdicts or run.error}", flush=True)
-            runs.append(asdict(run))
-        gains.append({"gain": gain, "layers": layers, "true": truth, "runs": runs})
-    return {"chain": asdict(ConvChain(0)), "gains": gains}
+        for level in POWER_LEVELS:
+            if (gain, level) in plan.calibrated:
+                known = plan.calibrated[gain, level]
+                truth, tried = TrueRatio(**known["true"]), [TrueRatio(**t) for t in known["tried"]]
+            else:
+                truth, tried = calibrated_pair(
+                    gain, level, lambda n, level=level: true_ratio(folder, n, level, plan.truth)
+                )
+            runs = []
+            for i in range(plan.power_runs):
+                run = bench.run(*chain_pair(folder, truth.layers), f"power-{gain:.2f}-{level}-{i}")
+                print(
+                    f"  gain {gain} ({level}) run {i + 1}: {run.verdicts or run.error}", flush=True
+                )
+                runs.append(asdict(run))
+            rows.append(
+                {"gain": gain, "level": level, "true": asdict(truth),
+                 "tried": [asdict(t) for t in tried], "runs": runs}
+            )  # fmt: skip
+    return {"chain": asdict(ConvChain(0)), "truth": asdict(plan.truth), "rows": rows}
 
 
 def measure_wall(bench: Bench, large_mb: float) -> dict:
@@ -527,42 +614,48 @@ def render_aa(part: dict) -> list[str]:
     return lines
 
 
+def _level_setting(verdicts: dict[str, str], level: str) -> str | None:
+    """The setting name of ``level`` among a run's (``cpu/all`` or ``cpu/all/batch 1``)."""
+    return next((s for s in verdicts if s.split("/")[1] == level), None)
+
+
 def render_power(part: dict) -> list[str]:
-    chain = part["chain"]
+    chain, timing = part["chain"], part["truth"]
     lines = [
         "### Power: real gains",
         "",
         f"Candidate: n 3x3 Conv+Relu layers ({chain['channels']} channels, "
-        f"{chain['hw']}x{chain['hw']}), original: n + {EXTRA_LAYERS} layers, a work ratio of "
-        f"exactly the gain (the per-run overhead makes the true ratio a little lower). "
-        f"True ratio: onnxruntime directly, the median over fresh session pairs of "
-        f"median(original)/median(candidate) [10th, 90th percentile of the pairs]. "
-        f"{_load(part)}.",
+        f"{chain['hw']}x{chain['hw']}), original: n + {EXTRA_LAYERS} layers, n calibrated per "
+        f"level until onnxruntime's own ratio is the gain (`calibrated_pair`; the lengths tried "
+        f"in brackets). True ratio: by onnxruntime directly, the median over "
+        f"{timing['pairs']} fresh session pairs ({timing['rounds']} interleaved rounds each) of "
+        f"median(original)/median(candidate), with the median's 95 % interval. Only the verdict "
+        f"at the level the pair was sized for counts. {_load(part)}.",
         "",
     ]
     rows = []
-    for gain in part["gains"]:
-        truth = {t["level"]: t for t in gain["true"]}
-        runs = gain["runs"]
-        for setting in sorted({s for r in runs for s in r["verdicts"]}):
-            verdicts = [r["verdicts"].get(setting, "-") for r in runs]
-            level = setting.split("/")[1]
-            t = truth.get(level)
-            true_text = f"{t['ratio']:.3f} [{t['low']:.3f}, {t['high']:.3f}]" if t else "-"
-            faster = verdicts.count("faster")
-            goal = math.ceil(POWER_GOAL[gain["gain"]] * len(runs))
-            speedups = [r["speedups"].get(setting) for r in runs]
-            rows.append(
-                [
-                    f"{(gain['gain'] - 1) * 100:.0f} % ({gain['layers'] + EXTRA_LAYERS} vs {gain['layers']})",
-                    setting,
-                    true_text,
-                    ", ".join(verdicts),
-                    ", ".join(f"{s:.3f}" if s else "-" for s in speedups),
-                    f"**{faster} / {len(runs)}** (goal {goal})",
-                ]
-            )
-    header = ["gain sized", "setting", "true ratio", "bench verdicts", "bench speedups", "faster"]
+    for row in part["rows"]:
+        truth, runs, level = row["true"], row["runs"], row["level"]
+        settings = [_level_setting(r["verdicts"], level) for r in runs]
+        verdicts = [
+            r["verdicts"].get(s, "-") if s else "-" for r, s in zip(runs, settings, strict=True)
+        ]
+        speedups = [
+            r["speedups"].get(s) if s else None for r, s in zip(runs, settings, strict=True)
+        ]
+        tried = ", ".join(f"{t['layers']}: {t['ratio']:.3f}" for t in row["tried"])
+        goal = math.ceil(POWER_GOAL[row["gain"]] * len(runs))
+        rows.append(
+            [
+                f"{(row['gain'] - 1) * 100:.0f} %", level,
+                f"{truth['layers'] + EXTRA_LAYERS} vs {truth['layers']} ({tried})",
+                f"{truth['ratio']:.3f} [{truth['low']:.3f}, {truth['high']:.3f}]",
+                ", ".join(verdicts), ", ".join(f"{s:.3f}" if s else "-" for s in speedups),
+                f"**{verdicts.count('faster')} / {len(runs)}** (goal {goal})",
+            ]
+        )  # fmt: skip
+    header = ["gain", "level", "layers (tried: ratio)", "true ratio [95 %]", "bench verdicts",
+              "bench speedups", "faster"]  # fmt: skip
     return lines + _table(header, rows)
 
 
@@ -653,6 +746,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--true-pairs", type=_at_least_one, default=20, help="pairs of the true ratio"
     )
     parser.add_argument("--true-rounds", type=_at_least_one, default=100, help="rounds per pair")
+    parser.add_argument(
+        "--calibrated-from",
+        type=Path,
+        help="reuse the calibrated chains of an earlier run's JSON (WORK/LABEL.json)",
+    )
     parser.add_argument("--large-mb", type=float, default=472.0)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per bench")
     parser.add_argument("--bench-args", default="", help="extra bench options, one string")
@@ -672,9 +770,9 @@ def main(argv: list[str] | None = None) -> int:
         tuple(args.parts.split(",")),
         args.aa_runs,
         args.power_runs,
-        args.true_pairs,
-        args.true_rounds,
+        TrueTiming(args.true_pairs, args.true_rounds),
         args.large_mb,
+        calibrated_rows(args.calibrated_from) if args.calibrated_from else {},
     )
     bnfold, version = cli_at(args.rev, args.work)
     bench = Bench(bnfold, tuple(shlex.split(args.bench_args)), args.timeout, args.work)

@@ -120,6 +120,61 @@ def test_a_longer_chain_only_adds_layers() -> None:
         np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
 
 
+def test_the_median_interval_is_the_binomial_order_statistics() -> None:
+    # n = 20: P(Binomial(20, 1/2) <= 5) = 0.021 <= 0.025 < P(<= 6): the 6th and 15th values
+    assert bd.median_interval([float(v) for v in range(20, 0, -1)]) == (6.0, 15.0)
+    # below 6 values no rank qualifies: the whole range, never an empty interval
+    assert bd.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+
+
+def _linear_chain(overhead_layers: float) -> tuple[list[int], bd.Callable]:
+    """A fake onnxruntime: n layers take n + overhead, so 2 more run (n + 2 + c) / (n + c)."""
+    asked: list[int] = []
+
+    def measure(layers: int) -> bd.TrueRatio:
+        asked.append(layers)
+        ratio = (layers + 2 + overhead_layers) / (layers + overhead_layers)
+        return bd.TrueRatio("disable", layers, ratio, ratio, ratio, [ratio])
+
+    return asked, measure
+
+
+def test_calibration_finds_the_chain_whose_two_extra_layers_cost_the_gain() -> None:
+    asked, measure = _linear_chain(overhead_layers=17)  # 42 vs 40 layers: only 3.5 %
+    truth, tried = bd.calibrated_pair(1.05, "disable", measure)
+    assert asked == [40, 23]  # 2 / 0.05 - 17: exact after one step on a linear cost
+    assert truth.layers == 23 and truth.ratio == pytest.approx(1.05)
+    assert [t.layers for t in tried] == asked
+
+
+def test_calibration_moves_at_most_a_halving_a_step_and_keeps_the_closest() -> None:
+    ratios = {20: 1.04, 10: 1.06, 5: 1.07}  # no length gives 1.10: a large overhead
+    asked: list[int] = []
+
+    def measure(layers: int) -> bd.TrueRatio:
+        asked.append(layers)
+        r = ratios[layers]
+        return bd.TrueRatio("all", layers, r, r, r, [r])
+
+    truth, _ = bd.calibrated_pair(1.10, "all", measure)
+    # 1.04 at 20 asks for 20 - 30 layers: a halving, the most one step moves
+    assert asked == [20, 10, 5]  # then CALIBRATION_STEPS ends the search
+    assert truth.layers == 5  # 1.07 is the closest to 1.10
+    assert bd.next_layers(1.05, 40, ratio=0.99) == 20  # no visible gain: halve
+
+
+def test_a_calibrated_run_can_be_reused(tmp_path: Path) -> None:
+    true = {"level": "all", "layers": 18, "ratio": 1.1, "low": 1.08, "high": 1.12,
+            "pair_ratios": [1.1]}  # fmt: skip
+    row = {"gain": 1.1, "level": "all", "true": true, "tried": [true], "runs": []}
+    saved = tmp_path / "after.json"
+    saved.write_text(json.dumps({"power": {"rows": [row]}}))
+    assert bd.calibrated_rows(saved)[1.1, "all"]["true"]["layers"] == 18
+    saved.write_text(json.dumps({"aa": {}}))
+    with pytest.raises(SystemExit, match="no calibrated power part"):
+        bd.calibrated_rows(saved)
+
+
 def test_the_launcher_runs_bnfold_from_the_given_tree_not_the_installed_one(
     tmp_path: Path,
 ) -> None:
@@ -143,9 +198,9 @@ def test_a_tiny_run_writes_every_table(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "smoke.json").read_text())
-    runs = [*results["aa"]["runs"], *(r for g in results["power"]["gains"] for r in g["runs"])]
+    runs = [*results["aa"]["runs"], *(r for g in results["power"]["rows"] for r in g["runs"])]
     runs += [row["run"] for row in results["wall"]["rows"]]
-    assert [r["error"] for r in runs] == [""] * 6
+    assert [r["error"] for r in runs] == [""] * 8  # 1 A/A, 2 gains x 2 levels, 3 wall
     verdicts = {v for r in runs for v in r["verdicts"].values()}
     assert all(r["verdicts"] for r in runs)
     assert verdicts <= {"faster", "slower", "equivalent", "inconclusive"}
