@@ -68,10 +68,12 @@ PROFILES: dict[str, Profile] = {
         # quantize_static has no int8 BatchNormalization: on 4 × [Conv 3×3 → Relu → BN]
         # (onnxruntime #9938) every kept BN stays a float island between Q/DQ pairs, while
         # the split quantizes fully (QLinearConv + QLinearAdd): no float op left, cosine to
-        # float 0.99955 vs 0.99959 kept, 1.24× at int8 (benchmarks/quantize_forms.md).
+        # float 0.99955 vs 0.99959 kept, 1.25× at int8 (median of 11 fresh sessions;
+        # benchmarks/quantize_forms.md).
         split_feature_maps=True,
         # The same measurement: a BN lowered to a 1×1 depthwise Conv leaves no float op and
-        # runs as fast as the split (1.23×); as Mul + Add it quantizes too but gains 1.07×.
+        # runs as fast as the split (1.26×); as Mul + Add it quantizes too, with one more
+        # QLinearMul per BN, and gains nothing (0.92×).
         # Below rank 3 a Conv cannot express it: Mul + Add, which quantize_static quantizes.
         lower_kept=(DWCONV, MUL_ADD),
         # Keras 3 (torch) writes MatMul → Cast → Add(b): a fold that stops at the Cast adds a
