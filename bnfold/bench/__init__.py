@@ -46,6 +46,7 @@ from .design import (
     DEFAULT_LEVELS,
     DEFAULT_MARGIN_PCT,
     DEFAULT_PAIRS,
+    DEFAULT_SPINNING,
     DEFAULT_WARMUP,
     BenchDesign,
     BenchSettings,
@@ -98,7 +99,7 @@ def bench(
     budget: float | None = None,
     threads: int | None = None,
     inter_threads: int | None = None,
-    spinning: bool | None = None,
+    spinning: bool | None = DEFAULT_SPINNING,
     cpus: str | Sequence[int] | None = None,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     include_copies: bool = False,
@@ -121,7 +122,8 @@ def bench(
     the verdict is decided early); ``iters``: timed rounds per pair, or ``min_time``: timed
     seconds per setting spread over ``pairs`` (default: each pair's length is planned from
     the budget). ``threads``/``inter_threads``: onnxruntime intra-/inter-op threads;
-    ``spinning``: worker threads spin-wait (None: onnxruntime's default); ``cpus``: pin to
+    ``spinning``: worker threads spin-wait (default off: the idle session's spinning threads
+    would compete with the timed one; None: onnxruntime's default, on); ``cpus``: pin to
     these CPUs (``'0,2-3'``). ``margin``: δ in percent (faster/slower only beyond ±δ).
     ``calibrate``: also time the original against itself. ``fail_if_slower``: True for the
     margin, or a percent; the report's ``failure()`` carries the verdict, nothing is raised

@@ -42,6 +42,13 @@ DEFAULT_PAIRS = DEFAULT_MAX_PAIRS
 # threads (a fast model gets hundreds of runs from the fraction; for a 300 ms model every
 # extra run would cost each pair 0.6 s that tells nothing).
 DEFAULT_WARMUP = 1
+# Worker threads do not spin-wait in bench unless asked (``--spinning``). Two sessions are
+# timed in turn, and after each run the idle session's spinning workers keep the cores the
+# timed one needs, which no single-session deployment has. On 2 cores, a real ~5% gain (42
+# vs 40 Conv layers) was called `slower` at level all in 2 of 8 runs (0.742x and 0.718x)
+# and a real 10% gain `faster` at level disable in 0 of 5; with spinning off, 4/4 and 5/5
+# `faster`, and A/A 0 false verdicts in 40 (benchmarks/bench_decisions.md).
+DEFAULT_SPINNING = False
 MAX_ROUNDS = 200_000  # bounds memory (1.6 MB per model and pair)
 
 

@@ -105,6 +105,12 @@ def _default_warmup() -> int:
     return DEFAULT_WARMUP
 
 
+def _default_spinning() -> bool:
+    from ..bench.design import DEFAULT_SPINNING
+
+    return DEFAULT_SPINNING
+
+
 def _default_margin() -> float:
     from ..bench.design import DEFAULT_MARGIN_PCT
 
@@ -249,9 +255,11 @@ def bench_options(command: F) -> F:
             ),
             click.option(
                 "--spinning/--no-spinning",
-                default=None,
-                help="Let onnxruntime's worker threads spin-wait for work (default: "
-                "onnxruntime's, on).",
+                cls=LibraryOption,
+                default=_default_spinning,
+                help="Let onnxruntime's worker threads spin-wait for work. Default: off, "
+                "unlike onnxruntime: the two sessions run in turn, and the idle one's "
+                "spinning threads would take the cores the timed one needs.",
             ),
             click.option(
                 "--cpus",

@@ -1,10 +1,12 @@
 """Threads and CPU placement: what the sessions may use, recorded in every report.
 
 onnxruntime's defaults (one intra-op thread per physical core, worker threads that spin
-while waiting for work) are what deployments get, so they stay the default; on a machine
-shared with other work, spinning threads compete for the same cores and are a large source
-of session-to-session noise, which is why the choice is recorded beside every verdict and
-can be set: ``--threads``, ``--inter-threads``, ``--spinning/--no-spinning``, ``--cpus``.
+while waiting for work) are what deployments get, so they stay the default (``None`` here),
+with one exception the judge decides: bench turns spinning off (``bench.design``), since it
+runs two sessions in turn and the idle one's spinning threads take the timed one's cores.
+On a machine shared with other work, spinning threads are a large source of
+session-to-session noise, which is why the choice is recorded beside every verdict and can
+be set: ``--threads``, ``--inter-threads``, ``--spinning/--no-spinning``, ``--cpus``.
 
 ``--cpus`` pins this process (and so the thread pools onnxruntime creates for each new
 session, which inherit the creating thread's affinity) with ``os.sched_setaffinity``; the

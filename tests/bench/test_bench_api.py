@@ -324,6 +324,22 @@ def test_threads_spinning_and_cpus_reach_the_sessions_and_the_report(
     assert "spinning off" in report.settings["threads_text"]
 
 
+def test_sessions_do_not_spin_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sessions run in turn: the idle one's spinning workers would take the timed one's
+    cores, so bench turns spinning off by default and says so; ``spinning=True`` (and None,
+    onnxruntime's own default) reach the sessions as given."""
+    calls = _recording_sessions(monkeypatch)
+    report = bench(fast_model(), fast_model(), providers="cpu", levels="disable", **QUICK)
+    assert calls and {c["spinning"] for c in calls} == {False}
+    assert "spinning off" in report.settings["threads_text"]
+    for asked in (True, None):
+        calls.clear()
+        bench(
+            fast_model(), fast_model(), providers="cpu", levels="disable", spinning=asked, **QUICK
+        )
+        assert {c["spinning"] for c in calls} == {asked}
+
+
 def test_calibrate_times_the_original_against_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _recording_sessions(monkeypatch)
     report = bench(
