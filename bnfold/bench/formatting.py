@@ -84,10 +84,6 @@ def format_bytes(size: int) -> str:
     return f"{scaled:.1f} GiB"
 
 
-def format_batch(batch: int | None) -> str:
-    return "-" if batch is None else str(batch)
-
-
 def confidence_text(confidence: float) -> str:
     """``0.95`` -> ``95%``."""
     return f"{confidence * 100:g}%"

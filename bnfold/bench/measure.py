@@ -411,11 +411,9 @@ def _estimate(
     fixed = speedup_over_pairs(log_ratios, confidence=confidence, margin=margin)
     needed = None
     if decision.verdict == INCONCLUSIVE and math.isfinite(fixed.pair_sd):
-        # pairs_needed searches upward from the count it is given; from 2 or 3 pairs its
-        # first t quantile (12.7 at df 1) overshoots MAX_PAIRS_NEEDED and reads as "no
-        # practical run decides", so the search starts where a sequential look can.
-        start = max(fixed.pairs, DEFAULT_FIRST_LOOK)
-        needed = pairs_needed(math.log(fixed.speedup), fixed.pair_sd, margin, confidence, start)
+        needed = pairs_needed(
+            math.log(fixed.speedup), fixed.pair_sd, margin, confidence, fixed.pairs
+        )
     return replace(
         fixed,
         ci_low=decision.low,

@@ -232,6 +232,11 @@ def verdict(ci_low: float, ci_high: float, margin: float = DEFAULT_MARGIN) -> st
     return INCONCLUSIVE
 
 
+# Where pairs_needed starts its search: the fewest pairs bench's sequential looks decide at
+# (sequential.DEFAULT_FIRST_LOOK).
+SEARCH_FROM_PAIRS = 6
+
+
 def pairs_needed(
     mean: float, sd: float, margin: float, confidence: float, pairs: int
 ) -> int | None:
@@ -241,8 +246,11 @@ def pairs_needed(
     ``gap = | |m| - L |``: ``t · s_w · f(K') < gap`` with ``f = standard_error_factor``
     (about ``1 / ((1 - 2γ) sqrt(K'))``, ``γ = TRIM``) gives
     ``K' > K · (t · s_w · f(K) / gap)²`` (t and ``f`` at the new K', found by iterating). None when the answer exceeds ``MAX_PAIRS_NEEDED`` (the estimate sits on the
-    margin: no practical run decides).
+    margin: no practical run decides). The search starts at ``SEARCH_FROM_PAIRS`` at least:
+    from 2 or 3 pairs its first t quantile (12.7 at one degree of freedom) overshoots
+    ``MAX_PAIRS_NEEDED`` and a 1% difference with 7.5% noise read as undecidable.
     """
+    pairs = max(pairs, SEARCH_FROM_PAIRS)
     gap = abs(abs(mean) - math.log1p(margin))
     if sd == 0.0:
         return pairs

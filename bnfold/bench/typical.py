@@ -31,8 +31,3 @@ def kept_pairs(log_ratios: Sequence[float]) -> list[int]:
 def typical_latency(pair_medians_ms: Sequence[float], kept: Sequence[int]) -> float:
     """``exp(mean over kept k of ln median_k)`` in milliseconds."""
     return math.exp(float(np.mean([math.log(pair_medians_ms[k]) for k in kept])))
-
-
-def typical_speedup(log_ratios: Sequence[float]) -> float:
-    """``exp(mean of the kept d_k)``: the verdict's speedup."""
-    return math.exp(float(np.mean([log_ratios[k] for k in kept_pairs(log_ratios)])))

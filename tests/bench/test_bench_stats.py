@@ -168,6 +168,14 @@ def test_pairs_needed_is_enough_and_not_much_more() -> None:
     )
 
 
+def test_pairs_needed_from_two_pairs_searches_from_where_looks_decide() -> None:
+    """From 2 pairs the first t quantile (12.7 at one degree of freedom) overshot the cap and
+    a 1% difference with 7.5% noise read as undecidable; the search starts at 6 pairs."""
+    from_two = pairs_needed(math.log(1.01), 0.075, 0.03, 0.95, 2)
+    assert from_two is not None
+    assert from_two == pairs_needed(math.log(1.01), 0.075, 0.03, 0.95, 6)
+
+
 def test_pairs_needed_gives_up_on_the_margin_itself() -> None:
     assert pairs_needed(math.log1p(0.03), 0.05, 0.03, 0.95, 10) is None
 
